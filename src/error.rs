@@ -1,0 +1,63 @@
+//! The library's error type: one variant per cause.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in fold's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The redb storage layer failed.
+    #[error("storage error in {path}: {message}")]
+    Storage {
+        /// The database file.
+        path: PathBuf,
+        /// redb's description.
+        message: String,
+    },
+    /// A text could not be used (e.g. it is not UTF-8).
+    #[error("{0}")]
+    BadText(String),
+    /// A state directory that fold did not write, or whose contents disagree with the request.
+    #[error("{0}")]
+    BadState(String),
+    /// An ortho value that does not fit its shape.
+    #[error("invalid ortho: {0}")]
+    BadOrtho(String),
+    /// The search reached a shape larger than the supported capacity.
+    #[error("the search reached shape {0:?}, larger than the supported capacity of {max} slots", max = crate::spatial::MAX_CAPACITY)]
+    ShapeTooLarge(Vec<usize>),
+    /// A version that does not exist.
+    #[error("unknown version {0}")]
+    UnknownVersion(u32),
+    /// A caller-supplied checkpoint function failed.
+    #[error("checkpoint failed: {0}")]
+    Checkpoint(String),
+}
+
+impl Error {
+    /// An I/O error with a sentence of context.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A redb error on the database at `path`.
+    pub fn storage(path: impl Into<PathBuf>, error: impl std::fmt::Display) -> Self {
+        Self::Storage {
+            path: path.into(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,257 @@
+//! Versions, token ids and phrase completions (ORTHO.md §2).
+//!
+//! The interner owns the vocabulary (word <-> token id) and a trie of every
+//! phrase seen so far, from which `completions(prefix)` is answered. It grows
+//! one version per ingested text and never renumbers a token.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::text;
+
+/// A token id: the index of a word in the vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Token(pub u32);
+
+/// What one ingested text changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ingested {
+    /// The version the text became.
+    pub version: u32,
+    /// Token ids the text added (possibly none).
+    pub new_tokens: std::ops::Range<u32>,
+    /// Number of phrase prefixes whose completion set grew.
+    pub changed_prefixes: usize,
+}
+
+/// The vocabulary and phrase completions of every text ingested so far.
+#[derive(Clone, Debug, Default)]
+pub struct Interner {
+    version: u32,
+    words: Vec<String>,
+    ids: HashMap<String, u32>,
+    phrases: PhraseTrie,
+}
+
+impl Interner {
+    /// An interner at version 0: no words, no phrases.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The interner after ingesting `texts` in order.
+    pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut interner = Self::new();
+        for text in texts {
+            interner.ingest(text);
+        }
+        interner
+    }
+
+    /// Ingests one text as the next version.
+    pub fn ingest(&mut self, text: &str) -> Ingested {
+        let sentences = text::sentences(text);
+        let first_new = self.words.len() as u32;
+        let fresh: BTreeSet<&str> = sentences
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|word| !self.ids.contains_key(*word))
+            .collect();
+        for word in fresh {
+            self.ids.insert(word.to_owned(), self.words.len() as u32);
+            self.words.push(word.to_owned());
+        }
+
+        let mut changed = ChangedPrefixes::default();
+        for sentence in &sentences {
+            let tokens: Vec<u32> = sentence.iter().map(|word| self.ids[word]).collect();
+            self.phrases.insert_sentence(&tokens, &mut changed);
+        }
+        self.version += 1;
+        Ingested {
+            version: self.version,
+            new_tokens: first_new..self.words.len() as u32,
+            changed_prefixes: changed.count(),
+        }
+    }
+
+    /// The version of the last ingested text (0 before any).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Number of token ids.
+    pub fn vocabulary(&self) -> usize {
+        self.words.len()
+    }
+
+    /// The word of a token id.
+    pub fn word(&self, token: Token) -> Option<&str> {
+        self.words.get(token.0 as usize).map(String::as_str)
+    }
+
+    /// The token id of a word, if the word is known.
+    pub fn token(&self, word: &str) -> Option<Token> {
+        self.ids.get(word).copied().map(Token)
+    }
+
+    /// Every word, in token-id order.
+    pub fn words(&self) -> &[String] {
+        &self.words
+    }
+
+    /// The sorted token ids that follow `prefix` inside some sentence.
+    pub fn completions(&self, prefix: &[Token]) -> &[u32] {
+        self.completions_of(prefix.iter().map(|token| token.0))
+    }
+
+    /// Like [`Interner::completions`], for a prefix given as raw ids; an empty
+    /// prefix yields no completions. This is the search engine's hot path.
+    #[inline]
+    pub fn completions_of(&self, prefix: impl IntoIterator<Item = u32>) -> &[u32] {
+        let mut node = PhraseTrie::ROOT;
+        let mut walked = false;
+        for token in prefix {
+            match self.phrases.child(node, token) {
+                Some(child) => node = child,
+                None => return &[],
+            }
+            walked = true;
+        }
+        if walked { self.phrases.completions(node) } else { &[] }
+    }
+}
+
+/// Phrase prefixes touched while ingesting one text, to count them once each.
+#[derive(Default)]
+struct ChangedPrefixes(std::collections::HashSet<u32>);
+
+impl ChangedPrefixes {
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A trie over token sequences: the children of the node for prefix `p` are
+/// exactly `completions(p)`, kept sorted so they double as the answer.
+#[derive(Clone, Debug)]
+struct PhraseTrie {
+    /// Sorted completion tokens of each node.
+    keys: Vec<Vec<u32>>,
+    /// Child node of each completion, parallel to `keys`.
+    kids: Vec<Vec<u32>>,
+}
+
+impl Default for PhraseTrie {
+    fn default() -> Self {
+        Self {
+            keys: vec![Vec::new()],
+            kids: vec![Vec::new()],
+        }
+    }
+}
+
+impl PhraseTrie {
+    const ROOT: u32 = 0;
+
+    #[inline]
+    fn child(&self, node: u32, token: u32) -> Option<u32> {
+        let keys = &self.keys[node as usize];
+        keys.binary_search(&token)
+            .ok()
+            .map(|index| self.kids[node as usize][index])
+    }
+
+    #[inline]
+    fn completions(&self, node: u32) -> &[u32] {
+        &self.keys[node as usize]
+    }
+
+    /// Inserts every suffix of the sentence, so every contiguous phrase is a path.
+    fn insert_sentence(&mut self, tokens: &[u32], changed: &mut ChangedPrefixes) {
+        for start in 0..tokens.len() {
+            let mut node = Self::ROOT;
+            for &token in &tokens[start..] {
+                node = self.child_or_insert(node, token, changed);
+            }
+        }
+    }
+
+    fn child_or_insert(&mut self, node: u32, token: u32, changed: &mut ChangedPrefixes) -> u32 {
+        let slot = node as usize;
+        match self.keys[slot].binary_search(&token) {
+            Ok(index) => self.kids[slot][index],
+            Err(index) => {
+                let child = self.keys.len() as u32;
+                self.keys.push(Vec::new());
+                self.kids.push(Vec::new());
+                self.keys[slot].insert(index, token);
+                self.kids[slot].insert(index, child);
+                if node != Self::ROOT {
+                    changed.0.insert(node);
+                }
+                child
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(interner: &Interner, words: &[&str]) -> Vec<Token> {
+        words.iter().map(|w| interner.token(w).unwrap()).collect()
+    }
+
+    #[test]
+    fn first_text_vocabulary_is_sorted() {
+        let interner = Interner::from_texts(["the quick brown fox"]);
+        assert_eq!(interner.words(), ["brown", "fox", "quick", "the"]);
+        assert_eq!(interner.version(), 1);
+    }
+
+    #[test]
+    fn later_texts_append_new_words_sorted() {
+        let mut interner = Interner::from_texts(["b d"]);
+        let ingested = interner.ingest("e a d c");
+        assert_eq!(interner.words(), ["b", "d", "a", "c", "e"]);
+        assert_eq!(ingested.version, 2);
+        assert_eq!(ingested.new_tokens, 2..5);
+    }
+
+    #[test]
+    fn empty_text_still_makes_a_version() {
+        let mut interner = Interner::new();
+        let ingested = interner.ingest("");
+        assert_eq!(ingested.version, 1);
+        assert_eq!(interner.vocabulary(), 0);
+    }
+
+    #[test]
+    fn completions_follow_phrases_inside_sentences_only() {
+        let interner = Interner::from_texts(["a b c. c a"]);
+        let a = ids(&interner, &["a"]);
+        let ab = ids(&interner, &["a", "b"]);
+        let c = ids(&interner, &["c"]);
+        let b = interner.token("b").unwrap().0;
+        let cc = interner.token("c").unwrap().0;
+        let aa = interner.token("a").unwrap().0;
+        assert_eq!(interner.completions(&a), [b]);
+        assert_eq!(interner.completions(&ab), [cc]);
+        // "c" ends the first sentence; "c a" is in the second.
+        assert_eq!(interner.completions(&c), [aa]);
+        assert!(interner.completions(&ids(&interner, &["b", "a"])).is_empty());
+        assert!(interner.completions(&[]).is_empty());
+    }
+
+    #[test]
+    fn changed_prefixes_count_grown_completion_sets() {
+        let mut interner = Interner::from_texts(["a b"]);
+        // "a" gains "c"; "b" gains "c"; "a b" gains "c".
+        assert_eq!(interner.ingest("a b c. a c").changed_prefixes, 3);
+        assert_eq!(interner.ingest("a b c").changed_prefixes, 0);
+    }
+}

@@ -1,0 +1,39 @@
+//! fold reads text and exhaustively searches it for *orthos*: grids of words
+//! in which every axis-aligned line is a phrase of the text and no word
+//! repeats within a diagonal shell. `../shared/spec/ORTHO.md` defines the
+//! search exactly; every path through this crate reproduces its figures.
+//!
+//! Layers, lowest first (a layer never imports a higher one):
+//!
+//! * [`text`] — sentences and words of a raw text.
+//! * [`interner`] — versions, token ids and phrase completions.
+//! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
+//! * [`ortho`] — the compact ortho value, its identity and its children.
+//! * [`queue`] — the FIFO work queue that spills to a temporary redb file.
+//! * [`search`] — the engine: parallel batches, seen set, leaves, optimum.
+//! * [`seed_api`] — the seed's [`process_text`] entry point.
+//! * [`report`] — figures as JSON and as a human-readable grid.
+//! * [`store`] — the state directory (texts and figures in redb).
+//! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
+//!
+//! Data flows text → interner → search (spatial + ortho + queue) → figures →
+//! report and store.
+
+pub mod embedded;
+pub mod error;
+pub mod interner;
+pub mod ortho;
+pub mod progress;
+pub mod queue;
+pub mod report;
+pub mod search;
+pub mod seed_api;
+pub mod spatial;
+pub mod store;
+pub mod text;
+
+pub use error::{Error, Result};
+pub use interner::{Interner, Token};
+pub use ortho::{Ortho, OrthoId};
+pub use search::{Figures, SearchConfig, SearchOutcome, search};
+pub use seed_api::{Checkpoint, process_text};

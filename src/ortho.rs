@@ -1,0 +1,403 @@
+//! The compact ortho value: shape, payload, identity, and its children
+//! (ORTHO.md §3–5 and the §7 ordering).
+//!
+//! An ortho is a shape id plus one `u32` per slot, [`EMPTY`] marking an empty
+//! slot, so the payload length always equals the shape's capacity.
+
+use std::cmp::Ordering;
+
+use crate::error::Error;
+use crate::interner::{Interner, Token};
+use crate::spatial::{ShapeId, ShapeTable, shapes};
+
+/// The raw value of an empty slot.
+pub const EMPTY: u32 = u32::MAX;
+
+/// A stable 64-bit identity of an ortho: the same on every machine and build.
+pub type OrthoId = u64;
+
+/// A grid of token ids in position order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ortho {
+    shape: ShapeId,
+    slots: Box<[u32]>,
+}
+
+impl Ortho {
+    /// The empty ortho of shape `[2, 2]`, where every search starts.
+    pub fn empty() -> Self {
+        Self {
+            shape: shapes().start(),
+            slots: vec![EMPTY; 4].into(),
+        }
+    }
+
+    /// Builds an ortho from sizes and a payload in position order.
+    pub fn new(dims: &[usize], payload: &[Option<Token>]) -> Result<Self, Error> {
+        let shape = shapes()
+            .id(dims)
+            .ok_or_else(|| Error::BadOrtho(format!("unsupported shape {dims:?}")))?;
+        let slots: Box<[u32]> = payload
+            .iter()
+            .map(|slot| slot.map_or(EMPTY, |token| token.0))
+            .collect();
+        Self::from_raw(shape, slots)
+    }
+
+    /// Builds an ortho from a shape id and raw slots, checking their lengths agree.
+    pub fn from_raw(shape: ShapeId, slots: Box<[u32]>) -> Result<Self, Error> {
+        let capacity = shapes().table(shape).capacity;
+        if slots.len() != capacity {
+            return Err(Error::BadOrtho(format!(
+                "payload of {} slots for a shape of capacity {capacity}",
+                slots.len()
+            )));
+        }
+        Ok(Self { shape, slots })
+    }
+
+    /// The shape id.
+    pub fn shape(&self) -> ShapeId {
+        self.shape
+    }
+
+    /// The shape's table.
+    #[inline]
+    pub fn table(&self) -> &'static ShapeTable {
+        shapes().table(self.shape)
+    }
+
+    /// The sizes of the shape.
+    pub fn dims(&self) -> &'static [usize] {
+        &self.table().dims
+    }
+
+    /// Raw slots in position order; [`EMPTY`] marks an empty slot.
+    pub fn raw_slots(&self) -> &[u32] {
+        &self.slots
+    }
+
+    /// The payload in position order.
+    pub fn payload(&self) -> impl Iterator<Item = Option<Token>> + '_ {
+        self.slots
+            .iter()
+            .map(|&slot| (slot != EMPTY).then_some(Token(slot)))
+    }
+
+    /// Number of filled slots.
+    pub fn fullness(&self) -> usize {
+        self.slots.iter().filter(|&&slot| slot != EMPTY).count()
+    }
+
+    /// Product of `size - 1` over the shape.
+    pub fn volume(&self) -> u64 {
+        self.table().volume
+    }
+
+    /// The stable identity: xxh3 of the payload, seeded by a hash of the sizes.
+    #[inline]
+    pub fn id(&self) -> OrthoId {
+        let seed = self.table().id_seed;
+        let mut bytes = [0u8; 4 * 64];
+        if self.slots.len() <= 64 {
+            for (chunk, slot) in bytes.chunks_exact_mut(4).zip(self.slots.iter()) {
+                chunk.copy_from_slice(&slot.to_le_bytes());
+            }
+            xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..4 * self.slots.len()], seed)
+        } else {
+            let long: Vec<u8> = self.slots.iter().flat_map(|slot| slot.to_le_bytes()).collect();
+            xxhash_rust::xxh3::xxh3_64_with_seed(&long, seed)
+        }
+    }
+
+    /// Orders orthos for the optimum of ORTHO.md §7: greater means better.
+    /// Greater `(volume, fullness)` wins; ties go to the smaller `(dims, payload)`.
+    pub fn rank_cmp(&self, other: &Self) -> Ordering {
+        (self.volume(), self.fullness())
+            .cmp(&(other.volume(), other.fullness()))
+            .then_with(|| other.dims().cmp(self.dims()))
+            .then_with(|| {
+                // An empty slot is smaller than any token.
+                let key = |slot: &u32| slot.wrapping_add(1);
+                other.slots.iter().map(key).cmp(self.slots.iter().map(key))
+            })
+    }
+
+    /// The payload as words, `None` for empty slots.
+    pub fn words<'a>(&self, interner: &'a Interner) -> Vec<Option<&'a str>> {
+        self.payload()
+            .map(|slot| slot.and_then(|token| interner.word(token)))
+            .collect()
+    }
+}
+
+/// Reusable buffers for [`expand`], one set per thread.
+#[derive(Default)]
+pub struct Scratch {
+    candidates: Vec<u32>,
+    forbidden: Vec<u32>,
+}
+
+/// Computes the candidates of `ortho`'s next slot and hands every child to
+/// `emit`. Returns whether there was any candidate (`false` means a leaf).
+pub fn expand(
+    ortho: &Ortho,
+    interner: &Interner,
+    scratch: &mut Scratch,
+    mut emit: impl FnMut(Ortho),
+) -> Result<bool, Error> {
+    let table = ortho.table();
+    let Some(next) = ortho.slots.iter().position(|&slot| slot == EMPTY) else {
+        return Ok(false);
+    };
+    candidates(ortho, table, next, interner, scratch);
+    if scratch.candidates.is_empty() {
+        return Ok(false);
+    }
+    let last_empty = ortho.fullness() + 1 == table.capacity;
+    for &token in &scratch.candidates {
+        if last_empty {
+            reshape_children(ortho, table, next, token, &mut emit)?;
+        } else {
+            let mut slots = ortho.slots.clone();
+            slots[next] = token;
+            if next == 2 && table.is_start() && slots[1] > slots[2] {
+                slots.swap(1, 2);
+            }
+            emit(Ortho {
+                shape: ortho.shape,
+                slots,
+            });
+        }
+    }
+    Ok(true)
+}
+
+/// Fills `scratch.candidates` with the sorted candidates of slot `next` (§4).
+fn candidates(
+    ortho: &Ortho,
+    table: &ShapeTable,
+    next: usize,
+    interner: &Interner,
+    scratch: &mut Scratch,
+) {
+    let rule = &table.slots[next];
+    let slots = &ortho.slots;
+    scratch.forbidden.clear();
+    scratch.forbidden.extend(
+        rule.shell_peers
+            .iter()
+            .map(|&peer| slots[peer as usize])
+            .filter(|&slot| slot != EMPTY),
+    );
+    let forbidden = &scratch.forbidden;
+    let candidates = &mut scratch.candidates;
+    candidates.clear();
+
+    if rule.prefixes.is_empty() {
+        candidates.extend((0..interner.vocabulary() as u32).filter(|t| !forbidden.contains(t)));
+        return;
+    }
+    let completions = |prefix: &[u16]| {
+        interner.completions_of(prefix.iter().map(|&position| slots[position as usize]))
+    };
+    // Start from the smallest completion set and keep what every other set holds.
+    let mut sets: [&[u32]; 8] = [&[]; 8];
+    let mut count = 0;
+    let mut others: Vec<&[u32]> = Vec::new();
+    for prefix in &rule.prefixes {
+        let set = completions(prefix);
+        if set.is_empty() {
+            return;
+        }
+        if count < sets.len() {
+            sets[count] = set;
+        } else {
+            others.push(set);
+        }
+        count += 1;
+    }
+    let mut all: Vec<&[u32]> = sets[..count.min(sets.len())].to_vec();
+    all.extend(others);
+    all.sort_by_key(|set| set.len());
+    let (smallest, rest) = all.split_first().expect("at least one prefix");
+    candidates.extend(smallest.iter().copied().filter(|token| {
+        !forbidden.contains(token) && rest.iter().all(|set| set.binary_search(token).is_ok())
+    }));
+}
+
+/// The children of filling the last empty slot `next` with `token` (§5):
+/// the over-reshapings, then the up-reshaping when every size is 2.
+fn reshape_children(
+    ortho: &Ortho,
+    table: &ShapeTable,
+    next: usize,
+    token: u32,
+    emit: &mut impl FnMut(Ortho),
+) -> Result<(), Error> {
+    let mut full = ortho.slots.clone();
+    full[next] = token;
+    for reshape in &table.over {
+        emit(moved(&full, reshape)?);
+    }
+    if !table.up.is_empty() {
+        let k = table.dims.len();
+        let p = (1..=k)
+            .take_while(|&position| {
+                let slot = ortho.slots[position];
+                slot == EMPTY || slot <= token
+            })
+            .count();
+        emit(moved(&full, &table.up[p])?);
+    }
+    Ok(())
+}
+
+fn moved(full: &[u32], reshape: &crate::spatial::Reshape) -> Result<Ortho, Error> {
+    let shape = reshape
+        .target
+        .ok_or_else(|| Error::ShapeTooLarge(reshape.target_dims.to_vec()))?;
+    let capacity = shapes().table(shape).capacity;
+    let mut slots = vec![EMPTY; capacity].into_boxed_slice();
+    for (&token, &position) in full.iter().zip(reshape.map.iter()) {
+        slots[position as usize] = token;
+    }
+    Ok(Ortho { shape, slots })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ortho(dims: &[usize], payload: &[i64]) -> Ortho {
+        let payload: Vec<Option<Token>> = payload
+            .iter()
+            .map(|&t| (t >= 0).then_some(Token(t as u32)))
+            .collect();
+        Ortho::new(dims, &payload).unwrap()
+    }
+
+    const E: i64 = -1;
+
+    /// Text in which each listed phrase is its own sentence, over the words
+    /// t0..t99 so that word `tN` gets token id N.
+    fn interner_with(phrases: &[&[u32]]) -> Interner {
+        let mut text: Vec<String> = (0..100).map(|n| format!("t{n:02}.")).collect();
+        for phrase in phrases {
+            let words: Vec<String> = phrase.iter().map(|n| format!("t{n:02}")).collect();
+            text.push(format!("{}.", words.join(" ")));
+        }
+        Interner::from_texts([text.join(" ").as_str()])
+    }
+
+    fn children(parent: &Ortho, interner: &Interner) -> Vec<Ortho> {
+        let mut out = Vec::new();
+        expand(parent, interner, &mut Scratch::default(), |child| out.push(child)).unwrap();
+        out
+    }
+
+    #[test]
+    fn adding_to_a_two_by_two_keeps_one_mirror_image() {
+        let interner = interner_with(&[&[10, 20], &[10, 30]]);
+        let kids = children(&ortho(&[2, 2], &[10, E, E, E]), &interner);
+        assert!(kids.contains(&ortho(&[2, 2], &[10, 20, E, E])));
+        let kids = children(&ortho(&[2, 2], &[10, 20, E, E]), &interner);
+        assert_eq!(kids, vec![ortho(&[2, 2], &[10, 20, 30, E])]);
+        // [10,30,_,_] + 20 swaps into [10,20,30,_].
+        let kids = children(&ortho(&[2, 2], &[10, 30, E, E]), &interner);
+        assert_eq!(kids, vec![ortho(&[2, 2], &[10, 20, 30, E])]);
+    }
+
+    #[test]
+    fn corner_of_two_by_two_requires_both_lines() {
+        // Slot (1,1) needs completions of [20] and of [30]; only 40 follows both.
+        let interner = interner_with(&[&[20, 40], &[30, 40], &[20, 41]]);
+        let kids = children(&ortho(&[2, 2], &[10, 20, 30, E]), &interner);
+        assert_eq!(
+            kids,
+            vec![
+                ortho(&[3, 2], &[10, 20, 30, 40, E, E]),
+                ortho(&[2, 2, 2], &[10, 20, 30, E, 40, E, E, E]),
+            ]
+        );
+    }
+
+    #[test]
+    fn up_position_follows_axis_slot_tokens() {
+        let interner = interner_with(&[&[20, 25], &[30, 25], &[20, 5], &[30, 5]]);
+        let kids = children(&ortho(&[2, 2], &[10, 20, 30, E]), &interner);
+        assert!(kids.contains(&ortho(&[2, 2, 2], &[10, 20, E, 30, E, 25, E, E])));
+        assert!(kids.contains(&ortho(&[2, 2, 2], &[10, E, 20, 30, E, E, 5, E])));
+    }
+
+    #[test]
+    fn three_by_two_next_slot_requires_column_and_forbids_shell() {
+        // (2,0) needs completions of [10,30]; 40 sits in the same shell and is forbidden.
+        let interner = interner_with(&[&[10, 30, 40], &[10, 30, 50]]);
+        let kids = children(&ortho(&[3, 2], &[10, 20, 30, 40, E, E]), &interner);
+        assert_eq!(kids, vec![ortho(&[3, 2], &[10, 20, 30, 40, 50, E])]);
+    }
+
+    #[test]
+    fn cube_next_slot_forbids_both_shell_peers() {
+        // (1,0,0) needs completions of [10]; 20 and 30 share its shell.
+        let interner = interner_with(&[&[10, 20], &[10, 30], &[10, 11]]);
+        let kids = children(&ortho(&[2, 2, 2], &[10, 20, 30, E, 40, E, E, E]), &interner);
+        assert_eq!(kids, vec![ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, E, E, E])]);
+    }
+
+    #[test]
+    fn filling_three_by_two_reshapes_over_both_sizes() {
+        let interner = interner_with(&[&[20, 40, 60], &[50, 60]]);
+        let kids = children(&ortho(&[3, 2], &[10, 20, 30, 40, 50, E]), &interner);
+        assert_eq!(
+            kids,
+            vec![
+                ortho(&[4, 2], &[10, 20, 30, 40, 50, 60, E, E]),
+                ortho(&[3, 3], &[10, 20, 30, E, 40, 50, E, 60, E]),
+            ]
+        );
+    }
+
+    #[test]
+    fn filling_a_cube_reshapes_over_and_up() {
+        // Slot 7 = (1,1,1) needs [40] (axis 0), [12] (axis 1), [13] (axis 2).
+        let interner = interner_with(&[&[40, 14], &[12, 14], &[13, 14]]);
+        let kids = children(&ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, 12, 13, E]), &interner);
+        assert_eq!(
+            kids,
+            vec![
+                ortho(&[3, 2, 2], &[10, 20, 30, 11, 40, 12, 13, E, 14, E, E, E]),
+                ortho(
+                    &[2, 2, 2, 2],
+                    &[10, E, 20, 30, 11, E, E, 40, E, 12, 13, E, E, E, 14, E]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinguish_shapes() {
+        let a = ortho(&[2, 2], &[1, 2, E, E]);
+        assert_eq!(a.id(), ortho(&[2, 2], &[1, 2, E, E]).id());
+        assert_ne!(a.id(), ortho(&[2, 2], &[2, 1, E, E]).id());
+        assert_ne!(
+            ortho(&[2, 2, 2], &[1, 2, E, E, E, E, E, E]).id(),
+            ortho(&[4, 2], &[1, 2, E, E, E, E, E, E]).id()
+        );
+    }
+
+    #[test]
+    fn rank_prefers_volume_then_fullness_then_smaller_payload() {
+        let small = ortho(&[2, 2], &[1, 2, 3, E]);
+        let bigger = ortho(&[3, 2], &[1, 2, E, E, E, E]);
+        assert_eq!(bigger.rank_cmp(&small), Ordering::Greater);
+        let fuller = ortho(&[2, 2], &[1, 2, 3, 4]);
+        assert_eq!(fuller.rank_cmp(&small), Ordering::Greater);
+        let lower_ids = ortho(&[2, 2], &[0, 2, 3, E]);
+        assert_eq!(lower_ids.rank_cmp(&small), Ordering::Greater);
+        let empty_first = ortho(&[2, 2, 2], &[1, E, 2, 3, E, E, E, E]);
+        let token_first = ortho(&[2, 2, 2], &[1, 2, E, 3, E, E, E, E]);
+        assert_eq!(empty_first.rank_cmp(&token_first), Ordering::Greater);
+    }
+}

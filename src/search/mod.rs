@@ -1,0 +1,179 @@
+//! The search engine (ORTHO.md §6): a loop that pops up to `batch_size`
+//! orthos from the work queue, expands them in parallel with rayon, dedups the
+//! children in a concurrent seen set and queues the new ones, tracking leaves
+//! and the optimal ortho as it goes.
+//!
+//! The engine knows nothing of files, processes or the network; callers watch
+//! it through [`SearchObserver`].
+
+mod batch;
+mod seen;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use seen::SeenSet;
+
+use crate::error::{Error, Result};
+use crate::interner::Interner;
+use crate::ortho::Ortho;
+use crate::queue::{DEFAULT_BUFFER, WorkQueue};
+use batch::{better, expand_batch};
+
+/// Default number of orthos expanded per parallel batch.
+pub const DEFAULT_BATCH: usize = 1000;
+
+/// How a search runs. None of these settings changes its figures.
+#[derive(Clone, Debug)]
+pub struct SearchConfig {
+    /// Worker threads; 0 means one per core.
+    pub threads: usize,
+    /// Orthos popped and expanded per parallel batch.
+    pub batch_size: usize,
+    /// Orthos the work queue keeps in memory before spilling to disk.
+    pub queue_buffer: usize,
+    /// Directory for the queue's temporary spill file.
+    pub spill_dir: PathBuf,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            batch_size: DEFAULT_BATCH,
+            queue_buffer: DEFAULT_BUFFER,
+            spill_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// The figures of ORTHO.md §7 that the search itself determines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Distinct orthos found, the empty one excluded.
+    pub orthos: u64,
+    /// Orthos found that are leaves.
+    pub frontier: u64,
+    /// The best ortho found, if any.
+    pub optimal: Option<Ortho>,
+}
+
+/// Counters describing the work a search did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Orthos expanded (the empty start ortho excluded).
+    pub processed: u64,
+    /// Children generated, duplicates included.
+    pub generated: u64,
+    /// Largest queue length seen.
+    pub peak_queue: u64,
+    /// Orthos written to the queue's spill file.
+    pub spilled: u64,
+}
+
+/// A snapshot handed to the observer after every batch.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Orthos found so far.
+    pub orthos: u64,
+    /// Orthos expanded so far.
+    pub processed: u64,
+    /// Orthos waiting in the queue.
+    pub queued: u64,
+    /// Time since the search started.
+    pub elapsed: Duration,
+}
+
+/// Watches a running search. Every method runs between batches, on the
+/// thread that called [`search`].
+pub trait SearchObserver {
+    /// Whether [`SearchObserver::on_leaves`] should receive leaf orthos.
+    fn wants_leaves(&self) -> bool {
+        false
+    }
+
+    /// Leaves found in the last batch (only if [`SearchObserver::wants_leaves`]).
+    fn on_leaves(&mut self, _leaves: Vec<Ortho>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called after each batch; an error stops the search.
+    fn on_batch(&mut self, _progress: &Progress) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// An observer that watches nothing.
+pub struct Unobserved;
+
+impl SearchObserver for Unobserved {}
+
+/// Everything a finished search leaves behind.
+pub struct SearchOutcome {
+    /// Its figures.
+    pub figures: Figures,
+    /// Its work counters.
+    pub stats: SearchStats,
+    /// The ids of every ortho found.
+    pub seen: SeenSet,
+}
+
+/// Runs the whole search over `interner` from the empty ortho.
+pub fn search(
+    interner: &Interner,
+    config: &SearchConfig,
+    observer: &mut dyn SearchObserver,
+) -> Result<SearchOutcome> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.threads)
+        .thread_name(|index| format!("fold-search-{index}"))
+        .build()
+        .map_err(|e| Error::io("cannot start search threads", std::io::Error::other(e)))?;
+    let started = Instant::now();
+    let seen = SeenSet::new();
+    let mut queue = WorkQueue::new(config.queue_buffer, &config.spill_dir);
+    let mut figures = Figures::default();
+    let mut stats = SearchStats::default();
+    let keep_leaves = observer.wants_leaves();
+
+    // The empty ortho is expanded but never counted, not even as a leaf.
+    let mut batch = vec![Ortho::empty()];
+    let mut is_start = true;
+    while !batch.is_empty() {
+        let expanded = batch.len() as u64;
+        let mut outcome = pool.install(|| expand_batch(batch, interner, &seen, keep_leaves));
+        if let Some(error) = outcome.error.take() {
+            return Err(error);
+        }
+        if is_start {
+            is_start = false;
+        } else {
+            stats.processed += expanded;
+            figures.frontier += outcome.leaves;
+            if keep_leaves {
+                observer.on_leaves(std::mem::take(&mut outcome.leaf_orthos))?;
+            }
+        }
+        stats.generated += outcome.generated;
+        figures.orthos += outcome.new_orthos.len() as u64;
+        figures.optimal = better(figures.optimal.take(), outcome.best);
+        for ortho in outcome.new_orthos {
+            queue.push(ortho)?;
+        }
+        stats.peak_queue = stats.peak_queue.max(queue.len());
+        observer.on_batch(&Progress {
+            orthos: figures.orthos,
+            processed: stats.processed,
+            queued: queue.len(),
+            elapsed: started.elapsed(),
+        })?;
+        batch = Vec::with_capacity(config.batch_size);
+        queue.pop_batch(config.batch_size.max(1), &mut batch)?;
+    }
+    stats.spilled = queue.spilled_total();
+    Ok(SearchOutcome {
+        figures,
+        stats,
+        seen,
+    })
+}

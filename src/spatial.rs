@@ -1,0 +1,341 @@
+//! Per-shape tables: position order, required prefixes, shells and reshaping
+//! maps (ORTHO.md §3–5).
+//!
+//! Everything here is pure geometry, independent of any text. Tables are built
+//! once per shape on first use and shared process-wide, so the search engine
+//! never recomputes coordinates in its hot path.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Largest capacity (product of sizes) a shape may have. Orthos that would
+/// grow beyond it are reported as an error instead of being searched.
+pub const MAX_CAPACITY: usize = 1024;
+
+/// Index of a shape in the process-wide shape list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShapeId(pub u16);
+
+/// What may go into one slot: the lines that end at it and its shell.
+#[derive(Debug)]
+pub struct SlotRule {
+    /// For each axis along which the slot is not at 0: the positions of the
+    /// slots before it on that axis, in axis order (the required prefix).
+    pub prefixes: Vec<Box<[u16]>>,
+    /// Positions of the other slots in the same shell.
+    pub shell_peers: Box<[u16]>,
+}
+
+/// A reshaping into a larger shape: where every old position moves.
+#[derive(Debug)]
+pub struct Reshape {
+    /// The larger shape, or `None` when it exceeds [`MAX_CAPACITY`].
+    pub target: Option<ShapeId>,
+    /// The larger shape's sizes (kept even when it has no id, for errors).
+    pub target_dims: Box<[usize]>,
+    /// `map[old_position] = new_position`.
+    pub map: Box<[u16]>,
+}
+
+/// Everything the search needs to know about one shape.
+#[derive(Debug)]
+pub struct ShapeTable {
+    /// Sizes, non-increasing.
+    pub dims: Box<[usize]>,
+    /// Product of the sizes.
+    pub capacity: usize,
+    /// Product of `size - 1`.
+    pub volume: u64,
+    /// Coordinate of every position.
+    pub coords: Vec<Box<[usize]>>,
+    /// Slot rule of every position.
+    pub slots: Vec<SlotRule>,
+    /// Over-reshapings, in ORTHO.md order.
+    pub over: Vec<Reshape>,
+    /// Up-reshapings indexed by `p` (`0..=k`); empty unless every size is 2.
+    pub up: Vec<Reshape>,
+    /// Seed of the ortho id hash: a stable hash of `dims`.
+    pub id_seed: u64,
+}
+
+impl ShapeTable {
+    /// Whether this is the start shape `[2, 2]`.
+    pub fn is_start(&self) -> bool {
+        *self.dims == [2, 2]
+    }
+}
+
+/// The process-wide list of shapes and their lazily built tables.
+pub struct Spatial {
+    dims: Vec<Box<[usize]>>,
+    ids: HashMap<Box<[usize]>, ShapeId>,
+    tables: Vec<OnceLock<ShapeTable>>,
+}
+
+/// The shared shape tables.
+pub fn shapes() -> &'static Spatial {
+    static SPATIAL: OnceLock<Spatial> = OnceLock::new();
+    SPATIAL.get_or_init(Spatial::enumerate)
+}
+
+impl Spatial {
+    fn enumerate() -> Self {
+        let mut dims = Vec::new();
+        let mut prefix = Vec::new();
+        collect_shapes(&mut prefix, MAX_CAPACITY, 1, &mut dims);
+        dims.sort_by(|a: &Box<[usize]>, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        let ids = dims
+            .iter()
+            .enumerate()
+            .map(|(index, d)| (d.clone(), ShapeId(index as u16)))
+            .collect();
+        let tables = dims.iter().map(|_| OnceLock::new()).collect();
+        Self { dims, ids, tables }
+    }
+
+    /// The id of the start shape `[2, 2]`.
+    pub fn start(&self) -> ShapeId {
+        self.ids[&[2usize, 2][..]]
+    }
+
+    /// The id of a shape, if it is a valid shape within [`MAX_CAPACITY`].
+    pub fn id(&self, dims: &[usize]) -> Option<ShapeId> {
+        self.ids.get(dims).copied()
+    }
+
+    /// The table of a shape, built on first use.
+    #[inline]
+    pub fn table(&self, shape: ShapeId) -> &ShapeTable {
+        self.tables[shape.0 as usize].get_or_init(|| self.build(&self.dims[shape.0 as usize]))
+    }
+
+    /// The table of a shape id read from outside (e.g. a file), if the id exists.
+    pub fn table_checked(&self, shape: ShapeId) -> Option<&ShapeTable> {
+        (usize::from(shape.0) < self.dims.len()).then(|| self.table(shape))
+    }
+
+    fn build(&self, dims: &[usize]) -> ShapeTable {
+        let order = PositionOrder::new(dims);
+        let k = dims.len();
+        let slots = order
+            .coords
+            .iter()
+            .map(|coord| {
+                let prefixes = (0..k)
+                    .filter(|&axis| coord[axis] > 0)
+                    .map(|axis| {
+                        let mut walker = coord.to_vec();
+                        (0..coord[axis])
+                            .map(|step| {
+                                walker[axis] = step;
+                                order.position(&walker) as u16
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let shell: usize = coord.iter().sum();
+                let shell_peers = order
+                    .coords
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, other)| other.iter().sum::<usize>() == shell && *other != coord)
+                    .map(|(position, _)| position as u16)
+                    .collect();
+                SlotRule {
+                    prefixes,
+                    shell_peers,
+                }
+            })
+            .collect();
+
+        let over = over_targets(dims)
+            .into_iter()
+            .map(|target| self.reshape(&order, target, |coord| coord.to_vec()))
+            .collect();
+        let up = if dims.iter().all(|&size| size == 2) {
+            (0..=k)
+                .map(|p| {
+                    let target = vec![2; k + 1];
+                    self.reshape(&order, target, |coord| {
+                        let mut moved = coord.to_vec();
+                        moved.insert(k - p, 0);
+                        moved
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        ShapeTable {
+            capacity: order.coords.len(),
+            volume: dims.iter().map(|&size| size as u64 - 1).product(),
+            id_seed: dims_hash(dims),
+            dims: dims.into(),
+            coords: order.coords,
+            slots,
+            over,
+            up,
+        }
+    }
+
+    fn reshape(
+        &self,
+        from: &PositionOrder,
+        target: Vec<usize>,
+        move_coord: impl Fn(&[usize]) -> Vec<usize>,
+    ) -> Reshape {
+        let to = PositionOrder::new(&target);
+        let map = from
+            .coords
+            .iter()
+            .map(|coord| to.position(&move_coord(coord)) as u16)
+            .collect();
+        Reshape {
+            target: self.id(&target),
+            target_dims: target.into(),
+            map,
+        }
+    }
+}
+
+/// The over-reshapings of a shape: for each distinct size in order of first
+/// appearance, the first axis of that size grown by one.
+fn over_targets(dims: &[usize]) -> Vec<Vec<usize>> {
+    let mut seen_sizes = Vec::new();
+    let mut targets = Vec::new();
+    for (axis, &size) in dims.iter().enumerate() {
+        if !seen_sizes.contains(&size) {
+            seen_sizes.push(size);
+            let mut grown = dims.to_vec();
+            grown[axis] += 1;
+            targets.push(grown);
+        }
+    }
+    targets
+}
+
+/// Every non-increasing list of sizes >= 2, of length >= 2, with product <= [`MAX_CAPACITY`].
+fn collect_shapes(prefix: &mut Vec<usize>, max_size: usize, product: usize, out: &mut Vec<Box<[usize]>>) {
+    if prefix.len() >= 2 {
+        out.push(prefix.clone().into());
+    }
+    let largest = max_size.min(MAX_CAPACITY / product);
+    for size in 2..=largest {
+        prefix.push(size);
+        collect_shapes(prefix, size, product * size, out);
+        prefix.pop();
+    }
+}
+
+/// The position order of one shape and its inverse.
+struct PositionOrder {
+    dims: Vec<usize>,
+    coords: Vec<Box<[usize]>>,
+    /// Position of each coordinate, indexed by its row-major index.
+    rank: Vec<usize>,
+}
+
+impl PositionOrder {
+    fn new(dims: &[usize]) -> Self {
+        let capacity: usize = dims.iter().product();
+        let mut coords: Vec<Box<[usize]>> = (0..capacity)
+            .map(|index| unflatten(dims, index).into())
+            .collect();
+        coords.sort_by(|a, b| {
+            let shell_a: usize = a.iter().sum();
+            let shell_b: usize = b.iter().sum();
+            shell_a.cmp(&shell_b).then_with(|| a.cmp(b))
+        });
+        let mut rank = vec![0; capacity];
+        for (position, coord) in coords.iter().enumerate() {
+            rank[flatten(dims, coord)] = position;
+        }
+        Self {
+            dims: dims.to_vec(),
+            coords,
+            rank,
+        }
+    }
+
+    fn position(&self, coord: &[usize]) -> usize {
+        self.rank[flatten(&self.dims, coord)]
+    }
+}
+
+fn flatten(dims: &[usize], coord: &[usize]) -> usize {
+    dims.iter()
+        .zip(coord)
+        .fold(0, |index, (&size, &component)| index * size + component)
+}
+
+fn unflatten(dims: &[usize], mut index: usize) -> Vec<usize> {
+    let mut coord = vec![0; dims.len()];
+    for axis in (0..dims.len()).rev() {
+        coord[axis] = index % dims[axis];
+        index /= dims[axis];
+    }
+    coord
+}
+
+/// A stable hash of a shape's sizes, the seed of its orthos' ids.
+fn dims_hash(dims: &[usize]) -> u64 {
+    let bytes: Vec<u8> = dims
+        .iter()
+        .flat_map(|&size| (size as u32).to_le_bytes())
+        .collect();
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(dims: &[usize]) -> &'static ShapeTable {
+        shapes().table(shapes().id(dims).unwrap())
+    }
+
+    #[test]
+    fn position_order_of_three_by_three() {
+        let coords: Vec<Vec<usize>> = table(&[3, 3]).coords.iter().map(|c| c.to_vec()).collect();
+        let expected = [
+            [0, 0], [0, 1], [1, 0], [0, 2], [1, 1], [2, 0], [1, 2], [2, 1], [2, 2],
+        ];
+        assert_eq!(coords, expected.map(|c| c.to_vec()));
+    }
+
+    #[test]
+    fn required_prefixes_and_shell_of_two_by_two_corner() {
+        let slot = &table(&[2, 2]).slots[3];
+        let prefixes: Vec<Vec<u16>> = slot.prefixes.iter().map(|p| p.to_vec()).collect();
+        // (1,1): along axis 0 the slot (0,1) = position 1, along axis 1 (1,0) = position 2.
+        assert_eq!(prefixes, vec![vec![1], vec![2]]);
+        assert!(slot.shell_peers.is_empty());
+        assert_eq!(&*table(&[2, 2]).slots[1].shell_peers, &[2]);
+    }
+
+    #[test]
+    fn over_reshapings_grow_first_axis_of_each_size() {
+        let targets = |dims: &[usize]| -> Vec<Vec<usize>> {
+            table(dims).over.iter().map(|r| r.target_dims.to_vec()).collect()
+        };
+        assert_eq!(targets(&[2, 2]), vec![vec![3, 2]]);
+        assert_eq!(targets(&[3, 2]), vec![vec![4, 2], vec![3, 3]]);
+        assert_eq!(targets(&[2, 2, 2]), vec![vec![3, 2, 2]]);
+        assert_eq!(targets(&[3, 3, 2]), vec![vec![4, 3, 2], vec![3, 3, 3]]);
+    }
+
+    #[test]
+    fn up_reshapings_exist_only_for_all_twos() {
+        assert_eq!(table(&[2, 2]).up.len(), 3);
+        assert!(table(&[3, 2]).up.is_empty());
+        assert_eq!(&*table(&[2, 2]).up[2].map, &[0, 1, 2, 4]);
+    }
+
+    #[test]
+    fn shapes_beyond_capacity_have_no_id() {
+        assert!(shapes().id(&[2; 11]).is_none());
+        assert!(shapes().id(&[2; 10]).is_some());
+        assert!(shapes().id(&[2, 3]).is_none(), "increasing shapes never occur");
+    }
+}

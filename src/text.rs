@@ -1,0 +1,82 @@
+//! Turning raw text into sentences of words (ORTHO.md §1).
+//!
+//! This module owns tokenisation only: paragraphs, sentences and lowercase
+//! words. It knows nothing of token ids; the interner assigns those.
+
+/// Characters that end a sentence inside a paragraph.
+const SENTENCE_ENDS: [char; 4] = ['.', '?', ';', '!'];
+
+/// Splits `text` into sentences, each a list of lowercase words.
+///
+/// Sentences that hold no word at all are dropped; one-word sentences are kept
+/// because their word still belongs to the vocabulary.
+pub fn sentences(text: &str) -> Vec<Vec<String>> {
+    text.split("\n\n")
+        .flat_map(|paragraph| paragraph.split(SENTENCE_ENDS))
+        .map(str::trim)
+        .filter(|sentence| !sentence.is_empty())
+        .map(words)
+        .filter(|words| !words.is_empty())
+        .collect()
+}
+
+/// The lowercase words of one sentence: every character that is not
+/// alphabetic, whitespace or an apostrophe separates words.
+fn words(sentence: &str) -> Vec<String> {
+    let cleaned: String = sentence
+        .chars()
+        .map(|c| {
+            if c.is_alphabetic() || c.is_whitespace() || c == '\'' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    cleaned.split_whitespace().map(str::to_lowercase).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(sentences: &[&[&str]]) -> Vec<Vec<String>> {
+        sentences
+            .iter()
+            .map(|s| s.iter().map(|w| w.to_string()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn splits_paragraphs_and_sentence_ends() {
+        let text = "One two. Three? Four; five!\n\nSix seven";
+        assert_eq!(
+            sentences(text),
+            owned(&[&["one", "two"], &["three"], &["four"], &["five"], &["six", "seven"]])
+        );
+    }
+
+    #[test]
+    fn commas_digits_and_dashes_separate_words_not_sentences() {
+        assert_eq!(
+            sentences("We know't, we-know 42 it: all"),
+            owned(&[&["we", "know't", "we", "know", "it", "all"]])
+        );
+    }
+
+    #[test]
+    fn single_newlines_do_not_split_paragraphs() {
+        assert_eq!(sentences("a\nb"), owned(&[&["a", "b"]]));
+    }
+
+    #[test]
+    fn unicode_letters_are_lowercased() {
+        assert_eq!(sentences("ÉCOLE Straße"), owned(&[&["école", "straße"]]));
+    }
+
+    #[test]
+    fn wordless_sentences_are_dropped() {
+        assert!(sentences("... 12 -- !\n\n").is_empty());
+        assert!(sentences("").is_empty());
+    }
+}

@@ -1,0 +1,81 @@
+//! Shared fixtures for the end-to-end tests: the golden cases of
+//! `../shared/golden` and helpers to compare figures with them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The `../shared/golden` directory beside the checkout.
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
+}
+
+/// One golden case: texts in order and the expected figures after each.
+#[derive(Debug, Clone)]
+pub struct GoldenCase {
+    pub name: String,
+    pub tier: String,
+    pub texts: Vec<PathBuf>,
+    pub after_each_text: Vec<Value>,
+}
+
+impl GoldenCase {
+    /// The texts' contents, in order.
+    pub fn contents(&self) -> Vec<String> {
+        self.texts
+            .iter()
+            .map(|path| std::fs::read_to_string(path).expect("golden text is readable"))
+            .collect()
+    }
+}
+
+/// Every case of `cases.json`.
+pub fn all_cases() -> Vec<GoldenCase> {
+    let path = golden_dir().join("cases.json");
+    let json: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display())),
+    )
+    .expect("cases.json is JSON");
+    json["cases"]
+        .as_array()
+        .expect("cases is a list")
+        .iter()
+        .map(|case| GoldenCase {
+            name: case["name"].as_str().unwrap().to_owned(),
+            tier: case["tier"].as_str().unwrap().to_owned(),
+            texts: case["texts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| golden_dir().join("texts").join(t.as_str().unwrap()))
+                .collect(),
+            after_each_text: case["after_each_text"].as_array().unwrap().clone(),
+        })
+        .collect()
+}
+
+/// The cases of tier `test`; panics if there are none, so a moved file cannot
+/// silently empty the suite.
+pub fn test_cases() -> Vec<GoldenCase> {
+    let cases: Vec<GoldenCase> = all_cases().into_iter().filter(|c| c.tier == "test").collect();
+    assert!(cases.len() >= 10, "expected the golden test cases, found {}", cases.len());
+    cases
+}
+
+/// Asserts that `actual` carries every field of `expected` with equal values.
+pub fn assert_figures(case: &str, step: usize, actual: &Value, expected: &Value) {
+    let fields = ["version", "vocabulary", "orthos", "frontier", "optimal"];
+    for field in fields {
+        assert_eq!(
+            actual.get(field),
+            expected.get(field),
+            "case {case}, text {step}: field `{field}` differs\n actual:   {actual}\n expected: {expected}"
+        );
+    }
+    let expected_keys = expected.as_object().unwrap().keys();
+    for key in expected_keys {
+        assert!(fields.contains(&key.as_str()), "golden field `{key}` is not compared");
+    }
+}

@@ -1,0 +1,66 @@
+//! Every golden test case through the library engine and through the seed's
+//! `process_text`, with every figure compared.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use fold::report::VersionReport;
+use fold::{Interner, SearchConfig, process_text, search::Unobserved};
+
+#[test]
+fn engine_reproduces_every_golden_case() {
+    for case in common::test_cases() {
+        let mut interner = Interner::new();
+        for (step, (text, expected)) in case.contents().iter().zip(&case.after_each_text).enumerate() {
+            interner.ingest(text);
+            let outcome = fold::search(&interner, &SearchConfig::default(), &mut Unobserved).unwrap();
+            let report = VersionReport::new(&interner, &outcome.figures);
+            common::assert_figures(&case.name, step, &report.to_json(), expected);
+            assert_eq!(outcome.seen.len() as u64, outcome.figures.orthos);
+        }
+    }
+}
+
+#[test]
+fn process_text_reproduces_every_golden_case() {
+    for case in common::test_cases() {
+        let mut seen_ids = HashSet::new();
+        let mut optimal_ortho = None;
+        let mut frontier = HashSet::new();
+        let mut frontier_orthos_saved = HashMap::new();
+        let mut interner = None;
+        let mut checkpoints = 0u64;
+        for (step, (text, expected)) in case.contents().iter().zip(&case.after_each_text).enumerate() {
+            let (next, _changed, frontier_size, _impacted, processed) = process_text(
+                text,
+                interner.take(),
+                &mut seen_ids,
+                &mut optimal_ortho,
+                &mut frontier,
+                &mut frontier_orthos_saved,
+                |checkpoint| {
+                    checkpoints += 1;
+                    assert_eq!(checkpoint.processed % 100_000 < 1000, true);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            let figures = fold::Figures {
+                orthos: seen_ids.len() as u64,
+                frontier: frontier.len() as u64,
+                optimal: optimal_ortho.clone(),
+            };
+            let report = VersionReport::new(&next, &figures);
+            common::assert_figures(&case.name, step, &report.to_json(), expected);
+            assert_eq!(frontier_size, frontier.len());
+            assert_eq!(frontier_orthos_saved.len(), frontier.len());
+            assert!(frontier_orthos_saved.keys().all(|id| frontier.contains(id)));
+            assert_eq!(processed as u64, figures.orthos);
+            if case.name == "ts_0_20k" {
+                assert_eq!(checkpoints, figures.orthos / 100_000);
+            }
+            interner = Some(next);
+        }
+    }
+}
