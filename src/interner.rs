@@ -120,7 +120,11 @@ impl Interner {
             }
             walked = true;
         }
-        if walked { self.phrases.completions(node) } else { &[] }
+        if walked {
+            self.phrases.completions(node)
+        } else {
+            &[]
+        }
     }
 }
 
@@ -243,7 +247,11 @@ mod tests {
         assert_eq!(interner.completions(&ab), [cc]);
         // "c" ends the first sentence; "c a" is in the second.
         assert_eq!(interner.completions(&c), [aa]);
-        assert!(interner.completions(&ids(&interner, &["b", "a"])).is_empty());
+        assert!(
+            interner
+                .completions(&ids(&interner, &["b", "a"]))
+                .is_empty()
+        );
         assert!(interner.completions(&[]).is_empty());
     }
 

@@ -105,7 +105,11 @@ impl Ortho {
             }
             xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..4 * self.slots.len()], seed)
         } else {
-            let long: Vec<u8> = self.slots.iter().flat_map(|slot| slot.to_le_bytes()).collect();
+            let long: Vec<u8> = self
+                .slots
+                .iter()
+                .flat_map(|slot| slot.to_le_bytes())
+                .collect();
             xxhash_rust::xxh3::xxh3_64_with_seed(&long, seed)
         }
     }
@@ -292,7 +296,10 @@ mod tests {
 
     fn children(parent: &Ortho, interner: &Interner) -> Vec<Ortho> {
         let mut out = Vec::new();
-        expand(parent, interner, &mut Scratch::default(), |child| out.push(child)).unwrap();
+        expand(parent, interner, &mut Scratch::default(), |child| {
+            out.push(child)
+        })
+        .unwrap();
         out
     }
 
@@ -343,7 +350,10 @@ mod tests {
         // (1,0,0) needs completions of [10]; 20 and 30 share its shell.
         let interner = interner_with(&[&[10, 20], &[10, 30], &[10, 11]]);
         let kids = children(&ortho(&[2, 2, 2], &[10, 20, 30, E, 40, E, E, E]), &interner);
-        assert_eq!(kids, vec![ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, E, E, E])]);
+        assert_eq!(
+            kids,
+            vec![ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, E, E, E])]
+        );
     }
 
     #[test]
@@ -363,7 +373,10 @@ mod tests {
     fn filling_a_cube_reshapes_over_and_up() {
         // Slot 7 = (1,1,1) needs [40] (axis 0), [12] (axis 1), [13] (axis 2).
         let interner = interner_with(&[&[40, 14], &[12, 14], &[13, 14]]);
-        let kids = children(&ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, 12, 13, E]), &interner);
+        let kids = children(
+            &ortho(&[2, 2, 2], &[10, 20, 30, 11, 40, 12, 13, E]),
+            &interner,
+        );
         assert_eq!(
             kids,
             vec![

@@ -132,8 +132,12 @@ struct SpillFile {
 impl SpillFile {
     fn create(dir: &Path) -> Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("cannot create queue directory {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(
+                format!("cannot create queue directory {}", dir.display()),
+                e,
+            )
+        })?;
         let name = format!(
             "fold-queue-{}-{}.redb",
             std::process::id(),
@@ -206,7 +210,9 @@ impl SpillFile {
     fn stored_chunks(&self) -> u64 {
         use redb::{ReadableDatabase, ReadableTableMetadata};
         let txn = self.db().begin_read().unwrap();
-        txn.open_table(CHUNKS).map(|t| t.len().unwrap()).unwrap_or(0)
+        txn.open_table(CHUNKS)
+            .map(|t| t.len().unwrap())
+            .unwrap_or(0)
     }
 }
 
@@ -238,7 +244,9 @@ fn decode(mut bytes: &[u8], into: &mut VecDeque<Ortho>) -> std::result::Result<(
             .table_checked(shape)
             .ok_or("unknown shape in chunk")?
             .capacity;
-        let (slots, rest) = rest.split_at_checked(capacity * 4).ok_or("truncated chunk")?;
+        let (slots, rest) = rest
+            .split_at_checked(capacity * 4)
+            .ok_or("truncated chunk")?;
         let slots = slots
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -97,7 +97,11 @@ impl OptimalReport {
         for (position, coord) in positions.iter().enumerate() {
             cells[row_major(&self.dims, coord)] = self.payload[position].as_deref().unwrap_or("·");
         }
-        let width = cells.iter().map(|cell| cell.chars().count()).max().unwrap_or(1);
+        let width = cells
+            .iter()
+            .map(|cell| cell.chars().count())
+            .max()
+            .unwrap_or(1);
         let (rows, cols) = (self.dims[0], self.dims[1]);
         let slice = rows * cols;
         let slices = self.payload.len() / slice;
@@ -128,7 +132,9 @@ fn position_order(dims: &[usize]) -> Vec<Vec<usize>> {
 }
 
 fn row_major(dims: &[usize], coord: &[usize]) -> usize {
-    dims.iter().zip(coord).fold(0, |index, (&size, &c)| index * size + c)
+    dims.iter()
+        .zip(coord)
+        .fold(0, |index, (&size, &c)| index * size + c)
 }
 
 fn unflatten(dims: &[usize], mut index: usize) -> Vec<usize> {
@@ -155,7 +161,18 @@ mod tests {
 
     #[test]
     fn two_dimensional_grid_has_rows_along_axis_zero() {
-        let grid = report(&[3, 2], &[Some("one"), Some("three"), Some("two"), Some("four"), None, None]).grid();
+        let grid = report(
+            &[3, 2],
+            &[
+                Some("one"),
+                Some("three"),
+                Some("two"),
+                Some("four"),
+                None,
+                None,
+            ],
+        )
+        .grid();
         assert_eq!(grid, "  one    three\n  two    four\n  ·      ·\n");
     }
 

@@ -83,7 +83,10 @@ where
     let outcome = search(&interner, &SearchConfig::default(), &mut observer)?;
     let leaves = observer.leaves;
 
-    let impacted = frontier.iter().filter(|id| !leaves.contains_key(id)).count();
+    let impacted = frontier
+        .iter()
+        .filter(|id| !leaves.contains_key(id))
+        .count();
     seen_ids.clear();
     seen_ids.extend(outcome.seen.into_ids());
     frontier.clear();

@@ -216,7 +216,12 @@ fn over_targets(dims: &[usize]) -> Vec<Vec<usize>> {
 }
 
 /// Every non-increasing list of sizes >= 2, of length >= 2, with product <= [`MAX_CAPACITY`].
-fn collect_shapes(prefix: &mut Vec<usize>, max_size: usize, product: usize, out: &mut Vec<Box<[usize]>>) {
+fn collect_shapes(
+    prefix: &mut Vec<usize>,
+    max_size: usize,
+    product: usize,
+    out: &mut Vec<Box<[usize]>>,
+) {
     if prefix.len() >= 2 {
         out.push(prefix.clone().into());
     }
@@ -299,7 +304,15 @@ mod tests {
     fn position_order_of_three_by_three() {
         let coords: Vec<Vec<usize>> = table(&[3, 3]).coords.iter().map(|c| c.to_vec()).collect();
         let expected = [
-            [0, 0], [0, 1], [1, 0], [0, 2], [1, 1], [2, 0], [1, 2], [2, 1], [2, 2],
+            [0, 0],
+            [0, 1],
+            [1, 0],
+            [0, 2],
+            [1, 1],
+            [2, 0],
+            [1, 2],
+            [2, 1],
+            [2, 2],
         ];
         assert_eq!(coords, expected.map(|c| c.to_vec()));
     }
@@ -317,7 +330,11 @@ mod tests {
     #[test]
     fn over_reshapings_grow_first_axis_of_each_size() {
         let targets = |dims: &[usize]| -> Vec<Vec<usize>> {
-            table(dims).over.iter().map(|r| r.target_dims.to_vec()).collect()
+            table(dims)
+                .over
+                .iter()
+                .map(|r| r.target_dims.to_vec())
+                .collect()
         };
         assert_eq!(targets(&[2, 2]), vec![vec![3, 2]]);
         assert_eq!(targets(&[3, 2]), vec![vec![4, 2], vec![3, 3]]);
@@ -336,6 +353,9 @@ mod tests {
     fn shapes_beyond_capacity_have_no_id() {
         assert!(shapes().id(&[2; 11]).is_none());
         assert!(shapes().id(&[2; 10]).is_some());
-        assert!(shapes().id(&[2, 3]).is_none(), "increasing shapes never occur");
+        assert!(
+            shapes().id(&[2, 3]).is_none(),
+            "increasing shapes never occur"
+        );
     }
 }

@@ -62,9 +62,8 @@ impl StateDir {
                     dir.display()
                 )));
             }
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::io(format!("cannot create state dir {}", dir.display()), e)
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create state dir {}", dir.display()), e))?;
         }
         let db = if fresh {
             Database::create(&file)
@@ -107,10 +106,12 @@ impl StateDir {
 
     fn check_format(&self) -> Result<()> {
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let format = txn
-            .open_table(META)
-            .ok()
-            .and_then(|meta| meta.get("format").ok().flatten().map(|v| v.value().to_owned()));
+        let format = txn.open_table(META).ok().and_then(|meta| {
+            meta.get("format")
+                .ok()
+                .flatten()
+                .map(|v| v.value().to_owned())
+        });
         match format.as_deref() {
             Some(FORMAT) => Ok(()),
             other => Err(Error::BadState(format!(
@@ -145,8 +146,9 @@ impl StateDir {
         let mut texts = Vec::new();
         for entry in table.iter().map_err(|e| self.fail(e))? {
             let (version, text) = entry.map_err(|e| self.fail(e))?;
-            let text = String::from_utf8(text.value().to_vec())
-                .map_err(|_| self.corrupt(format!("text of version {} is not UTF-8", version.value())))?;
+            let text = String::from_utf8(text.value().to_vec()).map_err(|_| {
+                self.corrupt(format!("text of version {} is not UTF-8", version.value()))
+            })?;
             texts.push(text);
         }
         Ok(texts)
@@ -159,9 +161,13 @@ impl StateDir {
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-            texts.insert(version, text.as_bytes()).map_err(|e| self.fail(e))?;
+            texts
+                .insert(version, text.as_bytes())
+                .map_err(|e| self.fail(e))?;
             let mut versions = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
-            versions.insert(version, json.as_str()).map_err(|e| self.fail(e))?;
+            versions
+                .insert(version, json.as_str())
+                .map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
     }
@@ -208,7 +214,10 @@ mod tests {
             state.append("c d", &record(2, "c d")).unwrap();
         }
         let state = StateDir::open(&path).unwrap();
-        assert_eq!(state.versions().unwrap(), vec![record(1, "a b"), record(2, "c d")]);
+        assert_eq!(
+            state.versions().unwrap(),
+            vec![record(1, "a b"), record(2, "c d")]
+        );
         assert_eq!(state.texts().unwrap(), vec!["a b", "c d"]);
     }
 

@@ -52,7 +52,13 @@ mod tests {
         let text = "One two. Three? Four; five!\n\nSix seven";
         assert_eq!(
             sentences(text),
-            owned(&[&["one", "two"], &["three"], &["four"], &["five"], &["six", "seven"]])
+            owned(&[
+                &["one", "two"],
+                &["three"],
+                &["four"],
+                &["five"],
+                &["six", "seven"]
+            ])
         );
     }
 

@@ -12,9 +12,15 @@ use fold::{Interner, SearchConfig, process_text, search::Unobserved};
 fn engine_reproduces_every_golden_case() {
     for case in common::test_cases() {
         let mut interner = Interner::new();
-        for (step, (text, expected)) in case.contents().iter().zip(&case.after_each_text).enumerate() {
+        for (step, (text, expected)) in case
+            .contents()
+            .iter()
+            .zip(&case.after_each_text)
+            .enumerate()
+        {
             interner.ingest(text);
-            let outcome = fold::search(&interner, &SearchConfig::default(), &mut Unobserved).unwrap();
+            let outcome =
+                fold::search(&interner, &SearchConfig::default(), &mut Unobserved).unwrap();
             let report = VersionReport::new(&interner, &outcome.figures);
             common::assert_figures(&case.name, step, &report.to_json(), expected);
             assert_eq!(outcome.seen.len() as u64, outcome.figures.orthos);
@@ -31,7 +37,12 @@ fn process_text_reproduces_every_golden_case() {
         let mut frontier_orthos_saved = HashMap::new();
         let mut interner = None;
         let mut checkpoints = 0u64;
-        for (step, (text, expected)) in case.contents().iter().zip(&case.after_each_text).enumerate() {
+        for (step, (text, expected)) in case
+            .contents()
+            .iter()
+            .zip(&case.after_each_text)
+            .enumerate()
+        {
             let (next, _changed, frontier_size, _impacted, processed) = process_text(
                 text,
                 interner.take(),

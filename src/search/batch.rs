@@ -26,7 +26,13 @@ pub(crate) struct BatchOutcome {
 }
 
 impl BatchOutcome {
-    fn absorb(mut self, ortho: Ortho, interner: &Interner, seen: &SeenSet, keep_leaves: bool) -> Self {
+    fn absorb(
+        mut self,
+        ortho: Ortho,
+        interner: &Interner,
+        seen: &SeenSet,
+        keep_leaves: bool,
+    ) -> Self {
         if self.error.is_some() {
             return self;
         }

@@ -59,8 +59,15 @@ pub fn all_cases() -> Vec<GoldenCase> {
 /// The cases of tier `test`; panics if there are none, so a moved file cannot
 /// silently empty the suite.
 pub fn test_cases() -> Vec<GoldenCase> {
-    let cases: Vec<GoldenCase> = all_cases().into_iter().filter(|c| c.tier == "test").collect();
-    assert!(cases.len() >= 10, "expected the golden test cases, found {}", cases.len());
+    let cases: Vec<GoldenCase> = all_cases()
+        .into_iter()
+        .filter(|c| c.tier == "test")
+        .collect();
+    assert!(
+        cases.len() >= 10,
+        "expected the golden test cases, found {}",
+        cases.len()
+    );
     cases
 }
 
@@ -76,6 +83,9 @@ pub fn assert_figures(case: &str, step: usize, actual: &Value, expected: &Value)
     }
     let expected_keys = expected.as_object().unwrap().keys();
     for key in expected_keys {
-        assert!(fields.contains(&key.as_str()), "golden field `{key}` is not compared");
+        assert!(
+            fields.contains(&key.as_str()),
+            "golden field `{key}` is not compared"
+        );
     }
 }
