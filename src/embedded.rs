@@ -80,6 +80,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         let mut progress = ProgressLine::new(label, options.progress);
         let outcome = search(&interner, &config, &mut progress)?;
         progress.finish();
+        tracing::info!(version = interner.version(), stats = ?outcome.stats, "search finished");
         let report = VersionReport::new(&interner, &outcome.figures);
         let record = VersionRecord {
             hash: input.hash.clone(),

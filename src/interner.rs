@@ -69,6 +69,7 @@ impl Interner {
             let tokens: Vec<u32> = sentence.iter().map(|word| self.ids[word]).collect();
             self.phrases.insert_sentence(&tokens, &mut changed);
         }
+        self.phrases.index_large_sets(self.words.len());
         self.version += 1;
         Ingested {
             version: self.version,
@@ -104,26 +105,74 @@ impl Interner {
 
     /// The sorted token ids that follow `prefix` inside some sentence.
     pub fn completions(&self, prefix: &[Token]) -> &[u32] {
-        self.completions_of(prefix.iter().map(|token| token.0))
+        self.completions_of(prefix.iter().map(|token| token.0)).sorted
     }
 
-    /// Like [`Interner::completions`], for a prefix given as raw ids; an empty
-    /// prefix yields no completions. This is the search engine's hot path.
+    /// Like [`Interner::completions`], for a prefix given as raw ids, with a
+    /// fast membership test; an empty prefix yields no completions. This is the
+    /// search engine's hot path.
     #[inline]
-    pub fn completions_of(&self, prefix: impl IntoIterator<Item = u32>) -> &[u32] {
+    pub fn completions_of(&self, prefix: impl IntoIterator<Item = u32>) -> Completions<'_> {
         let mut node = PhraseTrie::ROOT;
         let mut walked = false;
         for token in prefix {
             match self.phrases.child(node, token) {
                 Some(child) => node = child,
-                None => return &[],
+                None => return Completions::NONE,
             }
             walked = true;
         }
-        if walked {
-            self.phrases.completions(node)
-        } else {
-            &[]
+        if !walked {
+            return Completions::NONE;
+        }
+        Completions {
+            sorted: self.phrases.completions(node),
+            bits: self.phrases.bits(node),
+        }
+    }
+}
+
+/// The completion set of one prefix: sorted ids, plus a bitset over the
+/// vocabulary when the set is large enough for one to pay off.
+#[derive(Clone, Copy, Debug)]
+pub struct Completions<'a> {
+    /// The completions, ascending.
+    pub sorted: &'a [u32],
+    bits: Option<&'a [u64]>,
+}
+
+impl Default for Completions<'_> {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl Completions<'_> {
+    const NONE: Completions<'static> = Completions {
+        sorted: &[],
+        bits: None,
+    };
+
+    /// Number of completions.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether there is none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// Whether `token` is a completion.
+    #[inline]
+    pub fn contains(&self, token: u32) -> bool {
+        match self.bits {
+            Some(bits) => bits
+                .get(token as usize / 64)
+                .is_some_and(|word| word >> (token % 64) & 1 == 1),
+            None => self.sorted.binary_search(&token).is_ok(),
         }
     }
 }
@@ -146,6 +195,13 @@ struct PhraseTrie {
     keys: Vec<Vec<u32>>,
     /// Child node of each completion, parallel to `keys`.
     kids: Vec<Vec<u32>>,
+    /// Vocabulary bitsets of the nodes with many completions, where a bit
+    /// test beats a binary search, stored back to back.
+    bits: Vec<u64>,
+    /// Start of each node's bitset in `bits`, or [`PhraseTrie::NO_BITS`].
+    bits_at: Vec<u32>,
+    /// Length of every bitset, in words.
+    bits_words: usize,
 }
 
 impl Default for PhraseTrie {
@@ -153,12 +209,46 @@ impl Default for PhraseTrie {
         Self {
             keys: vec![Vec::new()],
             kids: vec![Vec::new()],
+            bits: Vec::new(),
+            bits_at: vec![Self::NO_BITS],
+            bits_words: 0,
         }
     }
 }
 
 impl PhraseTrie {
     const ROOT: u32 = 0;
+
+    /// Completion sets at least this large get a bitset.
+    const BITSET_FROM: usize = 16;
+
+    const NO_BITS: u32 = u32::MAX;
+
+    /// Rebuilds the bitsets for a vocabulary of `vocabulary` tokens.
+    fn index_large_sets(&mut self, vocabulary: usize) {
+        self.bits_words = vocabulary.div_ceil(64);
+        self.bits.clear();
+        self.bits_at.clear();
+        for keys in &self.keys {
+            if keys.len() < Self::BITSET_FROM {
+                self.bits_at.push(Self::NO_BITS);
+                continue;
+            }
+            let start = self.bits.len();
+            self.bits_at.push(start as u32);
+            self.bits.resize(start + self.bits_words, 0);
+            for &token in keys {
+                self.bits[start + token as usize / 64] |= 1 << (token % 64);
+            }
+        }
+    }
+
+    #[inline]
+    fn bits(&self, node: u32) -> Option<&[u64]> {
+        let start = *self.bits_at.get(node as usize)?;
+        (start != Self::NO_BITS)
+            .then(|| &self.bits[start as usize..start as usize + self.bits_words])
+    }
 
     #[inline]
     fn child(&self, node: u32, token: u32) -> Option<u32> {
@@ -253,6 +343,20 @@ mod tests {
                 .is_empty()
         );
         assert!(interner.completions(&[]).is_empty());
+    }
+
+    #[test]
+    fn large_completion_sets_answer_membership_through_bitsets() {
+        let words: Vec<String> = (0..40).map(|n| format!("w{n:02}")).collect();
+        let text: Vec<String> = words.iter().map(|w| format!("a {w}.")).collect();
+        let interner = Interner::from_texts([text.join(" ").as_str()]);
+        let a = interner.token("a").unwrap().0;
+        let set = interner.completions_of([a]);
+        assert_eq!(set.len(), 40);
+        assert!(set.bits.is_some());
+        for token in 0..interner.vocabulary() as u32 + 70 {
+            assert_eq!(set.contains(token), set.sorted.binary_search(&token).is_ok());
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::error::Error;
-use crate::interner::{Interner, Token};
+use crate::interner::{Completions, Interner, Token};
 use crate::spatial::{ShapeId, ShapeTable, shapes};
 
 /// The raw value of an empty slot.
@@ -117,9 +117,11 @@ impl Ortho {
     /// Orders orthos for the optimum of ORTHO.md §7: greater means better.
     /// Greater `(volume, fullness)` wins; ties go to the smaller `(dims, payload)`.
     pub fn rank_cmp(&self, other: &Self) -> Ordering {
-        (self.volume(), self.fullness())
-            .cmp(&(other.volume(), other.fullness()))
-            .then_with(|| other.dims().cmp(self.dims()))
+        let (mine, theirs) = (self.table(), other.table());
+        mine.volume
+            .cmp(&theirs.volume)
+            .then_with(|| self.fullness().cmp(&other.fullness()))
+            .then_with(|| theirs.dims.cmp(&mine.dims))
             .then_with(|| {
                 // An empty slot is smaller than any token.
                 let key = |slot: &u32| slot.wrapping_add(1);
@@ -134,6 +136,10 @@ impl Ortho {
             .collect()
     }
 }
+
+/// A slot has one required prefix per axis, and shapes within
+/// [`crate::spatial::MAX_CAPACITY`] have at most this many axes.
+const MAX_PREFIXES: usize = 10;
 
 /// Reusable buffers for [`expand`], one set per thread.
 #[derive(Default)]
@@ -202,31 +208,20 @@ fn candidates(
         candidates.extend((0..interner.vocabulary() as u32).filter(|t| !forbidden.contains(t)));
         return;
     }
-    let completions = |prefix: &[u16]| {
-        interner.completions_of(prefix.iter().map(|&position| slots[position as usize]))
-    };
     // Start from the smallest completion set and keep what every other set holds.
-    let mut sets: [&[u32]; 8] = [&[]; 8];
-    let mut count = 0;
-    let mut others: Vec<&[u32]> = Vec::new();
-    for prefix in &rule.prefixes {
-        let set = completions(prefix);
+    let mut sets = [Completions::default(); MAX_PREFIXES];
+    let count = rule.prefixes.len();
+    for (set, prefix) in sets.iter_mut().zip(&rule.prefixes) {
+        *set = interner.completions_of(prefix.iter().map(|&position| slots[position as usize]));
         if set.is_empty() {
             return;
         }
-        if count < sets.len() {
-            sets[count] = set;
-        } else {
-            others.push(set);
-        }
-        count += 1;
     }
-    let mut all: Vec<&[u32]> = sets[..count.min(sets.len())].to_vec();
-    all.extend(others);
-    all.sort_by_key(|set| set.len());
-    let (smallest, rest) = all.split_first().expect("at least one prefix");
-    candidates.extend(smallest.iter().copied().filter(|token| {
-        !forbidden.contains(token) && rest.iter().all(|set| set.binary_search(token).is_ok())
+    let sets = &mut sets[..count];
+    sets.sort_unstable_by_key(|set| set.len());
+    let (smallest, rest) = sets.split_first().expect("at least one prefix");
+    candidates.extend(smallest.sorted.iter().copied().filter(|token| {
+        !forbidden.contains(token) && rest.iter().all(|set| set.contains(*token))
     }));
 }
 

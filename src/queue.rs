@@ -223,14 +223,15 @@ impl Drop for SpillFile {
     }
 }
 
-/// Chunk format: per ortho a little-endian `u16` shape id, then its slots as
-/// little-endian `u32`s (the shape fixes how many).
+/// Chunk format: per ortho its shape id, then each slot (0 for an empty slot,
+/// `token + 1` otherwise), all as LEB128 varints: most token ids fit in one or
+/// two bytes, which keeps the spill file small.
 fn encode(orthos: &[Ortho]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(orthos.len() * 40);
+    let mut bytes = Vec::with_capacity(orthos.len() * 16);
     for ortho in orthos {
-        bytes.extend_from_slice(&ortho.shape().0.to_le_bytes());
-        for slot in ortho.raw_slots() {
-            bytes.extend_from_slice(&slot.to_le_bytes());
+        put_varint(&mut bytes, u32::from(ortho.shape().0));
+        for &slot in ortho.raw_slots() {
+            put_varint(&mut bytes, slot.wrapping_add(1));
         }
     }
     bytes
@@ -238,23 +239,42 @@ fn encode(orthos: &[Ortho]) -> Vec<u8> {
 
 fn decode(mut bytes: &[u8], into: &mut VecDeque<Ortho>) -> std::result::Result<(), String> {
     while !bytes.is_empty() {
-        let (shape, rest) = bytes.split_at_checked(2).ok_or("truncated chunk")?;
-        let shape = ShapeId(u16::from_le_bytes([shape[0], shape[1]]));
+        let shape = take_varint(&mut bytes)?;
+        let shape = ShapeId(u16::try_from(shape).map_err(|_| "shape id out of range")?);
         let capacity = shapes()
             .table_checked(shape)
             .ok_or("unknown shape in chunk")?
             .capacity;
-        let (slots, rest) = rest
-            .split_at_checked(capacity * 4)
-            .ok_or("truncated chunk")?;
-        let slots = slots
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let slots = (0..capacity)
+            .map(|_| take_varint(&mut bytes).map(|slot| slot.wrapping_sub(1)))
+            .collect::<std::result::Result<Box<[u32]>, String>>()?;
         into.push_back(Ortho::from_raw(shape, slots).map_err(|e| e.to_string())?);
-        bytes = rest;
     }
     Ok(())
+}
+
+fn put_varint(bytes: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        bytes.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    bytes.push(value as u8);
+}
+
+fn take_varint(bytes: &mut &[u8]) -> std::result::Result<u32, String> {
+    let mut value = 0u32;
+    for shift in (0..35).step_by(7) {
+        let (&byte, rest) = bytes.split_first().ok_or("truncated chunk")?;
+        *bytes = rest;
+        value |= u32::from(byte & 0x7f)
+            .checked_shl(shift)
+            .filter(|part| part >> shift == u32::from(byte & 0x7f))
+            .ok_or("varint overflows u32")?;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint too long".into())
 }
 
 #[cfg(test)]
@@ -330,7 +350,21 @@ mod tests {
     #[test]
     fn corrupt_chunk_is_an_error_not_a_panic() {
         let mut into = VecDeque::new();
-        assert!(decode(&[1], &mut into).is_err());
-        assert!(decode(&[0xff, 0xff, 0, 0], &mut into).is_err());
+        assert!(decode(&[0], &mut into).is_err(), "truncated payload");
+        assert!(decode(&[0xff, 0xff, 0x7f], &mut into).is_err(), "unknown shape");
+        assert!(decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], &mut into).is_err());
+        assert!(into.is_empty());
+    }
+
+    #[test]
+    fn encoding_round_trips_empty_slots_and_large_ids() {
+        let orthos = vec![
+            Ortho::new(&[2, 2], &[Some(Token(0)), Some(Token(u32::MAX - 1)), None, Some(Token(300))])
+                .unwrap(),
+            Ortho::new(&[3, 2], &[Some(Token(127)), None, None, None, None, Some(Token(128))]).unwrap(),
+        ];
+        let mut decoded = VecDeque::new();
+        decode(&encode(&orthos), &mut decoded).unwrap();
+        assert_eq!(Vec::from(decoded), orthos);
     }
 }

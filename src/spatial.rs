@@ -350,6 +350,12 @@ mod tests {
     }
 
     #[test]
+    fn no_shape_has_more_axes_than_a_slot_has_prefix_room_for() {
+        let most_axes = shapes().dims.iter().map(|d| d.len()).max().unwrap();
+        assert_eq!(most_axes, 10, "ortho::MAX_PREFIXES assumes at most 10 axes");
+    }
+
+    #[test]
     fn shapes_beyond_capacity_have_no_id() {
         assert!(shapes().id(&[2; 11]).is_none());
         assert!(shapes().id(&[2; 10]).is_some());

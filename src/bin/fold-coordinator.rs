@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fold::embedded::{RunOptions, run};
 
+// The search allocates and frees millions of small payloads; mimalloc keeps
+// that cheap and returns memory without glibc's trimming stalls.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

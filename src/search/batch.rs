@@ -46,7 +46,12 @@ impl BatchOutcome {
         let expanded = expand(&ortho, interner, scratch, |child| {
             *generated += 1;
             if seen.insert(child.id()) {
-                if best.as_ref().is_none_or(|b| child.rank_cmp(b).is_gt()) {
+                // Most children have a smaller volume than the best so far;
+                // compare volumes first and rank fully only when they tie.
+                let challenges = best.as_ref().is_none_or(|b| {
+                    child.volume() >= b.volume() && child.rank_cmp(b).is_gt()
+                });
+                if challenges {
                     *best = Some(child.clone());
                 }
                 new_orthos.push(child);

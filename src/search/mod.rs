@@ -135,40 +135,60 @@ pub fn search(
     let mut figures = Figures::default();
     let mut stats = SearchStats::default();
     let keep_leaves = observer.wants_leaves();
+    let batch_size = config.batch_size.max(1);
 
     // The empty ortho is expanded but never counted, not even as a leaf.
-    let mut batch = vec![Ortho::empty()];
-    let mut is_start = true;
-    while !batch.is_empty() {
+    let start = expand_batch(vec![Ortho::empty()], interner, &seen, false);
+    if let Some(error) = start.error {
+        return Err(error);
+    }
+    stats.generated += start.generated;
+    figures.orthos += start.new_orthos.len() as u64;
+    figures.optimal = start.best;
+    let mut pending = start.new_orthos;
+    let mut batch = Vec::new();
+
+    // Each round expands one batch while, on the other side of a rayon join,
+    // the previous round's new orthos are queued and the next batch is popped.
+    // The search's figures do not depend on the order orthos are expanded in.
+    loop {
+        if batch.is_empty() {
+            if pending.is_empty() && queue.is_empty() {
+                break;
+            }
+            push_and_pop(&mut queue, &mut pending, batch_size, &mut batch)?;
+            continue;
+        }
         let expanded = batch.len() as u64;
-        let mut outcome = pool.install(|| expand_batch(batch, interner, &seen, keep_leaves));
+        let mut next = Vec::with_capacity(batch_size);
+        let (mut outcome, queued) = pool.install(|| {
+            rayon::join(
+                || expand_batch(batch, interner, &seen, keep_leaves),
+                || push_and_pop(&mut queue, &mut pending, batch_size, &mut next),
+            )
+        });
+        queued?;
         if let Some(error) = outcome.error.take() {
             return Err(error);
         }
-        if is_start {
-            is_start = false;
-        } else {
-            stats.processed += expanded;
-            figures.frontier += outcome.leaves;
-            if keep_leaves {
-                observer.on_leaves(std::mem::take(&mut outcome.leaf_orthos))?;
-            }
-        }
+        stats.processed += expanded;
         stats.generated += outcome.generated;
+        figures.frontier += outcome.leaves;
         figures.orthos += outcome.new_orthos.len() as u64;
         figures.optimal = better(figures.optimal.take(), outcome.best);
-        for ortho in outcome.new_orthos {
-            queue.push(ortho)?;
+        if keep_leaves {
+            observer.on_leaves(std::mem::take(&mut outcome.leaf_orthos))?;
         }
-        stats.peak_queue = stats.peak_queue.max(queue.len());
+        pending = outcome.new_orthos;
+        batch = next;
+        let queued = queue.len() + (pending.len() + batch.len()) as u64;
+        stats.peak_queue = stats.peak_queue.max(queued);
         observer.on_batch(&Progress {
             orthos: figures.orthos,
             processed: stats.processed,
-            queued: queue.len(),
+            queued,
             elapsed: started.elapsed(),
         })?;
-        batch = Vec::with_capacity(config.batch_size);
-        queue.pop_batch(config.batch_size.max(1), &mut batch)?;
     }
     stats.spilled = queue.spilled_total();
     Ok(SearchOutcome {
@@ -176,4 +196,17 @@ pub fn search(
         stats,
         seen,
     })
+}
+
+/// Queues `pending` and pops the next batch into `batch`.
+fn push_and_pop(
+    queue: &mut WorkQueue,
+    pending: &mut Vec<Ortho>,
+    batch_size: usize,
+    batch: &mut Vec<Ortho>,
+) -> Result<()> {
+    for ortho in pending.drain(..) {
+        queue.push(ortho)?;
+    }
+    queue.pop_batch(batch_size, batch)
 }

@@ -1,8 +1,10 @@
 //! Shared fixtures for the end-to-end tests: the golden cases of
-//! `../shared/golden` and helpers to compare figures with them.
+//! `../shared/golden`, helpers to compare figures with them, and a helper to
+//! run the real `fold-coordinator` binary.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -28,6 +30,14 @@ impl GoldenCase {
             .map(|path| std::fs::read_to_string(path).expect("golden text is readable"))
             .collect()
     }
+}
+
+/// The golden case called `name`; panics if there is none.
+pub fn case(name: &str) -> GoldenCase {
+    all_cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no golden case `{name}`"))
 }
 
 /// Every case of `cases.json`.
@@ -88,4 +98,18 @@ pub fn assert_figures(case: &str, step: usize, actual: &Value, expected: &Value)
             "golden field `{key}` is not compared"
         );
     }
+}
+
+/// Runs `fold-coordinator run FILES --state-dir STATE_DIR FLAGS...` to completion.
+///
+/// `Command::output` waits for the child, so no process outlives a failing test.
+pub fn run_coordinator(files: &[PathBuf], state_dir: &Path, flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fold-coordinator"))
+        .arg("run")
+        .args(files)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(flags)
+        .output()
+        .expect("fold-coordinator starts")
 }
