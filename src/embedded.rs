@@ -2,9 +2,10 @@
 //! order as versions, search each, print and persist the figures.
 //!
 //! The state directory records the texts already ingested by content hash. A
-//! run whose file list begins with that sequence reuses the stored figures for
-//! those texts and searches only the rest; a list that contradicts it is
-//! refused before anything is written.
+//! run whose file list agrees with that sequence (the list is a prefix of it,
+//! or it is a prefix of the list) reuses the stored figures for those texts and
+//! searches only the rest; a list that contradicts it is refused before
+//! anything is written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         .iter()
         .map(|path| read_text(path))
         .collect::<Result<Vec<_>>>()?;
-    let state = StateDir::open(&options.state_dir)?;
+    let mut state = StateDir::open(&options.state_dir)?;
     let recorded = state.versions()?;
     check_agrees(&inputs, &recorded, state.dir())?;
 
@@ -68,10 +69,14 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         return Ok(summary);
     }
 
+    state.begin_writing()?;
+    // Queue files left by a run that was killed are of no further use.
+    let spill_dir = state.dir().join("tmp");
+    let _ = std::fs::remove_dir_all(&spill_dir);
     let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
     let config = SearchConfig {
         threads: options.threads,
-        spill_dir: state.dir().join("tmp"),
+        spill_dir: spill_dir.clone(),
         ..SearchConfig::default()
     };
     for input in &inputs[recorded.len()..] {
@@ -91,7 +96,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         print_report(out, &record.report, options.json)?;
         summary.searched += 1;
     }
-    let _ = std::fs::remove_dir(state.dir().join("tmp"));
+    let _ = std::fs::remove_dir(&spill_dir);
     Ok(summary)
 }
 

@@ -105,7 +105,8 @@ impl Interner {
 
     /// The sorted token ids that follow `prefix` inside some sentence.
     pub fn completions(&self, prefix: &[Token]) -> &[u32] {
-        self.completions_of(prefix.iter().map(|token| token.0)).sorted
+        self.completions_of(prefix.iter().map(|token| token.0))
+            .sorted
     }
 
     /// Like [`Interner::completions`], for a prefix given as raw ids, with a
@@ -347,7 +348,10 @@ mod tests {
 
     #[test]
     fn large_completion_sets_answer_membership_through_bitsets() {
-        let words: Vec<String> = (0..40).map(|n| format!("w{n:02}")).collect();
+        let letter = |k: u8| char::from(b'a' + k);
+        let words: Vec<String> = (0..40u8)
+            .map(|n| format!("w{}{}", letter(n / 26), letter(n % 26)))
+            .collect();
         let text: Vec<String> = words.iter().map(|w| format!("a {w}.")).collect();
         let interner = Interner::from_texts([text.join(" ").as_str()]);
         let a = interner.token("a").unwrap().0;
@@ -355,7 +359,10 @@ mod tests {
         assert_eq!(set.len(), 40);
         assert!(set.bits.is_some());
         for token in 0..interner.vocabulary() as u32 + 70 {
-            assert_eq!(set.contains(token), set.sorted.binary_search(&token).is_ok());
+            assert_eq!(
+                set.contains(token),
+                set.sorted.binary_search(&token).is_ok()
+            );
         }
     }
 

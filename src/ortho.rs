@@ -16,11 +16,83 @@ pub const EMPTY: u32 = u32::MAX;
 /// A stable 64-bit identity of an ortho: the same on every machine and build.
 pub type OrthoId = u64;
 
+/// Payloads up to this many slots live inline, without a heap allocation;
+/// nearly every ortho of real text is that small.
+const INLINE_SLOTS: usize = 16;
+
+/// The slots of an ortho: inline when short, boxed otherwise.
+#[derive(Clone)]
+enum Slots {
+    Inline { len: u8, slots: [u32; INLINE_SLOTS] },
+    Heap(Box<[u32]>),
+}
+
+impl Slots {
+    fn filled(len: usize, value: u32) -> Self {
+        if len <= INLINE_SLOTS {
+            Self::Inline {
+                len: len as u8,
+                slots: [value; INLINE_SLOTS],
+            }
+        } else {
+            Self::Heap(vec![value; len].into_boxed_slice())
+        }
+    }
+
+    fn copy_of(values: &[u32]) -> Self {
+        let mut slots = Self::filled(values.len(), EMPTY);
+        slots.copy_from_slice(values);
+        slots
+    }
+}
+
+impl std::ops::Deref for Slots {
+    type Target = [u32];
+
+    #[inline]
+    fn deref(&self) -> &[u32] {
+        match self {
+            Self::Inline { len, slots } => &slots[..usize::from(*len)],
+            Self::Heap(slots) => slots,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Slots {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u32] {
+        match self {
+            Self::Inline { len, slots } => &mut slots[..usize::from(*len)],
+            Self::Heap(slots) => slots,
+        }
+    }
+}
+
+impl PartialEq for Slots {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Slots {}
+
+impl std::hash::Hash for Slots {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl std::fmt::Debug for Slots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// A grid of token ids in position order.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ortho {
     shape: ShapeId,
-    slots: Box<[u32]>,
+    slots: Slots,
 }
 
 impl Ortho {
@@ -28,7 +100,7 @@ impl Ortho {
     pub fn empty() -> Self {
         Self {
             shape: shapes().start(),
-            slots: vec![EMPTY; 4].into(),
+            slots: Slots::filled(4, EMPTY),
         }
     }
 
@@ -37,15 +109,15 @@ impl Ortho {
         let shape = shapes()
             .id(dims)
             .ok_or_else(|| Error::BadOrtho(format!("unsupported shape {dims:?}")))?;
-        let slots: Box<[u32]> = payload
+        let slots: Vec<u32> = payload
             .iter()
             .map(|slot| slot.map_or(EMPTY, |token| token.0))
             .collect();
-        Self::from_raw(shape, slots)
+        Self::from_raw(shape, &slots)
     }
 
     /// Builds an ortho from a shape id and raw slots, checking their lengths agree.
-    pub fn from_raw(shape: ShapeId, slots: Box<[u32]>) -> Result<Self, Error> {
+    pub fn from_raw(shape: ShapeId, slots: &[u32]) -> Result<Self, Error> {
         let capacity = shapes().table(shape).capacity;
         if slots.len() != capacity {
             return Err(Error::BadOrtho(format!(
@@ -53,7 +125,10 @@ impl Ortho {
                 slots.len()
             )));
         }
-        Ok(Self { shape, slots })
+        Ok(Self {
+            shape,
+            slots: Slots::copy_of(slots),
+        })
     }
 
     /// The shape id.
@@ -220,9 +295,11 @@ fn candidates(
     let sets = &mut sets[..count];
     sets.sort_unstable_by_key(|set| set.len());
     let (smallest, rest) = sets.split_first().expect("at least one prefix");
-    candidates.extend(smallest.sorted.iter().copied().filter(|token| {
-        !forbidden.contains(token) && rest.iter().all(|set| set.contains(*token))
-    }));
+    candidates.extend(
+        smallest.sorted.iter().copied().filter(|token| {
+            !forbidden.contains(token) && rest.iter().all(|set| set.contains(*token))
+        }),
+    );
 }
 
 /// The children of filling the last empty slot `next` with `token` (§5):
@@ -257,7 +334,7 @@ fn moved(full: &[u32], reshape: &crate::spatial::Reshape) -> Result<Ortho, Error
         .target
         .ok_or_else(|| Error::ShapeTooLarge(reshape.target_dims.to_vec()))?;
     let capacity = shapes().table(shape).capacity;
-    let mut slots = vec![EMPTY; capacity].into_boxed_slice();
+    let mut slots = Slots::filled(capacity, EMPTY);
     for (&token, &position) in full.iter().zip(reshape.map.iter()) {
         slots[position as usize] = token;
     }
@@ -278,15 +355,23 @@ mod tests {
 
     const E: i64 = -1;
 
-    /// Text in which each listed phrase is its own sentence, over the words
-    /// t0..t99 so that word `tN` gets token id N.
+    /// A two-letter word per number, sorting like the numbers ("aa" < "ab" < ...).
+    fn word(n: u32) -> String {
+        let letter = |k: u32| char::from(b'a' + k as u8);
+        format!("{}{}", letter(n / 26), letter(n % 26))
+    }
+
+    /// Text in which each listed phrase is its own sentence, over 100 words
+    /// so that `word(n)` gets token id n.
     fn interner_with(phrases: &[&[u32]]) -> Interner {
-        let mut text: Vec<String> = (0..100).map(|n| format!("t{n:02}.")).collect();
+        let mut text: Vec<String> = (0..100).map(|n| format!("{}.", word(n))).collect();
         for phrase in phrases {
-            let words: Vec<String> = phrase.iter().map(|n| format!("t{n:02}")).collect();
+            let words: Vec<String> = phrase.iter().map(|&n| word(n)).collect();
             text.push(format!("{}.", words.join(" ")));
         }
-        Interner::from_texts([text.join(" ").as_str()])
+        let interner = Interner::from_texts([text.join(" ").as_str()]);
+        assert_eq!(interner.token(&word(42)), Some(Token(42)));
+        interner
     }
 
     fn children(parent: &Ortho, interner: &Interner) -> Vec<Ortho> {

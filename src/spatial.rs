@@ -83,7 +83,7 @@ impl Spatial {
         let mut dims = Vec::new();
         let mut prefix = Vec::new();
         collect_shapes(&mut prefix, MAX_CAPACITY, 1, &mut dims);
-        dims.sort_by(|a: &Box<[usize]>, b| a.len().cmp(&b.len()).then(a.cmp(b)));
+        dims.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
         let ids = dims
             .iter()
             .enumerate()

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, Result};
 use crate::report::VersionReport;
@@ -34,14 +34,33 @@ pub struct VersionRecord {
 }
 
 /// An open state directory.
+///
+/// It is read through a read-only handle, so checking a run against the
+/// record never touches the file; the database is opened for writing (and the
+/// directory created) only when a version is appended.
 pub struct StateDir {
     dir: PathBuf,
     file: PathBuf,
-    db: Database,
+    handle: Option<Handle>,
+}
+
+enum Handle {
+    Reader(ReadOnlyDatabase),
+    Writer(Database),
+}
+
+impl Handle {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Self::Reader(db) => db.begin_read(),
+            Self::Writer(db) => db.begin_read(),
+        }
+    }
 }
 
 impl StateDir {
-    /// Opens `dir`, creating it (and its database) when it is missing or empty.
+    /// Opens `dir`. A missing or empty directory is a new, empty state; a
+    /// directory with other contents, or a database fold did not write, is refused.
     pub fn open(dir: &Path) -> Result<Self> {
         let file = dir.join(STATE_FILE);
         if dir.exists() && !dir.is_dir() {
@@ -50,40 +69,32 @@ impl StateDir {
                 dir.display()
             )));
         }
-        let fresh = !file.exists();
-        if fresh {
-            let foreign = std::fs::read_dir(dir)
-                .map(|mut entries| entries.next().is_some())
-                .unwrap_or(false);
-            if foreign {
-                return Err(Error::BadState(format!(
-                    "state dir {} is not empty and holds no {STATE_FILE}: it was not written by fold; \
-                     choose another --state-dir",
-                    dir.display()
-                )));
-            }
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create state dir {}", dir.display()), e))?;
-        }
-        let db = if fresh {
-            Database::create(&file)
-        } else {
-            Database::open(&file)
-        }
-        .map_err(|e| {
-            Error::BadState(format!(
-                "cannot open {} as a fold state file: {e}",
-                file.display()
-            ))
-        })?;
-        let state = Self {
+        let mut state = Self {
             dir: dir.to_owned(),
             file,
-            db,
+            handle: None,
         };
-        if fresh {
-            state.write_format()?;
+        if !state.file.exists() {
+            if dir.exists() {
+                let mut entries = std::fs::read_dir(dir).map_err(|e| {
+                    Error::io(format!("cannot list state dir {}", dir.display()), e)
+                })?;
+                if entries.next().is_some() {
+                    return Err(Error::BadState(format!(
+                        "state dir {} is not empty and holds no {STATE_FILE}: it was not written \
+                         by fold; choose another --state-dir",
+                        dir.display()
+                    )));
+                }
+            }
+            return Ok(state);
         }
+        let handle = match ReadOnlyDatabase::open(&state.file) {
+            Ok(db) => Handle::Reader(db),
+            // A file left by a crash needs redb's repair, which only a writer does.
+            Err(_) => Handle::Writer(Database::open(&state.file).map_err(|e| state.not_ours(e))?),
+        };
+        state.handle = Some(handle);
         state.check_format()?;
         Ok(state)
     }
@@ -93,19 +104,47 @@ impl StateDir {
         &self.dir
     }
 
-    fn write_format(&self) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
-            meta.insert("format", FORMAT).map_err(|e| self.fail(e))?;
+    fn not_ours(&self, error: impl std::fmt::Display) -> Error {
+        Error::BadState(format!(
+            "cannot open {} as a fold state file: {error}",
+            self.file.display()
+        ))
+    }
+
+    /// Opens the state for writing, creating it if it is new. Holding the
+    /// writer also keeps any other fold process off this state dir.
+    pub fn begin_writing(&mut self) -> Result<()> {
+        self.writer().map(|_| ())
+    }
+
+    /// The writable database, opened (or created) on first use.
+    fn writer(&mut self) -> Result<&Database> {
+        if !matches!(self.handle, Some(Handle::Writer(_))) {
+            // Release the read-only handle (and its lock) before opening for writing.
+            self.handle = None;
+            let db = if self.file.exists() {
+                Database::open(&self.file).map_err(|e| self.not_ours(e))?
+            } else {
+                std::fs::create_dir_all(&self.dir).map_err(|e| {
+                    Error::io(format!("cannot create state dir {}", self.dir.display()), e)
+                })?;
+                let db = Database::create(&self.file).map_err(|e| self.fail(e))?;
+                write_format(&db).map_err(|e| self.fail(e))?;
+                db
+            };
+            self.handle = Some(Handle::Writer(db));
         }
-        txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-        txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
-        txn.commit().map_err(|e| self.fail(e))
+        match &self.handle {
+            Some(Handle::Writer(db)) => Ok(db),
+            _ => unreachable!("a writer was just opened"),
+        }
     }
 
     fn check_format(&self) -> Result<()> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let Some(handle) = &self.handle else {
+            return Ok(());
+        };
+        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
         let format = txn.open_table(META).ok().and_then(|meta| {
             meta.get("format")
                 .ok()
@@ -124,7 +163,10 @@ impl StateDir {
 
     /// Every recorded version, in order (version 1 first).
     pub fn versions(&self) -> Result<Vec<VersionRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let Some(handle) = &self.handle else {
+            return Ok(Vec::new());
+        };
+        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
         let mut records = Vec::new();
         for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
@@ -141,7 +183,10 @@ impl StateDir {
 
     /// The texts of every recorded version, in order.
     pub fn texts(&self) -> Result<Vec<String>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let Some(handle) = &self.handle else {
+            return Ok(Vec::new());
+        };
+        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
         let table = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
         let mut texts = Vec::new();
         for entry in table.iter().map_err(|e| self.fail(e))? {
@@ -155,10 +200,10 @@ impl StateDir {
     }
 
     /// Durably records the next version: its text and its figures together.
-    pub fn append(&self, text: &str, record: &VersionRecord) -> Result<()> {
+    pub fn append(&mut self, text: &str, record: &VersionRecord) -> Result<()> {
         let version = record.report.version;
         let json = serde_json::to_string(record).expect("a record always serialises");
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
             texts
@@ -179,6 +224,19 @@ impl StateDir {
     fn corrupt(&self, what: String) -> Error {
         Error::BadState(format!("{} is damaged: {what}", self.file.display()))
     }
+}
+
+/// Writes the format marker and creates the tables of a new state database.
+fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert("format", FORMAT)?;
+    }
+    txn.open_table(TEXTS)?;
+    txn.open_table(VERSIONS)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// A stable content hash of a text: xxh3-128 as 32 hex digits.
@@ -209,7 +267,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
         {
-            let state = StateDir::open(&path).unwrap();
+            let mut state = StateDir::open(&path).unwrap();
             state.append("a b", &record(1, "a b")).unwrap();
             state.append("c d", &record(2, "c d")).unwrap();
         }
@@ -219,6 +277,33 @@ mod tests {
             vec![record(1, "a b"), record(2, "c d")]
         );
         assert_eq!(state.texts().unwrap(), vec!["a b", "c d"]);
+    }
+
+    #[test]
+    fn reading_a_state_never_rewrites_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        StateDir::open(dir.path())
+            .unwrap()
+            .append("a b", &record(1, "a b"))
+            .unwrap();
+        let file = dir.path().join(STATE_FILE);
+        let before = std::fs::read(&file).unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.versions().unwrap().len(), 1);
+        assert_eq!(state.texts().unwrap().len(), 1);
+        drop(state);
+        assert_eq!(std::fs::read(&file).unwrap(), before);
+    }
+
+    #[test]
+    fn opening_a_missing_state_creates_nothing_until_a_version_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let mut state = StateDir::open(&path).unwrap();
+        assert!(state.versions().unwrap().is_empty());
+        assert!(!path.exists());
+        state.append("a", &record(1, "a")).unwrap();
+        assert!(path.join(STATE_FILE).exists());
     }
 
     #[test]

@@ -52,7 +52,7 @@ fn process_text_reproduces_every_golden_case() {
                 &mut frontier_orthos_saved,
                 |checkpoint| {
                     checkpoints += 1;
-                    assert_eq!(checkpoint.processed % 100_000 < 1000, true);
+                    assert!(checkpoint.processed % 100_000 < 1000);
                     Ok(())
                 },
             )

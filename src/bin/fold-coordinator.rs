@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Ingest FILEs in order, one version each, search every version in this
     /// process and print its figures. Texts already recorded in the state dir
-    /// (same files, same order) are not searched again.
+    /// are not searched again: their stored figures are printed. The list must
+    /// agree with the record, in order (it may be shorter, or go on past it).
     Run {
         /// Text files, ingested in the order given.
         #[arg(required = true, value_name = "FILE")]

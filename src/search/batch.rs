@@ -48,9 +48,9 @@ impl BatchOutcome {
             if seen.insert(child.id()) {
                 // Most children have a smaller volume than the best so far;
                 // compare volumes first and rank fully only when they tie.
-                let challenges = best.as_ref().is_none_or(|b| {
-                    child.volume() >= b.volume() && child.rank_cmp(b).is_gt()
-                });
+                let challenges = best
+                    .as_ref()
+                    .is_none_or(|b| child.volume() >= b.volume() && child.rank_cmp(b).is_gt());
                 if challenges {
                     *best = Some(child.clone());
                 }

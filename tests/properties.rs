@@ -1,0 +1,162 @@
+//! Properties of the search on small random texts: its figures do not depend
+//! on how it runs (threads, batch size, a queue that spills to disk), and its
+//! counts are consistent with each other.
+
+mod common;
+
+use fold::report::VersionReport;
+use fold::search::{SearchOutcome, Unobserved};
+use fold::{Interner, SearchConfig};
+use proptest::prelude::*;
+use serde_json::Value;
+
+/// Texts of 1–6 sentences, each of 1–6 words drawn from the first 3–8
+/// letters, joined with ". ": small enough to search in milliseconds, dense
+/// enough in repeated words to reach 3-D shapes and reshapes.
+fn small_text() -> impl Strategy<Value = String> {
+    (3u8..=8).prop_flat_map(|letters| {
+        let word = (b'a'..b'a' + letters).prop_map(|letter| char::from(letter).to_string());
+        let sentence = prop::collection::vec(word, 1..=6).prop_map(|words| words.join(" "));
+        prop::collection::vec(sentence, 1..=6).prop_map(|sentences| sentences.join(". "))
+    })
+}
+
+/// The rows and columns of a random 2–3 by 2–3 grid of the letters a–i as
+/// sentences, plus a small random text: these reach larger and 3-D shapes,
+/// and so the reshapings, far more often than random sentences alone.
+fn grid_text() -> impl Strategy<Value = String> {
+    let grid = (2usize..=3, 2usize..=3).prop_flat_map(|(rows, cols)| {
+        prop::collection::vec(b'a'..=b'i', rows * cols).prop_map(move |cells| {
+            let word = |row: usize, col: usize| char::from(cells[row * cols + col]).to_string();
+            let mut sentences = Vec::new();
+            for row in 0..rows {
+                let line: Vec<String> = (0..cols).map(|col| word(row, col)).collect();
+                sentences.push(line.join(" "));
+            }
+            for col in 0..cols {
+                let line: Vec<String> = (0..rows).map(|row| word(row, col)).collect();
+                sentences.push(line.join(" "));
+            }
+            sentences.join(". ")
+        })
+    });
+    (grid, small_text()).prop_map(|(grid, noise)| format!("{grid}. {noise}"))
+}
+
+/// Either kind of small text.
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![small_text(), grid_text()]
+}
+
+/// Texts whose sentences are all single words, so there is no phrase at all.
+fn text_without_phrases() -> impl Strategy<Value = String> {
+    let word = "[a-h]{1,3}";
+    prop::collection::vec(word, 1..=6).prop_map(|words| words.join(". "))
+}
+
+fn run(interner: &Interner, config: &SearchConfig) -> (Value, SearchOutcome) {
+    let outcome = fold::search(interner, config, &mut Unobserved).expect("search succeeds");
+    let report = VersionReport::new(interner, &outcome.figures).to_json();
+    (report, outcome)
+}
+
+fn config(threads: usize, batch_size: usize) -> SearchConfig {
+    SearchConfig {
+        threads,
+        batch_size,
+        ..SearchConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn figures_do_not_depend_on_threads_or_batch_size(text in text()) {
+        let interner = Interner::from_texts([text.as_str()]);
+        let (expected, _) = run(&interner, &SearchConfig::default());
+        for threads in [1, 2, 4] {
+            for batch_size in [1, 1000] {
+                let (actual, _) = run(&interner, &config(threads, batch_size));
+                prop_assert_eq!(
+                    &actual,
+                    &expected,
+                    "threads {}, batch size {}",
+                    threads,
+                    batch_size
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn figures_do_not_depend_on_spilling_the_queue_to_disk(text in text()) {
+        let interner = Interner::from_texts([text.as_str()]);
+        let (expected, _) = run(&interner, &SearchConfig::default());
+        for batch_size in [1, 3, 1000] {
+            let spill = tempfile::tempdir().unwrap();
+            let tiny = SearchConfig {
+                threads: 2,
+                batch_size,
+                queue_buffer: 8,
+                spill_dir: spill.path().to_owned(),
+            };
+            let (actual, _) = run(&interner, &tiny);
+            prop_assert_eq!(&actual, &expected, "batch size {}", batch_size);
+            let left = std::fs::read_dir(spill.path()).unwrap().count();
+            prop_assert_eq!(left, 0, "the spill file outlived its search");
+        }
+    }
+
+    #[test]
+    fn every_found_ortho_is_counted_once_and_leaves_are_among_them(text in text()) {
+        let interner = Interner::from_texts([text.as_str()]);
+        let (_, outcome) = run(&interner, &SearchConfig::default());
+        let figures = &outcome.figures;
+        prop_assert_eq!(outcome.seen.len() as u64, figures.orthos);
+        prop_assert_eq!(outcome.stats.processed, figures.orthos);
+        prop_assert!(figures.frontier <= figures.orthos);
+        // Each word alone in the first slot is an ortho.
+        prop_assert!(figures.orthos >= interner.vocabulary() as u64);
+        // Every step adds a word, so the fullest orthos found are leaves.
+        prop_assert!(figures.frontier >= 1);
+        prop_assert!(figures.optimal.is_some());
+    }
+
+    #[test]
+    fn text_without_phrases_gives_one_leaf_per_word(text in text_without_phrases()) {
+        let interner = Interner::from_texts([text.as_str()]);
+        let (report, outcome) = run(&interner, &SearchConfig::default());
+        let words = interner.vocabulary() as u64;
+        prop_assert!(words >= 1);
+        prop_assert_eq!(outcome.figures.orthos, words);
+        prop_assert_eq!(outcome.figures.frontier, words);
+        // Ties on (volume, fullness) go to the smallest payload: the first word.
+        let first = interner.words()[0].clone();
+        prop_assert_eq!(
+            &report["optimal"]["payload"],
+            &serde_json::json!([first, null, null, null])
+        );
+    }
+}
+
+#[test]
+fn tiny_queue_buffer_spills_to_disk_and_keeps_the_golden_figures() {
+    let case = common::case("ts_0_5k");
+    let interner = Interner::from_texts(case.contents().iter().map(String::as_str));
+    let spill = tempfile::tempdir().unwrap();
+    let tiny = SearchConfig {
+        threads: 2,
+        batch_size: 7,
+        queue_buffer: 8,
+        spill_dir: spill.path().to_owned(),
+    };
+    let (report, outcome) = run(&interner, &tiny);
+    common::assert_figures(&case.name, 0, &report, &case.after_each_text[0]);
+    assert!(
+        outcome.stats.spilled > 0,
+        "a queue of {} orthos never spilled past a buffer of 8",
+        outcome.stats.peak_queue
+    );
+    assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+}
