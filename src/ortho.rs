@@ -189,6 +189,12 @@ impl Ortho {
         }
     }
 
+    /// `(volume, fullness)`: the primary key of the §7 order.
+    #[inline]
+    pub fn rank_key(&self) -> (u64, usize) {
+        (self.volume(), self.fullness())
+    }
+
     /// Orders orthos for the optimum of ORTHO.md §7: greater means better.
     /// Greater `(volume, fullness)` wins; ties go to the smaller `(dims, payload)`.
     pub fn rank_cmp(&self, other: &Self) -> Ordering {

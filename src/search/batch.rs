@@ -18,6 +18,8 @@ pub(crate) struct BatchOutcome {
     pub leaf_orthos: Vec<Ortho>,
     /// The best of `new_orthos` by the §7 order.
     pub best: Option<Ortho>,
+    /// `best`'s `(volume, fullness)`.
+    best_key: (u64, usize),
     /// Children generated, duplicates included.
     pub generated: u64,
     /// The first error met, if any.
@@ -39,6 +41,7 @@ impl BatchOutcome {
         let Self {
             new_orthos,
             best,
+            best_key,
             generated,
             scratch,
             ..
@@ -46,13 +49,18 @@ impl BatchOutcome {
         let expanded = expand(&ortho, interner, scratch, |child| {
             *generated += 1;
             if seen.insert(child.id()) {
-                // Most children have a smaller volume than the best so far;
-                // compare volumes first and rank fully only when they tie.
-                let challenges = best
-                    .as_ref()
-                    .is_none_or(|b| child.volume() >= b.volume() && child.rank_cmp(b).is_gt());
+                // Nearly every child loses on (volume, fullness) alone; the
+                // full comparison runs only on a tie.
+                let key = child.rank_key();
+                let challenges = match best {
+                    None => true,
+                    Some(best) => {
+                        key > *best_key || (key == *best_key && child.rank_cmp(best).is_gt())
+                    }
+                };
                 if challenges {
                     *best = Some(child.clone());
+                    *best_key = key;
                 }
                 new_orthos.push(child);
             }
@@ -79,6 +87,7 @@ impl BatchOutcome {
         self.leaves += other.leaves;
         self.generated += other.generated;
         self.best = better(self.best, other.best);
+        self.best_key = self.best.as_ref().map_or((0, 0), Ortho::rank_key);
         self.error = self.error.or(other.error);
         self
     }
