@@ -75,3 +75,45 @@ fn process_text_reproduces_every_golden_case() {
         }
     }
 }
+
+#[test]
+fn origin_shards_add_up_to_every_golden_case() {
+    use fold::search::{Scope, Searcher};
+    let searcher = Searcher::new(SearchConfig {
+        threads: 1,
+        ..SearchConfig::default()
+    })
+    .unwrap();
+    for case in common::test_cases() {
+        let interner = Interner::from_texts(case.contents().iter().map(String::as_str));
+        let mut total = fold::Figures::default();
+        for origin in 0..interner.vocabulary() as u32 {
+            let shard = searcher
+                .run(
+                    &interner,
+                    Scope::Origin(fold::Token(origin)),
+                    &mut Unobserved,
+                )
+                .unwrap();
+            assert_eq!(shard.seen.len() as u64, shard.figures.orthos);
+            assert!(
+                shard.figures.orthos >= 1,
+                "every origin has at least [t,_,_,_]"
+            );
+            total.orthos += shard.figures.orthos;
+            total.frontier += shard.figures.frontier;
+            total.optimal = match (total.optimal.take(), shard.figures.optimal) {
+                (Some(a), Some(b)) => Some(if b.rank_cmp(&a).is_gt() { b } else { a }),
+                (a, b) => a.or(b),
+            };
+        }
+        let report = VersionReport::new(&interner, &total);
+        let expected = case.after_each_text.last().unwrap();
+        common::assert_figures(
+            &case.name,
+            case.texts.len() - 1,
+            &report.to_json(),
+            expected,
+        );
+    }
+}

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 pub use seen::SeenSet;
 
 use crate::error::{Error, Result};
-use crate::interner::Interner;
-use crate::ortho::Ortho;
+use crate::interner::{Interner, Token};
+use crate::ortho::{Ortho, Scratch, expand};
 use crate::queue::{DEFAULT_BUFFER, WorkQueue};
 use batch::{better, expand_batch};
 
@@ -118,17 +118,65 @@ pub struct SearchOutcome {
     pub seen: SeenSet,
 }
 
+/// Which part of the search to run.
+///
+/// The token in slot 0 never changes as an ortho grows or reshapes, so the
+/// orthos with one origin token form a closed sub-search: the shards of a
+/// distributed search. Their figures add up to the whole search's, and the
+/// whole optimum is the best of theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every ortho.
+    All,
+    /// Only the orthos whose slot 0 holds this token.
+    Origin(Token),
+}
+
 /// Runs the whole search over `interner` from the empty ortho.
 pub fn search(
     interner: &Interner,
     config: &SearchConfig,
     observer: &mut dyn SearchObserver,
 ) -> Result<SearchOutcome> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(config.threads)
-        .thread_name(|index| format!("fold-search-{index}"))
-        .build()
-        .map_err(|e| Error::io("cannot start search threads", std::io::Error::other(e)))?;
+    Searcher::new(config.clone())?.run(interner, Scope::All, observer)
+}
+
+/// A search engine with its thread pool, reusable across many searches (a
+/// worker runs hundreds of shards without starting threads for each).
+pub struct Searcher {
+    config: SearchConfig,
+    pool: rayon::ThreadPool,
+}
+
+impl Searcher {
+    /// Starts the thread pool of `config.threads` threads.
+    pub fn new(config: SearchConfig) -> Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|index| format!("fold-search-{index}"))
+            .build()
+            .map_err(|e| Error::io("cannot start search threads", std::io::Error::other(e)))?;
+        Ok(Self { config, pool })
+    }
+
+    /// Runs the part `scope` of the search over `interner`.
+    pub fn run(
+        &self,
+        interner: &Interner,
+        scope: Scope,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<SearchOutcome> {
+        run_batches(&self.pool, &self.config, interner, scope, observer)
+    }
+}
+
+fn run_batches(
+    pool: &rayon::ThreadPool,
+    config: &SearchConfig,
+    interner: &Interner,
+    scope: Scope,
+    observer: &mut dyn SearchObserver,
+) -> Result<SearchOutcome> {
     let started = Instant::now();
     let seen = SeenSet::new();
     let mut queue = WorkQueue::new(config.queue_buffer, &config.spill_dir);
@@ -137,15 +185,26 @@ pub fn search(
     let keep_leaves = observer.wants_leaves();
     let batch_size = config.batch_size.max(1);
 
-    // The empty ortho is expanded but never counted, not even as a leaf.
-    let start = expand_batch(vec![Ortho::empty()], interner, &seen, false);
-    if let Some(error) = start.error {
-        return Err(error);
-    }
-    stats.generated += start.generated;
-    figures.orthos += start.new_orthos.len() as u64;
-    figures.optimal = start.best;
-    let mut pending = start.new_orthos;
+    // The empty ortho is expanded but never counted, not even as a leaf; a
+    // shard keeps only its own origin among the empty ortho's children.
+    let mut pending = Vec::new();
+    expand(
+        &Ortho::empty(),
+        interner,
+        &mut Scratch::default(),
+        |child| {
+            let in_scope = match scope {
+                Scope::All => true,
+                Scope::Origin(token) => child.raw_slots()[0] == token.0,
+            };
+            if in_scope && seen.insert(child.id()) {
+                figures.optimal = better(figures.optimal.take(), Some(child.clone()));
+                pending.push(child);
+            }
+        },
+    )?;
+    stats.generated += pending.len() as u64;
+    figures.orthos += pending.len() as u64;
     let mut batch = Vec::new();
 
     // Each round expands one batch while, on the other side of a rayon join,
