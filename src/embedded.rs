@@ -100,8 +100,19 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     Ok(summary)
 }
 
-/// Reads a text file, refusing directories and invalid UTF-8 with a clear message.
+/// Reads a text file for a run.
 fn read_text(path: &Path) -> Result<InputText> {
+    let text = read_text_file(path)?;
+    Ok(InputText {
+        path: path.to_owned(),
+        hash: content_hash(&text),
+        text,
+    })
+}
+
+/// Reads a whole text file, refusing directories and invalid UTF-8 with a
+/// message that names the file.
+pub fn read_text_file(path: &Path) -> Result<String> {
     if path.is_dir() {
         return Err(Error::BadText(format!(
             "{} is a directory, not a text file",
@@ -110,17 +121,12 @@ fn read_text(path: &Path) -> Result<InputText> {
     }
     let bytes =
         std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         Error::BadText(format!(
             "{} is not valid UTF-8 (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
-    })?;
-    Ok(InputText {
-        path: path.to_owned(),
-        hash: content_hash(&text),
-        text,
     })
 }
 

@@ -36,6 +36,17 @@ pub enum Error {
     /// A version that does not exist.
     #[error("unknown version {0}")]
     UnknownVersion(u32),
+    /// The coordinator answered an rpc with an error status.
+    #[error("the coordinator answered {code}: {message}")]
+    Rpc {
+        /// The gRPC status code.
+        code: String,
+        /// The status message.
+        message: String,
+    },
+    /// The search was cancelled by its observer.
+    #[error("the search was cancelled")]
+    Cancelled,
     /// A caller-supplied checkpoint function failed.
     #[error("checkpoint failed: {0}")]
     Checkpoint(String),
@@ -55,6 +66,15 @@ impl Error {
         Self::Storage {
             path: path.into(),
             message: error.to_string(),
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Rpc {
+            code: format!("{:?}", status.code()),
+            message: status.message().to_owned(),
         }
     }
 }

@@ -19,11 +19,14 @@
 //! Data flows text → interner → search (spatial + ortho + queue) → figures →
 //! report and store.
 
+pub mod client;
+pub mod coordinator;
 pub mod embedded;
 pub mod error;
 pub mod interner;
 pub mod ortho;
 pub mod progress;
+pub mod proto;
 pub mod queue;
 pub mod report;
 pub mod search;
@@ -31,6 +34,7 @@ pub mod seed_api;
 pub mod spatial;
 pub mod store;
 pub mod text;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use interner::{Interner, Token};

@@ -1,14 +1,19 @@
-//! `fold-coordinator`: runs fold's search over texts. `run` does it all in this
-//! process; the distributed subcommands come with the gRPC coordinator.
+//! `fold-coordinator`: searches texts for orthos. `run` does everything in
+//! this process; `serve` runs the gRPC coordinator that `fold-worker` nodes
+//! work for; `submit`, `status` and `optimal` talk to a running coordinator.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fold::client::{self, Connection, DEFAULT_COORDINATOR, SubmitOptions};
+use fold::coordinator::{self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, ServeOptions};
 use fold::embedded::{RunOptions, run};
 
-// The search allocates and frees millions of small payloads; mimalloc keeps
-// that cheap and returns memory without glibc's trimming stalls.
+// The search allocates and frees millions of small values; mimalloc keeps
+// that cheap.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -45,6 +50,81 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run the gRPC coordinator: accept texts, lease shards to workers, add
+    /// up their figures. Serves fold.v1.Coordinator (token required), gRPC
+    /// health and server reflection.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the bound address is printed).
+        #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Where texts and finished shards are kept.
+        #[arg(long, value_name = "DIR", default_value = "fold_coordinator")]
+        state_dir: PathBuf,
+        /// Bearer token that every Coordinator rpc must carry.
+        #[arg(long, env = "FOLD_TOKEN", hide_env_values = true)]
+        token: String,
+        /// A shard goes back to pending this long after its worker's last report.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        lease_ms: u64,
+        /// Largest text Submit accepts, in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT_BYTES)]
+        max_text_bytes: usize,
+    },
+    /// Submit FILEs to a running coordinator, each as the next version.
+    Submit {
+        /// Text files, submitted in the order given.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Wait until each version is done, then print its figures.
+        #[arg(long)]
+        wait: bool,
+        /// Print JSON (with --wait: the same object per version as `run --json`).
+        #[arg(long)]
+        json: bool,
+        /// No progress line on stderr.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Show every version's state and figures, and the connected workers.
+    Status {
+        /// One JSON object per version per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Show the optimal ortho of a version as words.
+    Optimal {
+        /// The version (default: the latest).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        version: u32,
+        /// Print JSON instead of the grid.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+}
+
+#[derive(Args)]
+struct ConnectionArgs {
+    /// The coordinator's URL.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
+    coordinator: String,
+    /// Bearer token.
+    #[arg(long, env = "FOLD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ConnectionArgs {
+    fn connection(self) -> Connection {
+        Connection {
+            coordinator: self.coordinator,
+            token: self.token,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -66,6 +146,7 @@ fn main() -> ExitCode {
             };
             run(&files, &options, &mut std::io::stdout().lock()).map(|_| ())
         }
+        command => asynchronous(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,6 +155,76 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn asynchronous(command: Command) -> fold::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| fold::Error::io("cannot start the async runtime", e))?;
+    let mut out = std::io::stdout();
+    runtime.block_on(async {
+        match command {
+            Command::Serve {
+                listen,
+                state_dir,
+                token,
+                lease_ms,
+                max_text_bytes,
+            } => {
+                let options = ServeOptions {
+                    listen,
+                    state_dir,
+                    token,
+                    lease: Duration::from_millis(lease_ms.max(1)),
+                    max_text_bytes,
+                };
+                let announce = |bound: SocketAddr| {
+                    println!("fold-coordinator: listening on {bound}");
+                };
+                coordinator::serve(options, announce, shutdown_signal()).await
+            }
+            Command::Submit {
+                files,
+                wait,
+                json,
+                quiet,
+                connection,
+            } => {
+                let options = SubmitOptions { wait, json, quiet };
+                client::submit(&connection.connection(), &files, &options, &mut out).await
+            }
+            Command::Status { json, connection } => {
+                client::status(&connection.connection(), json, &mut out).await
+            }
+            Command::Optimal {
+                version,
+                json,
+                connection,
+            } => client::optimal(&connection.connection(), version, json, &mut out).await,
+            Command::Run { .. } => unreachable!("run is synchronous"),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }
 
 fn init_tracing() {

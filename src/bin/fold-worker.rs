@@ -1,9 +1,16 @@
-//! `fold-worker`: a search node. It needs a running gRPC coordinator, which
-//! is not built yet; until then it explains that and exits.
+//! `fold-worker`: a search node. It connects to a coordinator, searches the
+//! shards it is given and reports back, reconnecting when the coordinator
+//! goes away; Ctrl-C hands unfinished shards back and exits.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fold::client::DEFAULT_COORDINATOR;
+use fold::worker::{self, WorkerOptions};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -11,17 +18,73 @@ use clap::Parser;
     about = "A fold search node that takes shards from a coordinator"
 )]
 struct Cli {
-    /// Coordinator address.
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:50051")]
+    /// The coordinator's URL.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
+    /// Where the worker keeps its search queue.
+    #[arg(long, value_name = "DIR", default_value = "fold_worker")]
+    data_dir: PathBuf,
+    /// Search threads (default: one per core).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+    /// Bearer token.
+    #[arg(long, env = "FOLD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Name shown in the coordinator's worker list (default: host and pid).
+    #[arg(long)]
+    name: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!(
-        "fold-worker: error: cannot work for {}: the gRPC coordinator is not available in this \
-         build yet; use `fold-coordinator run FILE...` to search in one process",
-        cli.coordinator
-    );
-    ExitCode::FAILURE
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let options = WorkerOptions {
+        coordinator: cli.coordinator,
+        data_dir: cli.data_dir,
+        threads: cli.threads,
+        token: cli.token,
+        name: cli.name.unwrap_or_else(worker::default_name),
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| fold::Error::io("cannot start the async runtime", e))
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    let _ = stop.send(true);
+                });
+                worker::run(options, stopped).await
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fold-worker: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut terminate) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
 }

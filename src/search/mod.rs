@@ -80,6 +80,10 @@ pub struct Progress {
     pub processed: u64,
     /// Orthos waiting in the queue.
     pub queued: u64,
+    /// Leaves found so far.
+    pub frontier: u64,
+    /// The best ortho found so far.
+    pub optimal: Option<Ortho>,
     /// Time since the search started.
     pub elapsed: Duration,
 }
@@ -157,6 +161,11 @@ impl Searcher {
             .build()
             .map_err(|e| Error::io("cannot start search threads", std::io::Error::other(e)))?;
         Ok(Self { config, pool })
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
     }
 
     /// Runs the part `scope` of the search over `interner`.
@@ -246,6 +255,8 @@ fn run_batches(
             orthos: figures.orthos,
             processed: stats.processed,
             queued,
+            frontier: figures.frontier,
+            optimal: figures.optimal.clone(),
             elapsed: started.elapsed(),
         })?;
     }

@@ -1,0 +1,262 @@
+//! The client subcommands of `fold-coordinator` (`submit`, `status`,
+//! `optimal`): they talk to a running coordinator and print what it says in
+//! the same formats as `run`.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::coordinator::auth::BearerToken;
+use crate::coordinator::service::TEXT_CHUNK_BYTES;
+use crate::embedded::read_text_file;
+use crate::error::{Error, Result};
+use crate::proto::{self, v1};
+
+/// Default coordinator URL of the client subcommands.
+pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
+
+type Client = v1::coordinator_client::CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
+>;
+
+/// Where the coordinator is and how to prove who we are.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    /// The coordinator's URL.
+    pub coordinator: String,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+impl Connection {
+    async fn connect(&self) -> Result<Client> {
+        let channel = Endpoint::from_shared(self.coordinator.clone())
+            .map_err(|e| Error::BadText(format!("bad coordinator URL {}: {e}", self.coordinator)))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot connect to the coordinator at {}", self.coordinator),
+                    std::io::Error::other(e),
+                )
+            })?;
+        Ok(v1::coordinator_client::CoordinatorClient::with_interceptor(
+            channel,
+            BearerToken::new(self.token.as_deref())?,
+        )
+        .max_decoding_message_size(8 << 20))
+    }
+}
+
+/// How `submit` behaves.
+#[derive(Clone, Debug)]
+pub struct SubmitOptions {
+    /// Wait for each version to finish and print its figures.
+    pub wait: bool,
+    /// Print JSON.
+    pub json: bool,
+    /// No progress line.
+    pub quiet: bool,
+}
+
+/// Submits `files` in order, each as the next version.
+pub async fn submit(
+    connection: &Connection,
+    files: &[PathBuf],
+    options: &SubmitOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
+    // Read everything first, so a bad file is refused before anything is sent.
+    let texts = files
+        .iter()
+        .map(|path| read_text_file(path).map(|text| (path, text)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut client = connection.connect().await?;
+    for (path, text) in texts {
+        let name = path.display().to_string();
+        let chunks = text_chunks(&name, text.into_bytes());
+        let reply = client
+            .submit(tokio_stream::iter(chunks))
+            .await?
+            .into_inner();
+        if !options.wait {
+            let line = if options.json {
+                serde_json::json!({"version": reply.version, "source": name, "bytes": reply.bytes, "hash": reply.hash})
+                    .to_string()
+            } else {
+                format!(
+                    "submitted {name} as version {} ({} bytes)",
+                    reply.version, reply.bytes
+                )
+            };
+            write_line(out, &line)?;
+            continue;
+        }
+        let status = wait_for(&mut client, reply.version, !options.quiet).await?;
+        let report = proto::report_of(&status);
+        let text = if options.json {
+            report.to_json_line() + "\n"
+        } else {
+            report.to_text()
+        };
+        write_all(out, &text)?;
+    }
+    Ok(())
+}
+
+/// A text as Submit chunks; the first carries the name.
+fn text_chunks(name: &str, bytes: Vec<u8>) -> Vec<v1::SubmitChunk> {
+    let mut chunks: Vec<v1::SubmitChunk> = bytes
+        .chunks(TEXT_CHUNK_BYTES)
+        .map(|data| v1::SubmitChunk {
+            data: data.to_vec(),
+            name: String::new(),
+        })
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(v1::SubmitChunk::default());
+    }
+    chunks[0].name = name.to_owned();
+    chunks
+}
+
+/// Watches a version until it is done, drawing a progress line on stderr.
+async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v1::VersionStatus> {
+    let progress = progress && std::io::stderr().is_terminal();
+    let mut updates = client
+        .watch_status(v1::StatusRequest { version })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(reply) = updates.message().await? {
+        let Some(status) = reply.versions.into_iter().next() else {
+            continue;
+        };
+        if progress {
+            eprint!(
+                "\r\x1b[2Kversion {}: shards {}/{}, {} orthos, {} workers, {:.0} orthos/s",
+                status.version,
+                status.shards_done,
+                status.shards_total,
+                status.orthos,
+                reply.workers,
+                reply.orthos_per_second
+            );
+        }
+        let done = status.state == "done";
+        last = Some(status);
+        if done {
+            break;
+        }
+    }
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    match last {
+        Some(status) if status.state == "done" => Ok(status),
+        _ => Err(Error::Rpc {
+            code: "Unavailable".into(),
+            message: format!("the status stream of version {version} ended before it was done"),
+        }),
+    }
+}
+
+/// Prints the status of every version.
+pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) -> Result<()> {
+    let mut client = connection.connect().await?;
+    let reply = client
+        .status(v1::StatusRequest { version: 0 })
+        .await?
+        .into_inner();
+    for status in &reply.versions {
+        let report = proto::report_of(status);
+        let line = if json {
+            let mut object = report.to_json();
+            let extra = serde_json::json!({
+                "state": status.state,
+                "shards_done": status.shards_done,
+                "shards_total": status.shards_total,
+                "shards_running": status.shards_running,
+                "attempts_discarded": status.attempts_discarded,
+                "source": status.source,
+            });
+            if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
+                object.extend(extra.clone());
+            }
+            object.to_string()
+        } else {
+            format!(
+                "version {} ({}): {}, shards {}/{} ({} running), vocabulary {}, orthos {}, frontier {}",
+                status.version,
+                status.source,
+                status.state,
+                status.shards_done,
+                status.shards_total,
+                status.shards_running,
+                status.vocabulary,
+                status.orthos,
+                status.frontier
+            )
+        };
+        write_line(out, &line)?;
+    }
+    if !json {
+        write_line(
+            out,
+            &format!(
+                "{} version(s), {} worker(s) connected, {:.0} orthos/s",
+                reply.versions.len(),
+                reply.workers,
+                reply.orthos_per_second
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints the optimal ortho of a version (0 = the latest).
+pub async fn optimal(
+    connection: &Connection,
+    version: u32,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut client = connection.connect().await?;
+    let reply = client
+        .optimal(v1::OptimalRequest { version })
+        .await?
+        .into_inner();
+    let optimal = reply.optimal.as_ref().map(proto::optimal_of);
+    let text = if json {
+        serde_json::json!({"version": reply.version, "state": reply.state, "optimal": optimal})
+            .to_string()
+            + "\n"
+    } else {
+        match &optimal {
+            None => format!("version {} ({}): no ortho\n", reply.version, reply.state),
+            Some(optimal) => format!(
+                "version {} ({}): dims {:?}, volume {}, fullness {}\n{}",
+                reply.version,
+                reply.state,
+                optimal.dims,
+                optimal.volume,
+                optimal.fullness,
+                optimal.grid()
+            ),
+        }
+    };
+    write_all(out, &text)
+}
+
+fn write_line(out: &mut dyn Write, line: &str) -> Result<()> {
+    write_all(out, &format!("{line}\n"))
+}
+
+fn write_all(out: &mut dyn Write, text: &str) -> Result<()> {
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("cannot write output", e))
+}

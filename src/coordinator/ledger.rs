@@ -1,0 +1,622 @@
+//! The coordinator's bookkeeping, free of I/O: versions and their shards,
+//! workers, attempts and leases, and the figures added up from finished shards.
+//!
+//! Exactness lives here. A shard counts once, when the attempt currently
+//! holding it reports completion; reports from any other attempt (lost,
+//! expired, handed back) are refused, so nothing is counted twice or lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::interner::Interner;
+use crate::ortho::Ortho;
+use crate::search::Figures;
+
+/// Shards a worker may hold at once: one searched, one waiting, so a worker
+/// never idles for a round trip between shards.
+pub const SHARDS_PER_WORKER: usize = 2;
+
+/// Identifies a worker session.
+pub type WorkerId = u64;
+
+/// Identifies one attempt at one shard.
+pub type AttemptId = u64;
+
+/// The final figures of one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardResult {
+    /// Orthos in the shard.
+    pub orthos: u64,
+    /// Leaves in the shard.
+    pub frontier: u64,
+    /// The shard's best ortho.
+    pub optimal: Option<Ortho>,
+}
+
+/// A shard handed to a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    /// The worker it goes to.
+    pub worker: WorkerId,
+    /// The attempt's id.
+    pub attempt: AttemptId,
+    /// The version to search.
+    pub version: u32,
+    /// The origin token of the shard.
+    pub origin: u32,
+}
+
+/// Why a worker's report was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The attempt is not (or no longer) held by this worker.
+    #[error("attempt {0} is not held by this worker (lost, expired or already finished)")]
+    StaleAttempt(AttemptId),
+}
+
+/// A shard that just finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// Its version.
+    pub version: u32,
+    /// Its origin.
+    pub origin: u32,
+    /// Whether this was the version's last shard.
+    pub version_done: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ShardState {
+    Pending,
+    Running(AttemptId),
+    Done,
+}
+
+/// One version's shards and the figures of those finished.
+pub struct VersionLedger {
+    /// The version number.
+    pub version: u32,
+    /// The name the text was submitted with.
+    pub source: String,
+    /// The interner of this version.
+    pub interner: Arc<Interner>,
+    shards: Vec<ShardState>,
+    /// Origins not yet handed out, the likely largest shard last (popped first).
+    pending: Vec<u32>,
+    done: u32,
+    running: u32,
+    figures: Figures,
+    discarded: u64,
+}
+
+impl VersionLedger {
+    /// Whether every shard has finished.
+    pub fn is_done(&self) -> bool {
+        self.done as usize == self.shards.len()
+    }
+
+    /// Figures of the finished shards (final when [`VersionLedger::is_done`]).
+    pub fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    /// Shards finished.
+    pub fn shards_done(&self) -> u32 {
+        self.done
+    }
+
+    /// Shards in all.
+    pub fn shards_total(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    /// Shards held by workers now.
+    pub fn shards_running(&self) -> u32 {
+        self.running
+    }
+
+    /// Attempts whose results were thrown away.
+    pub fn attempts_discarded(&self) -> u64 {
+        self.discarded
+    }
+}
+
+struct WorkerEntry {
+    name: String,
+    threads: u32,
+    attempts: Vec<AttemptId>,
+    shards_done: u64,
+    connected: Instant,
+}
+
+struct AttemptEntry {
+    worker: WorkerId,
+    version: u32,
+    origin: u32,
+    lease_until: Instant,
+    /// Orthos the attempt reported so far, for the rate.
+    orthos: u64,
+}
+
+/// A connected worker as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerSummary {
+    /// Session id.
+    pub id: WorkerId,
+    /// Display name.
+    pub name: String,
+    /// Search threads.
+    pub threads: u32,
+    /// Shards held now, as (version, origin).
+    pub shards: Vec<(u32, u32)>,
+    /// Shards finished in this session.
+    pub shards_done: u64,
+    /// Time since it connected.
+    pub connected_ms: u64,
+}
+
+/// All of the coordinator's bookkeeping.
+pub struct Ledger {
+    versions: Vec<VersionLedger>,
+    workers: HashMap<WorkerId, WorkerEntry>,
+    attempts: HashMap<AttemptId, AttemptEntry>,
+    next_worker: WorkerId,
+    next_attempt: AttemptId,
+    lease: Duration,
+    /// (when, orthos) reported recently, for orthos per second.
+    recent: VecDeque<(Instant, u64)>,
+}
+
+/// How far back the orthos-per-second rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+impl Ledger {
+    /// An empty ledger whose leases last `lease` past each report.
+    pub fn new(lease: Duration) -> Self {
+        Self {
+            versions: Vec::new(),
+            workers: HashMap::new(),
+            attempts: HashMap::new(),
+            next_worker: 1,
+            // Attempt ids start from the clock, so ids from before a restart
+            // are never mistaken for new ones.
+            next_attempt: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
+            lease,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// The lease length.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Adds the next version with the results already known for some shards
+    /// (after a restart); the other shards become pending.
+    pub fn add_version(
+        &mut self,
+        source: String,
+        interner: Arc<Interner>,
+        known: impl IntoIterator<Item = (u32, ShardResult)>,
+    ) -> u32 {
+        let version = self.versions.len() as u32 + 1;
+        let vocabulary = interner.vocabulary();
+        let mut ledger = VersionLedger {
+            version,
+            source,
+            shards: vec![ShardState::Pending; vocabulary],
+            pending: Vec::new(),
+            done: 0,
+            running: 0,
+            figures: Figures::default(),
+            discarded: 0,
+            interner,
+        };
+        for (origin, result) in known {
+            if (origin as usize) < vocabulary
+                && ledger.shards[origin as usize] == ShardState::Pending
+            {
+                ledger.shards[origin as usize] = ShardState::Done;
+                ledger.done += 1;
+                add_result(&mut ledger.figures, &result);
+            }
+        }
+        // Words with more completions tend to root bigger shards; hand those
+        // out first so a big shard does not start last.
+        let interner = &ledger.interner;
+        let mut pending: Vec<u32> = (0..vocabulary as u32)
+            .filter(|&origin| ledger.shards[origin as usize] == ShardState::Pending)
+            .collect();
+        pending.sort_by_key(|&origin| {
+            (
+                interner.completions_of([origin]).len(),
+                std::cmp::Reverse(origin),
+            )
+        });
+        ledger.pending = pending;
+        self.versions.push(ledger);
+        version
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> &[VersionLedger] {
+        &self.versions
+    }
+
+    /// One version.
+    pub fn version(&self, version: u32) -> Option<&VersionLedger> {
+        self.versions.get((version as usize).checked_sub(1)?)
+    }
+
+    /// Registers a worker session.
+    pub fn add_worker(&mut self, name: String, threads: u32) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            WorkerEntry {
+                name,
+                threads,
+                attempts: Vec::new(),
+                shards_done: 0,
+                connected: Instant::now(),
+            },
+        );
+        id
+    }
+
+    /// Ends a worker session; the shards it held go back to pending.
+    pub fn remove_worker(&mut self, worker: WorkerId) {
+        if let Some(entry) = self.workers.remove(&worker) {
+            for attempt in entry.attempts {
+                self.release(attempt);
+            }
+        }
+    }
+
+    /// Hands out shards to every worker with room, oldest version first.
+    pub fn assign(&mut self, now: Instant) -> Vec<Assignment> {
+        let mut assignments = Vec::new();
+        let mut workers: Vec<WorkerId> = self.workers.keys().copied().collect();
+        workers.sort_unstable();
+        // Round-robin, one shard per worker per pass, so work spreads evenly.
+        loop {
+            let mut assigned_any = false;
+            for &worker in &workers {
+                let held = self.workers[&worker].attempts.len();
+                if held >= SHARDS_PER_WORKER {
+                    continue;
+                }
+                let Some(version) = self.versions.iter_mut().find(|v| !v.pending.is_empty()) else {
+                    return assignments;
+                };
+                let origin = version.pending.pop().expect("version has pending shards");
+                let attempt = self.next_attempt;
+                self.next_attempt += 1;
+                version.shards[origin as usize] = ShardState::Running(attempt);
+                version.running += 1;
+                let entry = AttemptEntry {
+                    worker,
+                    version: version.version,
+                    origin,
+                    lease_until: now + self.lease,
+                    orthos: 0,
+                };
+                let version = version.version;
+                self.attempts.insert(attempt, entry);
+                self.workers
+                    .get_mut(&worker)
+                    .expect("worker listed")
+                    .attempts
+                    .push(attempt);
+                assignments.push(Assignment {
+                    worker,
+                    attempt,
+                    version,
+                    origin,
+                });
+                assigned_any = true;
+            }
+            if !assigned_any {
+                return assignments;
+            }
+        }
+    }
+
+    /// The vocabulary size of the version an attempt searches, if the attempt is live.
+    pub fn attempt_vocabulary(&self, attempt: AttemptId) -> Option<usize> {
+        let entry = self.attempts.get(&attempt)?;
+        Some(self.version(entry.version)?.interner.vocabulary())
+    }
+
+    /// A progress report: renews the attempt's lease and feeds the rate.
+    pub fn progress(
+        &mut self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        orthos: u64,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let lease = self.lease;
+        let entry = self.held(worker, attempt)?;
+        entry.lease_until = now + lease;
+        let delta = orthos.saturating_sub(entry.orthos);
+        entry.orthos = entry.orthos.max(orthos);
+        self.record_rate(now, delta);
+        Ok(())
+    }
+
+    /// A finished attempt: its shard's figures become final.
+    pub fn complete(
+        &mut self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        result: &ShardResult,
+        now: Instant,
+    ) -> Result<Finished, Refusal> {
+        let entry = self.held(worker, attempt)?;
+        let delta = result.orthos.saturating_sub(entry.orthos);
+        let entry = self
+            .attempts
+            .remove(&attempt)
+            .expect("attempt was just found");
+        self.record_rate(now, delta);
+        if let Some(worker) = self.workers.get_mut(&worker) {
+            worker.attempts.retain(|&held| held != attempt);
+            worker.shards_done += 1;
+        }
+        let version = &mut self.versions[entry.version as usize - 1];
+        version.shards[entry.origin as usize] = ShardState::Done;
+        version.running -= 1;
+        version.done += 1;
+        add_result(&mut version.figures, result);
+        Ok(Finished {
+            version: entry.version,
+            origin: entry.origin,
+            version_done: version.is_done(),
+        })
+    }
+
+    /// A worker hands an attempt back; the shard becomes pending again.
+    pub fn hand_back(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<(), Refusal> {
+        self.held(worker, attempt)?;
+        self.release(attempt);
+        Ok(())
+    }
+
+    /// Releases every attempt whose lease ran out; returns how many.
+    pub fn expire_leases(&mut self, now: Instant) -> usize {
+        let expired: Vec<AttemptId> = self
+            .attempts
+            .iter()
+            .filter(|(_, entry)| entry.lease_until <= now)
+            .map(|(&attempt, _)| attempt)
+            .collect();
+        for &attempt in &expired {
+            self.release(attempt);
+        }
+        expired.len()
+    }
+
+    /// The connected workers.
+    pub fn workers(&self, now: Instant) -> Vec<WorkerSummary> {
+        let mut workers: Vec<WorkerSummary> = self
+            .workers
+            .iter()
+            .map(|(&id, entry)| WorkerSummary {
+                id,
+                name: entry.name.clone(),
+                threads: entry.threads,
+                shards: entry
+                    .attempts
+                    .iter()
+                    .filter_map(|attempt| self.attempts.get(attempt))
+                    .map(|a| (a.version, a.origin))
+                    .collect(),
+                shards_done: entry.shards_done,
+                connected_ms: now.duration_since(entry.connected).as_millis() as u64,
+            })
+            .collect();
+        workers.sort_by_key(|worker| worker.id);
+        workers
+    }
+
+    /// Orthos reported per second over the last few seconds.
+    pub fn orthos_per_second(&mut self, now: Instant) -> f64 {
+        self.trim_rate(now);
+        let total: u64 = self.recent.iter().map(|&(_, orthos)| orthos).sum();
+        total as f64 / RATE_WINDOW.as_secs_f64()
+    }
+
+    fn held(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<&mut AttemptEntry, Refusal> {
+        match self.attempts.get_mut(&attempt) {
+            Some(entry) if entry.worker == worker => Ok(entry),
+            _ => Err(Refusal::StaleAttempt(attempt)),
+        }
+    }
+
+    /// Puts an attempt's shard back into pending and forgets the attempt.
+    fn release(&mut self, attempt: AttemptId) {
+        let Some(entry) = self.attempts.remove(&attempt) else {
+            return;
+        };
+        if let Some(worker) = self.workers.get_mut(&entry.worker) {
+            worker.attempts.retain(|&held| held != attempt);
+        }
+        let version = &mut self.versions[entry.version as usize - 1];
+        if version.shards[entry.origin as usize] == ShardState::Running(attempt) {
+            version.shards[entry.origin as usize] = ShardState::Pending;
+            version.running -= 1;
+            version.discarded += 1;
+            // Retried shards go first: they are what the version waits on.
+            version.pending.push(entry.origin);
+        }
+    }
+
+    fn record_rate(&mut self, now: Instant, orthos: u64) {
+        if orthos > 0 {
+            self.recent.push_back((now, orthos));
+        }
+        self.trim_rate(now);
+    }
+
+    fn trim_rate(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+}
+
+/// Adds one shard's figures to a version's.
+fn add_result(figures: &mut Figures, result: &ShardResult) {
+    figures.orthos += result.orthos;
+    figures.frontier += result.frontier;
+    figures.optimal = match (figures.optimal.take(), result.optimal.clone()) {
+        (Some(a), Some(b)) => Some(if b.rank_cmp(&a).is_gt() { b } else { a }),
+        (a, b) => a.or(b),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interner::Token;
+
+    fn ledger_with(text: &str) -> Ledger {
+        let mut ledger = Ledger::new(Duration::from_secs(5));
+        ledger.add_version("t".into(), Arc::new(Interner::from_texts([text])), []);
+        ledger
+    }
+
+    fn result(orthos: u64, token: u32) -> ShardResult {
+        ShardResult {
+            orthos,
+            frontier: 1,
+            optimal: Some(Ortho::new(&[2, 2], &[Some(Token(token)), None, None, None]).unwrap()),
+        }
+    }
+
+    #[test]
+    fn every_shard_is_assigned_once_and_counted_once() {
+        let mut ledger = ledger_with("a b c");
+        let now = Instant::now();
+        let worker = ledger.add_worker("w".into(), 1);
+        let mut origins = Vec::new();
+        loop {
+            let assignments = ledger.assign(now);
+            if assignments.is_empty() {
+                break;
+            }
+            for a in assignments {
+                origins.push(a.origin);
+                let finished = ledger
+                    .complete(worker, a.attempt, &result(2, a.origin), now)
+                    .unwrap();
+                assert_eq!(finished.version_done, origins.len() == 3);
+                // A second report of the same attempt is refused.
+                assert!(
+                    ledger
+                        .complete(worker, a.attempt, &result(2, a.origin), now)
+                        .is_err()
+                );
+            }
+        }
+        origins.sort_unstable();
+        assert_eq!(origins, vec![0, 1, 2]);
+        let version = ledger.version(1).unwrap();
+        assert!(version.is_done());
+        assert_eq!(version.figures().orthos, 6);
+        assert_eq!(version.figures().frontier, 3);
+    }
+
+    #[test]
+    fn a_lost_worker_frees_its_shards_and_its_late_reports_are_refused() {
+        let mut ledger = ledger_with("a b c");
+        let now = Instant::now();
+        let lost = ledger.add_worker("lost".into(), 1);
+        let held = ledger.assign(now);
+        assert_eq!(held.len(), SHARDS_PER_WORKER);
+        ledger.remove_worker(lost);
+        assert!(
+            ledger
+                .complete(lost, held[0].attempt, &result(5, 0), now)
+                .is_err()
+        );
+        let other = ledger.add_worker("other".into(), 1);
+        let again = ledger.assign(now);
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|a| a.worker == other));
+        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 2);
+        assert_eq!(ledger.version(1).unwrap().figures().orthos, 0);
+    }
+
+    #[test]
+    fn expired_leases_return_shards_unless_renewed() {
+        let mut ledger = ledger_with("a b");
+        let start = Instant::now();
+        let worker = ledger.add_worker("w".into(), 1);
+        let held = ledger.assign(start);
+        let later = start + Duration::from_secs(4);
+        ledger.progress(worker, held[0].attempt, 10, later).unwrap();
+        assert_eq!(ledger.expire_leases(start + Duration::from_secs(6)), 1);
+        assert!(
+            ledger
+                .complete(worker, held[1].attempt, &result(1, 1), later)
+                .is_err()
+        );
+        assert!(
+            ledger
+                .complete(worker, held[0].attempt, &result(1, 0), later)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn known_results_after_a_restart_are_not_searched_again() {
+        let mut ledger = Ledger::new(Duration::from_secs(5));
+        let interner = Arc::new(Interner::from_texts(["a b c"]));
+        ledger.add_version("t".into(), interner, [(1, result(7, 1))]);
+        let worker = ledger.add_worker("w".into(), 1);
+        let mut origins: Vec<u32> = Vec::new();
+        for _ in 0..3 {
+            for a in ledger.assign(Instant::now()) {
+                origins.push(a.origin);
+                ledger
+                    .complete(worker, a.attempt, &result(1, a.origin), Instant::now())
+                    .unwrap();
+            }
+        }
+        origins.sort_unstable();
+        assert_eq!(origins, vec![0, 2]);
+        assert_eq!(ledger.version(1).unwrap().figures().orthos, 9);
+    }
+
+    #[test]
+    fn the_version_optimum_is_the_best_shard_optimum() {
+        let mut ledger = ledger_with("a b");
+        let worker = ledger.add_worker("w".into(), 1);
+        for a in ledger.assign(Instant::now()) {
+            ledger
+                .complete(worker, a.attempt, &result(1, a.origin), Instant::now())
+                .unwrap();
+        }
+        let best = ledger
+            .version(1)
+            .unwrap()
+            .figures()
+            .optimal
+            .clone()
+            .unwrap();
+        // Equal (volume, fullness): the smaller payload wins.
+        assert_eq!(best.raw_slots()[0], 0);
+    }
+}

@@ -1,0 +1,496 @@
+//! The `fold.v1.Coordinator` gRPC service: submissions, status, inspection
+//! and the workers' Work streams, over the ledger and the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::coordinator::ledger::{Ledger, ShardResult, WorkerId};
+use crate::coordinator::persist::{self, CoordinatorStore};
+use crate::error::Error;
+use crate::interner::Interner;
+use crate::proto::{self, v1};
+use crate::report::VersionReport;
+use crate::store::content_hash;
+
+use v1::coordinator_message::Kind as ToWorker;
+use v1::worker_message::Kind as FromWorker;
+
+/// Bytes per chunk when the coordinator streams texts.
+pub const TEXT_CHUNK_BYTES: usize = 1 << 20;
+
+/// How often WatchStatus sends a snapshot.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+type ToWorkerSender = mpsc::UnboundedSender<Result<v1::CoordinatorMessage, Status>>;
+
+/// State shared by every rpc and background task of one coordinator.
+pub struct Shared {
+    ledger: Mutex<Ledger>,
+    senders: Mutex<HashMap<WorkerId, ToWorkerSender>>,
+    texts: Mutex<Vec<Arc<String>>>,
+    store: Arc<CoordinatorStore>,
+    unsaved: Mutex<Vec<(u32, u32, ShardResult)>>,
+    submit_lock: tokio::sync::Mutex<()>,
+    max_text_bytes: usize,
+    /// Woken whenever a version finishes, so watchers answer at once.
+    version_done: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Shared state over a ledger already rebuilt from `store`, with `texts`
+    /// being the stored texts in version order.
+    pub fn new(
+        ledger: Ledger,
+        texts: Vec<Arc<String>>,
+        store: CoordinatorStore,
+        max_text_bytes: usize,
+    ) -> Self {
+        Self {
+            ledger: Mutex::new(ledger),
+            senders: Mutex::new(HashMap::new()),
+            texts: Mutex::new(texts),
+            store: Arc::new(store),
+            unsaved: Mutex::new(Vec::new()),
+            submit_lock: tokio::sync::Mutex::new(()),
+            max_text_bytes,
+            version_done: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands pending shards to workers with room.
+    pub fn dispatch(&self) {
+        let assignments = self.ledger().assign(Instant::now());
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        for assignment in assignments {
+            let message = v1::CoordinatorMessage {
+                kind: Some(ToWorker::Assign(v1::Assign {
+                    attempt: assignment.attempt,
+                    version: assignment.version,
+                    origin: assignment.origin,
+                })),
+            };
+            // A closed channel means the session is ending; its end releases the shard.
+            if let Some(sender) = senders.get(&assignment.worker) {
+                let _ = sender.send(Ok(message));
+            }
+        }
+    }
+
+    /// Releases shards whose leases ran out, and reassigns them.
+    pub fn expire_leases(&self) {
+        let expired = self.ledger().expire_leases(Instant::now());
+        if expired > 0 {
+            tracing::warn!(expired, "leases expired; shards go back to pending");
+            self.dispatch();
+        }
+    }
+
+    /// Commits the shard results finished since the last call.
+    pub async fn save_results(&self) -> crate::Result<()> {
+        let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.record_shards(&batch))
+            .await
+            .map_err(|e| Error::io("shard writer stopped", std::io::Error::other(e)))?
+    }
+
+    fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
+        let now = Instant::now();
+        match message.kind {
+            Some(FromWorker::Progress(progress)) => {
+                if let Err(refusal) =
+                    self.ledger()
+                        .progress(worker, progress.attempt, progress.orthos, now)
+                {
+                    tracing::debug!(worker, %refusal, "progress ignored");
+                }
+            }
+            Some(FromWorker::Done(done)) => self.finish(worker, &done, now),
+            Some(FromWorker::Failed(failed)) => {
+                tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
+                let _ = self.ledger().hand_back(worker, failed.attempt);
+                self.dispatch();
+            }
+            Some(FromWorker::Hello(_)) | None => {}
+        }
+    }
+
+    fn finish(&self, worker: WorkerId, done: &v1::ShardDone, now: Instant) {
+        let mut ledger = self.ledger();
+        let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
+            tracing::debug!(
+                worker,
+                attempt = done.attempt,
+                "result of an unknown attempt ignored"
+            );
+            return;
+        };
+        let finished = match persist::result_of(done, vocabulary) {
+            Ok(result) => ledger
+                .complete(worker, done.attempt, &result, now)
+                .map(|finished| (finished, result)),
+            Err(error) => {
+                tracing::warn!(worker, attempt = done.attempt, %error, "malformed result; shard will be redone");
+                let _ = ledger.hand_back(worker, done.attempt);
+                drop(ledger);
+                self.dispatch();
+                return;
+            }
+        };
+        drop(ledger);
+        match finished {
+            Ok((finished, result)) => {
+                self.unsaved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((finished.version, finished.origin, result));
+                if finished.version_done {
+                    tracing::info!(version = finished.version, "version done");
+                    self.version_done.notify_waiters();
+                }
+            }
+            Err(refusal) => tracing::debug!(worker, %refusal, "result ignored"),
+        }
+        self.dispatch();
+    }
+
+    fn status(&self, version: u32) -> Result<v1::StatusReply, Status> {
+        let mut ledger = self.ledger();
+        if version != 0 && ledger.version(version).is_none() {
+            return Err(unknown_version(version, ledger.versions().len()));
+        }
+        let versions = ledger
+            .versions()
+            .iter()
+            .filter(|v| version == 0 || v.version == version)
+            .map(|v| {
+                let report = VersionReport::new(&v.interner, v.figures());
+                v1::VersionStatus {
+                    version: v.version,
+                    state: if v.is_done() { "done" } else { "running" }.into(),
+                    vocabulary: report.vocabulary,
+                    orthos: report.orthos,
+                    frontier: report.frontier,
+                    optimal: report.optimal.as_ref().map(proto::words_of),
+                    shards_done: v.shards_done(),
+                    shards_total: v.shards_total(),
+                    shards_running: v.shards_running(),
+                    source: v.source.clone(),
+                    attempts_discarded: v.attempts_discarded(),
+                }
+            })
+            .collect();
+        let workers = ledger.workers(Instant::now()).len() as u32;
+        Ok(v1::StatusReply {
+            versions,
+            workers,
+            orthos_per_second: ledger.orthos_per_second(Instant::now()),
+        })
+    }
+}
+
+fn unknown_version(version: u32, known: usize) -> Status {
+    Status::not_found(format!(
+        "unknown version {version}: {known} version(s) submitted"
+    ))
+}
+
+/// The one place where library errors become gRPC statuses.
+pub fn status_of(error: &Error) -> Status {
+    match error {
+        Error::BadText(message) => Status::invalid_argument(message.clone()),
+        Error::BadOrtho(message) => Status::invalid_argument(message.clone()),
+        Error::UnknownVersion(version) => Status::not_found(format!("unknown version {version}")),
+        Error::BadState(message) => Status::failed_precondition(message.clone()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The tonic service: a handle on the shared state.
+#[derive(Clone)]
+pub struct CoordinatorService {
+    shared: Arc<Shared>,
+}
+
+impl CoordinatorService {
+    /// A service over `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::coordinator_server::Coordinator for CoordinatorService {
+    async fn submit(
+        &self,
+        request: Request<Streaming<v1::SubmitChunk>>,
+    ) -> Result<Response<v1::SubmitReply>, Status> {
+        let mut chunks = request.into_inner();
+        let mut data = Vec::new();
+        let mut name = None;
+        while let Some(chunk) = chunks.message().await? {
+            name.get_or_insert(chunk.name);
+            if data.len() + chunk.data.len() > self.shared.max_text_bytes {
+                return Err(Status::resource_exhausted(format!(
+                    "text larger than the maximum of {} bytes (see --max-text-bytes)",
+                    self.shared.max_text_bytes
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        let text = String::from_utf8(data).map_err(|e| {
+            Status::invalid_argument(format!(
+                "text is not valid UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "(unnamed)".into());
+
+        // One submission at a time, so versions are numbered in order.
+        let _turn = self.shared.submit_lock.lock().await;
+        let (version, previous) = {
+            let ledger = self.shared.ledger();
+            let previous = ledger.versions().last().map(|v| v.interner.clone());
+            (ledger.versions().len() as u32 + 1, previous)
+        };
+        let store = self.shared.store.clone();
+        let hash = content_hash(&text);
+        let text = Arc::new(text);
+        let (interner, text) = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut interner = previous.map(|i| (*i).clone()).unwrap_or_else(Interner::new);
+                interner.ingest(&text);
+                store.append_text(version, &name, &text)?;
+                Ok::<_, Error>((interner, text))
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| status_of(&e))?
+        };
+        let bytes = text.len() as u64;
+        self.shared
+            .texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(text);
+        self.shared
+            .ledger()
+            .add_version(name, Arc::new(interner), []);
+        self.shared.dispatch();
+        tracing::info!(version, bytes, "text submitted");
+        Ok(Response::new(v1::SubmitReply {
+            version,
+            bytes,
+            hash,
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusReply>, Status> {
+        self.shared
+            .status(request.into_inner().version)
+            .map(Response::new)
+    }
+
+    type WatchStatusStream = ReceiverStream<Result<v1::StatusReply, Status>>;
+
+    async fn watch_status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<Self::WatchStatusStream>, Status> {
+        let version = request.into_inner().version;
+        let first = self.shared.status(version)?;
+        let (sender, receiver) = mpsc::channel(4);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut reply = Ok(first);
+            loop {
+                let finished = match &reply {
+                    Ok(status) => status.versions.iter().all(|v| v.state == "done"),
+                    Err(_) => true,
+                };
+                if sender.send(reply).await.is_err() || finished {
+                    return;
+                }
+                let done = shared.version_done.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_EVERY) => {}
+                    _ = done => {}
+                }
+                reply = shared.status(version);
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn optimal(
+        &self,
+        request: Request<v1::OptimalRequest>,
+    ) -> Result<Response<v1::OptimalReply>, Status> {
+        let requested = request.into_inner().version;
+        let ledger = self.shared.ledger();
+        let version = if requested == 0 {
+            ledger
+                .versions()
+                .last()
+                .ok_or_else(|| Status::not_found("no version has been submitted yet"))?
+        } else {
+            ledger
+                .version(requested)
+                .ok_or_else(|| unknown_version(requested, ledger.versions().len()))?
+        };
+        let report = VersionReport::new(&version.interner, version.figures());
+        Ok(Response::new(v1::OptimalReply {
+            version: version.version,
+            state: if version.is_done() { "done" } else { "running" }.into(),
+            optimal: report.optimal.as_ref().map(proto::words_of),
+        }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<v1::ListWorkersRequest>,
+    ) -> Result<Response<v1::ListWorkersReply>, Status> {
+        let workers = self
+            .shared
+            .ledger()
+            .workers(Instant::now())
+            .into_iter()
+            .map(|worker| v1::WorkerInfo {
+                id: worker.id.to_string(),
+                name: worker.name,
+                threads: worker.threads,
+                shards: worker
+                    .shards
+                    .iter()
+                    .map(|(v, o)| format!("{v}/{o}"))
+                    .collect(),
+                shards_done: worker.shards_done,
+                connected_ms: worker.connected_ms,
+            })
+            .collect();
+        Ok(Response::new(v1::ListWorkersReply { workers }))
+    }
+
+    type GetTextsStream = ReceiverStream<Result<v1::TextChunk, Status>>;
+
+    async fn get_texts(
+        &self,
+        request: Request<v1::GetTextsRequest>,
+    ) -> Result<Response<Self::GetTextsStream>, Status> {
+        let version = request.into_inner().version;
+        let texts: Vec<Arc<String>> = {
+            let texts = self.shared.texts.lock().unwrap_or_else(|p| p.into_inner());
+            if version == 0 || version as usize > texts.len() {
+                return Err(unknown_version(version, texts.len()));
+            }
+            texts[..version as usize].to_vec()
+        };
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for (index, text) in texts.iter().enumerate() {
+                let bytes = text.as_bytes();
+                let mut start = 0;
+                loop {
+                    let end = (start + TEXT_CHUNK_BYTES).min(bytes.len());
+                    let chunk = v1::TextChunk {
+                        version: index as u32 + 1,
+                        data: bytes[start..end].to_vec(),
+                        last: end == bytes.len(),
+                    };
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                    if end == bytes.len() {
+                        break;
+                    }
+                    start = end;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    type WorkStream = UnboundedReceiverStream<Result<v1::CoordinatorMessage, Status>>;
+
+    async fn work(
+        &self,
+        request: Request<Streaming<v1::WorkerMessage>>,
+    ) -> Result<Response<Self::WorkStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(v1::WorkerMessage {
+                kind: Some(FromWorker::Hello(hello)),
+            }) => hello,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a Work stream must begin with hello",
+                ));
+            }
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let (worker, lease) = {
+            let mut ledger = self.shared.ledger();
+            (
+                ledger.add_worker(hello.name.clone(), hello.threads),
+                ledger.lease(),
+            )
+        };
+        tracing::info!(worker, name = %hello.name, threads = hello.threads, "worker connected");
+        let welcome = v1::CoordinatorMessage {
+            kind: Some(ToWorker::Welcome(v1::Welcome {
+                worker_id: worker.to_string(),
+                lease_ms: lease.as_millis() as u32,
+            })),
+        };
+        let _ = sender.send(Ok(welcome));
+        self.shared
+            .senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(worker, sender);
+        self.shared.dispatch();
+
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(message)) => shared.handle(worker, message),
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::info!(worker, %status, "worker stream broke");
+                        break;
+                    }
+                }
+            }
+            shared
+                .senders
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&worker);
+            shared.ledger().remove_worker(worker);
+            tracing::info!(worker, "worker disconnected");
+            shared.dispatch();
+        });
+        Ok(Response::new(UnboundedReceiverStream::new(receiver)))
+    }
+}

@@ -1,0 +1,117 @@
+//! The generated protobuf types of `fold.v1`, and every conversion between
+//! them and fold's domain types (so handlers never build wire types by hand).
+
+use crate::error::{Error, Result};
+use crate::interner::Token;
+use crate::ortho::Ortho;
+use crate::report::{OptimalReport, VersionReport};
+
+/// Generated messages, client and server of `fold.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("fold.v1");
+}
+
+/// The encoded descriptor set of `fold.proto`, served by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/fold_descriptor.bin"));
+
+/// An ortho as token ids on the wire.
+pub fn tokens_of(ortho: &Ortho) -> v1::OrthoTokens {
+    v1::OrthoTokens {
+        dims: ortho.dims().iter().map(|&size| size as u32).collect(),
+        slots: ortho
+            .payload()
+            .map(|slot| slot.map_or(0, |token| token.0 + 1))
+            .collect(),
+    }
+}
+
+/// An ortho from token ids on the wire, checked against the shape rules and
+/// a vocabulary of `vocabulary` tokens.
+pub fn ortho_of(tokens: &v1::OrthoTokens, vocabulary: usize) -> Result<Ortho> {
+    let dims: Vec<usize> = tokens.dims.iter().map(|&size| size as usize).collect();
+    let payload = tokens
+        .slots
+        .iter()
+        .map(|&slot| match slot {
+            0 => Ok(None),
+            id if (id as usize) <= vocabulary => Ok(Some(Token(id - 1))),
+            id => Err(Error::BadOrtho(format!(
+                "token id {} outside a vocabulary of {vocabulary}",
+                id - 1
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ortho::new(&dims, &payload)
+}
+
+/// The optimal ortho of a report, as words on the wire.
+pub fn words_of(optimal: &OptimalReport) -> v1::OrthoWords {
+    v1::OrthoWords {
+        dims: optimal.dims.iter().map(|&size| size as u32).collect(),
+        volume: optimal.volume,
+        fullness: optimal.fullness as u32,
+        payload: optimal
+            .payload
+            .iter()
+            .map(|word| v1::Slot { word: word.clone() })
+            .collect(),
+    }
+}
+
+/// The optimal ortho of a report, from words on the wire.
+pub fn optimal_of(words: &v1::OrthoWords) -> OptimalReport {
+    OptimalReport {
+        dims: words.dims.iter().map(|&size| size as usize).collect(),
+        volume: words.volume,
+        fullness: words.fullness as usize,
+        payload: words.payload.iter().map(|slot| slot.word.clone()).collect(),
+    }
+}
+
+/// The figures of a version status, as `run --json` reports them.
+pub fn report_of(status: &v1::VersionStatus) -> VersionReport {
+    VersionReport {
+        version: status.version,
+        vocabulary: status.vocabulary,
+        orthos: status.orthos,
+        frontier: status.frontier,
+        optimal: status.optimal.as_ref().map(optimal_of),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthos_round_trip_through_tokens() {
+        let ortho = Ortho::new(
+            &[3, 2],
+            &[Some(Token(0)), Some(Token(5)), None, None, None, None],
+        )
+        .unwrap();
+        let wire = tokens_of(&ortho);
+        assert_eq!(wire.slots, vec![1, 6, 0, 0, 0, 0]);
+        assert_eq!(ortho_of(&wire, 6).unwrap(), ortho);
+        assert!(
+            ortho_of(&wire, 5).is_err(),
+            "token 5 is outside a vocabulary of 5"
+        );
+    }
+
+    #[test]
+    fn malformed_wire_orthos_are_errors() {
+        let bad_shape = v1::OrthoTokens {
+            dims: vec![2, 3],
+            slots: vec![0; 6],
+        };
+        assert!(ortho_of(&bad_shape, 10).is_err());
+        let short = v1::OrthoTokens {
+            dims: vec![2, 2],
+            slots: vec![1],
+        };
+        assert!(ortho_of(&short, 10).is_err());
+    }
+}

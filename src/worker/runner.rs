@@ -1,0 +1,155 @@
+//! The worker's search thread: it runs assigned shards one after another on
+//! one reusable [`Searcher`], turning engine progress into wire reports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{Error, Result};
+use crate::interner::{Interner, Token};
+use crate::ortho::Ortho;
+use crate::proto::{self, v1};
+use crate::search::{Progress, Scope, SearchConfig, SearchObserver, Searcher};
+
+use v1::worker_message::Kind as ToCoordinator;
+
+/// How often a running shard reports progress (and so renews its lease).
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// One shard to search.
+pub struct Job {
+    /// The session that received it; a newer session voids it.
+    pub session: u64,
+    /// The attempt id.
+    pub attempt: u64,
+    /// The shard's origin token.
+    pub origin: u32,
+    /// The interner of the shard's version.
+    pub interner: Arc<Interner>,
+    /// Where reports go.
+    pub events: UnboundedSender<v1::WorkerMessage>,
+}
+
+/// Owns the search thread.
+pub struct ShardRunner {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Jobs of sessions below this number are cancelled.
+    live_from: Arc<AtomicU64>,
+    next_session: AtomicU64,
+    threads: usize,
+}
+
+impl ShardRunner {
+    /// Starts the search thread and its pool.
+    pub fn start(config: SearchConfig) -> Result<Self> {
+        let searcher = Searcher::new(config)?;
+        let threads = searcher.threads();
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let live_from = Arc::new(AtomicU64::new(0));
+        let live = live_from.clone();
+        std::thread::Builder::new()
+            .name("fold-shards".into())
+            .spawn(move || {
+                for job in queue {
+                    if job.session < live.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    run_job(&searcher, &job, &live);
+                }
+            })
+            .map_err(|e| Error::io("cannot start the search thread", e))?;
+        Ok(Self {
+            jobs,
+            live_from,
+            next_session: AtomicU64::new(0),
+            threads,
+        })
+    }
+
+    /// Search threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A number for a new session.
+    pub fn new_session(&self) -> u64 {
+        self.next_session.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Queues a shard.
+    pub fn submit(&self, job: Job) {
+        let _ = self.jobs.send(job);
+    }
+
+    /// Cancels every job of `session` (and of older sessions).
+    pub fn cancel(&self, session: u64) {
+        self.live_from.fetch_max(session + 1, Ordering::AcqRel);
+    }
+}
+
+fn run_job(searcher: &Searcher, job: &Job, live_from: &AtomicU64) {
+    let mut reporter = Reporter {
+        job,
+        live_from,
+        last_report: Instant::now(),
+        frontier_reported: 0,
+        optimal_reported: None,
+    };
+    let scope = Scope::Origin(Token(job.origin));
+    let message = match searcher.run(&job.interner, scope, &mut reporter) {
+        Ok(outcome) => ToCoordinator::Done(v1::ShardDone {
+            attempt: job.attempt,
+            orthos: outcome.figures.orthos,
+            frontier: outcome.figures.frontier,
+            optimal: outcome.figures.optimal.as_ref().map(proto::tokens_of),
+        }),
+        Err(Error::Cancelled) => return,
+        Err(error) => ToCoordinator::Failed(v1::ShardFailed {
+            attempt: job.attempt,
+            reason: error.to_string(),
+        }),
+    };
+    let _ = job.events.send(v1::WorkerMessage {
+        kind: Some(message),
+    });
+}
+
+/// Turns engine progress into Progress reports, at most every [`REPORT_EVERY`].
+struct Reporter<'a> {
+    job: &'a Job,
+    live_from: &'a AtomicU64,
+    last_report: Instant,
+    frontier_reported: u64,
+    optimal_reported: Option<Ortho>,
+}
+
+impl SearchObserver for Reporter<'_> {
+    fn on_batch(&mut self, progress: &Progress) -> Result<()> {
+        if self.job.session < self.live_from.load(Ordering::Acquire) {
+            return Err(Error::Cancelled);
+        }
+        if self.last_report.elapsed() < REPORT_EVERY {
+            return Ok(());
+        }
+        self.last_report = Instant::now();
+        let candidate = (progress.optimal != self.optimal_reported)
+            .then(|| progress.optimal.as_ref().map(proto::tokens_of))
+            .flatten();
+        self.optimal_reported = progress.optimal.clone();
+        let report = v1::Progress {
+            attempt: self.job.attempt,
+            orthos: progress.orthos,
+            frontier_added: progress.frontier - self.frontier_reported,
+            frontier_removed: 0,
+            queued: progress.queued,
+            optimal_candidate: candidate,
+        };
+        self.frontier_reported = progress.frontier;
+        let _ = self.job.events.send(v1::WorkerMessage {
+            kind: Some(ToCoordinator::Progress(report)),
+        });
+        Ok(())
+    }
+}
