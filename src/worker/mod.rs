@@ -271,10 +271,10 @@ async fn interner_for(
             .await
             .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
     let interner = Arc::new(interner);
-    if cache.len() >= CACHED_INTERNERS {
-        if let Some(&oldest) = cache.keys().min() {
-            cache.remove(&oldest);
-        }
+    if cache.len() >= CACHED_INTERNERS
+        && let Some(&oldest) = cache.keys().min()
+    {
+        cache.remove(&oldest);
     }
     cache.insert(version, interner.clone());
     Ok(interner)
