@@ -17,9 +17,32 @@ use crate::proto::{self, v1};
 /// Default coordinator URL of the client subcommands.
 pub const DEFAULT_COORDINATOR: &str = "http://127.0.0.1:50051";
 
-type Client = v1::coordinator_client::CoordinatorClient<
+/// A Coordinator client that sends the bearer token with every call.
+pub type Client = v1::coordinator_client::CoordinatorClient<
     tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
 >;
+
+/// Connects to the coordinator at `url`. HTTP/2 keepalive pings notice a
+/// coordinator that vanished without closing the connection.
+pub async fn connect(url: &str, token: BearerToken) -> Result<Client> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| Error::BadText(format!("bad coordinator URL {url}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .map_err(|e| {
+            Error::io(
+                format!("cannot connect to the coordinator at {url}"),
+                std::io::Error::other(e),
+            )
+        })?;
+    Ok(
+        v1::coordinator_client::CoordinatorClient::with_interceptor(channel, token)
+            .max_decoding_message_size(8 << 20),
+    )
+}
 
 /// Where the coordinator is and how to prove who we are.
 #[derive(Clone, Debug)]
@@ -32,22 +55,7 @@ pub struct Connection {
 
 impl Connection {
     async fn connect(&self) -> Result<Client> {
-        let channel = Endpoint::from_shared(self.coordinator.clone())
-            .map_err(|e| Error::BadText(format!("bad coordinator URL {}: {e}", self.coordinator)))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| {
-                Error::io(
-                    format!("cannot connect to the coordinator at {}", self.coordinator),
-                    std::io::Error::other(e),
-                )
-            })?;
-        Ok(v1::coordinator_client::CoordinatorClient::with_interceptor(
-            channel,
-            BearerToken::new(self.token.as_deref())?,
-        )
-        .max_decoding_message_size(8 << 20))
+        connect(&self.coordinator, BearerToken::new(self.token.as_deref())?).await
     }
 }
 
@@ -207,10 +215,11 @@ pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) ->
         write_line(
             out,
             &format!(
-                "{} version(s), {} worker(s) connected, {:.0} orthos/s",
+                "{} version(s), {} worker(s) connected, {:.0} orthos/s, {} bytes exchanged with workers",
                 reply.versions.len(),
                 reply.workers,
-                reply.orthos_per_second
+                reply.orthos_per_second,
+                reply.worker_wire_bytes
             ),
         )?;
     }

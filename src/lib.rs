@@ -15,9 +15,15 @@
 //! * [`report`] — figures as JSON and as a human-readable grid.
 //! * [`store`] — the state directory (texts and figures in redb).
 //! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
+//! * [`proto`] — the generated `fold.v1` gRPC types and their conversions.
+//! * [`coordinator`] — `fold-coordinator serve`: shards, leases, aggregation.
+//! * [`worker`] — `fold-worker`: searches leased shards and reports back.
+//! * [`client`] — `fold-coordinator submit | status | optimal`.
 //!
 //! Data flows text → interner → search (spatial + ortho + queue) → figures →
-//! report and store.
+//! report and store. Distributed, the coordinator splits a version's search
+//! into one shard per origin token; workers run [`search::Searcher`] on each
+//! shard and the coordinator adds the shards' figures up.
 
 pub mod client;
 pub mod coordinator;
@@ -29,6 +35,7 @@ pub mod progress;
 pub mod proto;
 pub mod queue;
 pub mod report;
+pub mod runtime;
 pub mod search;
 pub mod seed_api;
 pub mod spatial;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::interner::Interner;
 use crate::search::Figures;
+use crate::spatial::{coordinates_in_position_order, flatten, unflatten};
 
 /// The reported figures of one version, with the optimal ortho as words.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,10 +93,15 @@ impl OptimalReport {
     /// The payload laid out as rows (axis 0) and columns (axis 1), one grid
     /// per combination of the remaining axes. Empty slots show as `·`.
     pub fn grid(&self) -> String {
-        let positions = position_order(&self.dims);
+        let capacity: usize = self.dims.iter().product();
+        if self.dims.len() < 2 || self.payload.len() != capacity {
+            // Not a grid (only a broken peer could send this): show the slots as they are.
+            return format!("  {:?}\n", self.payload);
+        }
+        let positions = coordinates_in_position_order(&self.dims);
         let mut cells = vec![""; self.payload.len()];
         for (position, coord) in positions.iter().enumerate() {
-            cells[row_major(&self.dims, coord)] = self.payload[position].as_deref().unwrap_or("·");
+            cells[flatten(&self.dims, coord)] = self.payload[position].as_deref().unwrap_or("·");
         }
         let width = cells
             .iter()
@@ -121,29 +127,6 @@ impl OptimalReport {
         }
         out
     }
-}
-
-/// Coordinates in position order: by shell, then lexicographically.
-fn position_order(dims: &[usize]) -> Vec<Vec<usize>> {
-    let capacity: usize = dims.iter().product();
-    let mut coords: Vec<Vec<usize>> = (0..capacity).map(|index| unflatten(dims, index)).collect();
-    coords.sort_by_key(|coord| (coord.iter().sum::<usize>(), coord.clone()));
-    coords
-}
-
-fn row_major(dims: &[usize], coord: &[usize]) -> usize {
-    dims.iter()
-        .zip(coord)
-        .fold(0, |index, (&size, &c)| index * size + c)
-}
-
-fn unflatten(dims: &[usize], mut index: usize) -> Vec<usize> {
-    let mut coord = vec![0; dims.len()];
-    for axis in (0..dims.len()).rev() {
-        coord[axis] = index % dims[axis];
-        index /= dims[axis];
-    }
-    coord
 }
 
 #[cfg(test)]

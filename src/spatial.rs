@@ -268,13 +268,21 @@ impl PositionOrder {
     }
 }
 
-fn flatten(dims: &[usize], coord: &[usize]) -> usize {
+/// Every coordinate of `dims` in position order (by shell, then
+/// lexicographically), for any sizes, including shapes without a table.
+pub fn coordinates_in_position_order(dims: &[usize]) -> Vec<Box<[usize]>> {
+    PositionOrder::new(dims).coords
+}
+
+/// The row-major index of `coord` (axis 0 most significant).
+pub fn flatten(dims: &[usize], coord: &[usize]) -> usize {
     dims.iter()
         .zip(coord)
         .fold(0, |index, (&size, &component)| index * size + component)
 }
 
-fn unflatten(dims: &[usize], mut index: usize) -> Vec<usize> {
+/// The coordinate at row-major index `index`.
+pub fn unflatten(dims: &[usize], mut index: usize) -> Vec<usize> {
     let mut coord = vec![0; dims.len()];
     for axis in (0..dims.len()).rev() {
         coord[axis] = index % dims[axis];

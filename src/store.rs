@@ -18,7 +18,8 @@ pub const STATE_FILE: &str = "fold-state.redb";
 /// Format marker stored in the database; anything else is refused.
 const FORMAT: &str = "fold-state/1";
 
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// The table holding a fold database's format marker.
+pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const VERSIONS: TableDefinition<u32, &str> = TableDefinition::new("versions");
 
@@ -145,20 +146,7 @@ impl StateDir {
             return Ok(());
         };
         let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        let format = txn.open_table(META).ok().and_then(|meta| {
-            meta.get("format")
-                .ok()
-                .flatten()
-                .map(|v| v.value().to_owned())
-        });
-        match format.as_deref() {
-            Some(FORMAT) => Ok(()),
-            other => Err(Error::BadState(format!(
-                "{} was not written by this version of fold (format {})",
-                self.file.display(),
-                other.unwrap_or("missing")
-            ))),
-        }
+        expect_format(&txn, FORMAT, &self.file)
     }
 
     /// Every recorded version, in order (version 1 first).
@@ -224,6 +212,29 @@ impl StateDir {
     fn corrupt(&self, what: String) -> Error {
         Error::BadState(format!("{} is damaged: {what}", self.file.display()))
     }
+}
+
+/// Checks the format marker that every fold database carries in its `meta`
+/// table, refusing files that fold (this version of it) did not write.
+pub(crate) fn expect_format(
+    txn: &redb::ReadTransaction,
+    expected: &str,
+    file: &Path,
+) -> Result<()> {
+    let format = txn.open_table(META).ok().and_then(|meta| {
+        meta.get("format")
+            .ok()
+            .flatten()
+            .map(|v| v.value().to_owned())
+    });
+    if format.as_deref() == Some(expected) {
+        return Ok(());
+    }
+    Err(Error::BadState(format!(
+        "{} was not written by this version of fold (format {})",
+        file.display(),
+        format.as_deref().unwrap_or("missing")
+    )))
 }
 
 /// Writes the format marker and creates the tables of a new state database.

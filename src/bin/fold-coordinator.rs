@@ -129,7 +129,7 @@ impl ConnectionArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    fold::runtime::init_logging();
     let result = match cli.command {
         Command::Run {
             files,
@@ -180,7 +180,7 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 let announce = |bound: SocketAddr| {
                     println!("fold-coordinator: listening on {bound}");
                 };
-                coordinator::serve(options, announce, shutdown_signal()).await
+                coordinator::serve(options, announce, fold::runtime::shutdown_signal()).await
             }
             Command::Submit {
                 files,
@@ -203,35 +203,4 @@ fn asynchronous(command: Command) -> fold::Result<()> {
             Command::Run { .. } => unreachable!("run is synchronous"),
         }
     })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -37,12 +37,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    fold::runtime::init_logging();
     let options = WorkerOptions {
         coordinator: cli.coordinator,
         data_dir: cli.data_dir,
@@ -56,7 +51,7 @@ fn main() -> ExitCode {
             runtime.block_on(async {
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    shutdown_signal().await;
+                    fold::runtime::shutdown_signal().await;
                     let _ = stop.send(true);
                 });
                 worker::run(options, stopped).await
@@ -69,22 +64,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        if let Ok(mut terminate) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = terminate.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = ctrl_c.await;
 }

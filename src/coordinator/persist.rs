@@ -13,13 +13,13 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::coordinator::ledger::ShardResult;
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
+use crate::store::{META, expect_format};
 
 /// Name of the database file inside the state dir.
 pub const COORDINATOR_FILE: &str = "coordinator.redb";
 
 const FORMAT: &str = "fold-coordinator/1";
 
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const SOURCES: TableDefinition<u32, &str> = TableDefinition::new("sources");
 const SHARDS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("shards");
@@ -79,19 +79,7 @@ impl CoordinatorStore {
         })?;
         let store = Self { path, db };
         let txn = store.db.begin_read().map_err(|e| store.fail(e))?;
-        let format = txn.open_table(META).ok().and_then(|meta| {
-            meta.get("format")
-                .ok()
-                .flatten()
-                .map(|v| v.value().to_owned())
-        });
-        if format.as_deref() != Some(FORMAT) {
-            return Err(Error::BadState(format!(
-                "{} was not written by this version of fold (format {})",
-                store.path.display(),
-                format.as_deref().unwrap_or("missing")
-            )));
-        }
+        expect_format(&txn, FORMAT, &store.path)?;
         drop(txn);
         Ok(store)
     }

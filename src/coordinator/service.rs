@@ -2,9 +2,11 @@
 //! and the workers' Work streams, over the ledger and the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -39,6 +41,8 @@ pub struct Shared {
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
+    /// Bytes of messages exchanged with workers.
+    wire_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -59,6 +63,7 @@ impl Shared {
             submit_lock: tokio::sync::Mutex::new(()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
+            wire_bytes: AtomicU64::new(0),
         }
     }
 
@@ -80,6 +85,7 @@ impl Shared {
                     origin: assignment.origin,
                 })),
             };
+            self.count_wire(&message);
             // A closed channel means the session is ending; its end releases the shard.
             if let Some(sender) = senders.get(&assignment.worker) {
                 let _ = sender.send(Ok(message));
@@ -108,7 +114,13 @@ impl Shared {
             .map_err(|e| Error::io("shard writer stopped", std::io::Error::other(e)))?
     }
 
+    fn count_wire(&self, message: &impl Message) {
+        self.wire_bytes
+            .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
+    }
+
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
+        self.count_wire(&message);
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
@@ -199,6 +211,7 @@ impl Shared {
             versions,
             workers,
             orthos_per_second: ledger.orthos_per_second(Instant::now()),
+            worker_wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
         })
     }
 }
@@ -406,6 +419,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             texts[..version as usize].to_vec()
         };
         let (sender, receiver) = mpsc::channel(4);
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             for (index, text) in texts.iter().enumerate() {
                 let bytes = text.as_bytes();
@@ -417,6 +431,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                         data: bytes[start..end].to_vec(),
                         last: end == bytes.len(),
                     };
+                    shared.count_wire(&chunk);
                     if sender.send(Ok(chunk)).await.is_err() {
                         return;
                     }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
 
+use crate::client::{self, Client};
 use crate::coordinator::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::interner::Interner;
@@ -26,10 +26,6 @@ use runner::{Job, ShardRunner};
 
 use v1::coordinator_message::Kind as FromCoordinator;
 use v1::worker_message::Kind as ToCoordinator;
-
-type Client = v1::coordinator_client::CoordinatorClient<
-    tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
->;
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -111,21 +107,7 @@ async fn session(
     interners: &mut HashMap<u32, Arc<Interner>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
-    let channel = Endpoint::from_shared(options.coordinator.clone())
-        .map_err(|e| Error::BadText(format!("bad coordinator URL {}: {e}", options.coordinator)))?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .map_err(|e| {
-            Error::io(
-                format!("cannot connect to {}", options.coordinator),
-                std::io::Error::other(e),
-            )
-        })?;
-    let mut client: Client =
-        v1::coordinator_client::CoordinatorClient::with_interceptor(channel, token.clone());
+    let mut client = client::connect(&options.coordinator, token.clone()).await?;
 
     let (outbound, outbound_stream) = mpsc::channel(256);
     let hello = v1::WorkerMessage {
