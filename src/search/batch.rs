@@ -1,10 +1,12 @@
 //! One batch of the search: expand orthos in parallel, keep the new children.
 
+use std::collections::VecDeque;
+
 use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::interner::Interner;
-use crate::ortho::{Ortho, Scratch, expand};
+use crate::ortho::{Ortho, OrthoId, Scratch, expand};
 use crate::search::seen::SeenSet;
 
 /// What expanding one batch produced.
@@ -25,7 +27,13 @@ pub(crate) struct BatchOutcome {
     /// The first error met, if any.
     pub error: Option<Error>,
     scratch: Scratch,
+    /// Children whose seen-set slot is being prefetched, oldest first.
+    in_flight: VecDeque<(OrthoId, Ortho)>,
 }
+
+/// How many children wait for their prefetched seen-set slot before they are
+/// inserted: enough to hide a memory stall behind the work on the others.
+const PREFETCH_DISTANCE: usize = 8;
 
 impl BatchOutcome {
     fn absorb(
@@ -38,33 +46,20 @@ impl BatchOutcome {
         if self.error.is_some() {
             return self;
         }
-        let Self {
-            new_orthos,
-            best,
-            best_key,
-            generated,
-            scratch,
-            ..
-        } = &mut self;
-        let expanded = expand(&ortho, interner, scratch, |child| {
-            *generated += 1;
-            if seen.insert(child.id()) {
-                // Nearly every child loses on (volume, fullness) alone; the
-                // full comparison runs only on a tie.
-                let key = child.rank_key();
-                let challenges = match best {
-                    None => true,
-                    Some(best) => {
-                        key > *best_key || (key == *best_key && child.rank_cmp(best).is_gt())
-                    }
-                };
-                if challenges {
-                    *best = Some(child.clone());
-                    *best_key = key;
-                }
-                new_orthos.push(child);
+        // The scratch buffers are borrowed by `expand` while the closure
+        // settles children into `self`.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let expanded = expand(&ortho, interner, &mut scratch, |child| {
+            let id = child.id();
+            seen.prefetch(id);
+            self.in_flight.push_back((id, child));
+            if self.in_flight.len() > PREFETCH_DISTANCE
+                && let Some((id, child)) = self.in_flight.pop_front()
+            {
+                self.settle(id, child, seen);
             }
         });
+        self.scratch = scratch;
         match expanded {
             Ok(true) => {}
             Ok(false) => {
@@ -74,6 +69,34 @@ impl BatchOutcome {
                 }
             }
             Err(error) => self.error = Some(error),
+        }
+        self
+    }
+
+    /// Counts a child and keeps it if its id is new.
+    fn settle(&mut self, id: OrthoId, child: Ortho, seen: &SeenSet) {
+        self.generated += 1;
+        if !seen.insert(id) {
+            return;
+        }
+        // Nearly every child loses on (volume, fullness) alone; the full
+        // comparison runs only on a tie.
+        let key = child.rank_key();
+        let challenges = match &self.best {
+            None => true,
+            Some(best) => key > self.best_key || (key == self.best_key && child.rank_cmp(best).is_gt()),
+        };
+        if challenges {
+            self.best = Some(child.clone());
+            self.best_key = key;
+        }
+        self.new_orthos.push(child);
+    }
+
+    /// Settles every child still waiting for its prefetch.
+    fn settle_all(mut self, seen: &SeenSet) -> Self {
+        while let Some((id, child)) = self.in_flight.pop_front() {
+            self.settle(id, child, seen);
         }
         self
     }
@@ -113,5 +136,6 @@ pub(crate) fn expand_batch(
         .fold(BatchOutcome::default, |outcome, ortho| {
             outcome.absorb(ortho, interner, seen, keep_leaves)
         })
+        .map(|outcome| outcome.settle_all(seen))
         .reduce(BatchOutcome::default, BatchOutcome::merge)
 }

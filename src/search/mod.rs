@@ -69,6 +69,8 @@ pub struct SearchStats {
     pub peak_queue: u64,
     /// Orthos written to the queue's spill file.
     pub spilled: u64,
+    /// Approximate bytes held by the seen set at the end.
+    pub seen_bytes: u64,
 }
 
 /// A snapshot handed to the observer after every batch.
@@ -261,6 +263,7 @@ fn run_batches(
         })?;
     }
     stats.spilled = queue.spilled_total();
+    stats.seen_bytes = seen.approx_bytes();
     Ok(SearchOutcome {
         figures,
         stats,
