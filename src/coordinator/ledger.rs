@@ -128,6 +128,9 @@ struct WorkerEntry {
     name: String,
     threads: u32,
     attempts: Vec<AttemptId>,
+    /// A lease of this worker ran out and it has not been heard from since:
+    /// it gets no new shards (it could be frozen rather than gone).
+    stalled: bool,
     shards_done: u64,
     connected: Instant,
 }
@@ -263,6 +266,7 @@ impl Ledger {
                 name,
                 threads,
                 attempts: Vec::new(),
+                stalled: false,
                 shards_done: 0,
                 connected: Instant::now(),
             },
@@ -288,8 +292,8 @@ impl Ledger {
         loop {
             let mut assigned_any = false;
             for &worker in &workers {
-                let held = self.workers[&worker].attempts.len();
-                if held >= SHARDS_PER_WORKER {
+                let entry = &self.workers[&worker];
+                if entry.stalled || entry.attempts.len() >= SHARDS_PER_WORKER {
                     continue;
                 }
                 let Some(version) = self.versions.iter_mut().find(|v| !v.pending.is_empty()) else {
@@ -332,6 +336,13 @@ impl Ledger {
     pub fn attempt_vocabulary(&self, attempt: AttemptId) -> Option<usize> {
         let entry = self.attempts.get(&attempt)?;
         Some(self.version(entry.version)?.interner.vocabulary())
+    }
+
+    /// Any message from a worker shows it is alive: it may take shards again.
+    pub fn heard_from(&mut self, worker: WorkerId) {
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.stalled = false;
+        }
     }
 
     /// A progress report: renews the attempt's lease and feeds the rate.
@@ -398,6 +409,13 @@ impl Ledger {
             .map(|(&attempt, _)| attempt)
             .collect();
         for &attempt in &expired {
+            if let Some(worker) = self
+                .attempts
+                .get(&attempt)
+                .and_then(|entry| self.workers.get_mut(&entry.worker))
+            {
+                worker.stalled = true;
+            }
             self.release(attempt);
         }
         expired.len()
@@ -578,6 +596,26 @@ mod tests {
                 .complete(worker, held[0].attempt, &result(1, 0), later)
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_worker_whose_lease_ran_out_gets_no_shards_until_heard_from() {
+        let mut ledger = ledger_with("a b c d e");
+        let start = Instant::now();
+        let frozen = ledger.add_worker("frozen".into(), 1);
+        let held = ledger.assign(start);
+        assert!(held.iter().all(|a| a.worker == frozen));
+        let later = start + Duration::from_secs(6);
+        assert_eq!(ledger.expire_leases(later), held.len());
+        let alive = ledger.add_worker("alive".into(), 1);
+        let next = ledger.assign(later);
+        assert!(!next.is_empty());
+        assert!(
+            next.iter().all(|a| a.worker == alive),
+            "the frozen worker got {next:?}"
+        );
+        ledger.heard_from(frozen);
+        assert!(ledger.assign(later).iter().any(|a| a.worker == frozen));
     }
 
     #[test]

@@ -107,7 +107,9 @@ pub async fn serve(
         .set_service_status("fold.v1.Coordinator", tonic_health::ServingStatus::Serving)
         .await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder.register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        builder
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()

@@ -121,6 +121,7 @@ impl Shared {
 
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
         self.count_wire(&message);
+        self.ledger().heard_from(worker);
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {

@@ -84,7 +84,9 @@ impl BatchOutcome {
         let key = child.rank_key();
         let challenges = match &self.best {
             None => true,
-            Some(best) => key > self.best_key || (key == self.best_key && child.rank_cmp(best).is_gt()),
+            Some(best) => {
+                key > self.best_key || (key == self.best_key && child.rank_cmp(best).is_gt())
+            }
         };
         if challenges {
             self.best = Some(child.clone());

@@ -80,7 +80,9 @@ impl SeenSet {
             // SAFETY: a prefetch is only a hint; it never faults and never
             // dereferences, whatever the address (a stale one is harmless).
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address as *const i8);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    address as *const i8,
+                );
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -91,11 +93,16 @@ impl SeenSet {
     #[inline]
     pub fn insert(&self, id: OrthoId) -> bool {
         let shard = self.shard(id);
-        let mut table = shard.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut table = shard
+            .table
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let inserted = table.insert(id);
         if inserted && table.len * 4 > table.slots.len() * 3 {
             table.grow();
-            shard.slots_at.store(table.slots.as_ptr() as usize, Ordering::Relaxed);
+            shard
+                .slots_at
+                .store(table.slots.as_ptr() as usize, Ordering::Relaxed);
             shard.mask.store(table.slots.len() - 1, Ordering::Relaxed);
         }
         inserted
@@ -103,7 +110,11 @@ impl SeenSet {
 
     /// Whether `id` was found.
     pub fn contains(&self, id: OrthoId) -> bool {
-        let table = self.shard(id).table.lock().unwrap_or_else(|p| p.into_inner());
+        let table = self
+            .shard(id)
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         table.contains(id)
     }
 
@@ -124,7 +135,15 @@ impl SeenSet {
     pub fn approx_bytes(&self) -> u64 {
         self.shards
             .iter()
-            .map(|shard| shard.table.lock().unwrap_or_else(|p| p.into_inner()).slots.len() as u64 * 8)
+            .map(|shard| {
+                shard
+                    .table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .slots
+                    .len() as u64
+                    * 8
+            })
             .sum()
     }
 
@@ -198,7 +217,9 @@ mod tests {
     #[test]
     fn inserts_report_newness_across_growth() {
         let set = SeenSet::new();
-        let ids: Vec<u64> = (0..50_000u64).map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+        let ids: Vec<u64> = (0..50_000u64)
+            .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
         for &id in &ids {
             set.prefetch(id);
             assert!(set.insert(id), "{id} is new");

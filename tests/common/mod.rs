@@ -1,7 +1,15 @@
 //! Shared fixtures for the end-to-end tests: the golden cases of
-//! `../shared/golden`, helpers to compare figures with them, and a helper to
-//! run the real `fold-coordinator` binary.
+//! `../shared/golden`, helpers to compare figures with them, a helper to run
+//! `fold-coordinator run`, and (in [`process`]) the real binaries as guarded
+//! processes: a `serve` coordinator on a free port, `fold-worker` nodes,
+//! client subcommands and `grpcurl`.
 #![allow(dead_code)]
+
+mod process;
+
+// Each test crate uses only part of the fixtures.
+#[allow(unused_imports)]
+pub use process::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

