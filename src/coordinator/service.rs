@@ -411,13 +411,19 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::GetTextsRequest>,
     ) -> Result<Response<Self::GetTextsStream>, Status> {
-        let version = request.into_inner().version;
+        let request = request.into_inner();
+        let (version, after) = (request.version, request.after_version);
         let texts: Vec<Arc<String>> = {
             let texts = self.shared.texts.lock().unwrap_or_else(|p| p.into_inner());
             if version == 0 || version as usize > texts.len() {
                 return Err(unknown_version(version, texts.len()));
             }
-            texts[..version as usize].to_vec()
+            if after >= version {
+                return Err(Status::invalid_argument(format!(
+                    "after_version {after} must be below version {version}"
+                )));
+            }
+            texts[after as usize..version as usize].to_vec()
         };
         let (sender, receiver) = mpsc::channel(4);
         let shared = self.shared.clone();
@@ -428,7 +434,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 loop {
                     let end = (start + TEXT_CHUNK_BYTES).min(bytes.len());
                     let chunk = v1::TextChunk {
-                        version: index as u32 + 1,
+                        version: after + index as u32 + 1,
                         data: bytes[start..end].to_vec(),
                         last: end == bytes.len(),
                     };

@@ -210,7 +210,8 @@ fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
     }
 }
 
-/// The interner of `version`, built from the coordinator's texts once and cached.
+/// The interner of `version`: from the cache, or built on the newest cached
+/// older interner with only the texts it lacks, fetched from the coordinator.
 async fn interner_for(
     client: &mut Client,
     cache: &mut HashMap<u32, Arc<Interner>>,
@@ -219,11 +220,20 @@ async fn interner_for(
     if let Some(interner) = cache.get(&version) {
         return Ok(interner.clone());
     }
+    let base = cache
+        .iter()
+        .filter(|(cached, _)| **cached < version)
+        .max_by_key(|(cached, _)| **cached)
+        .map(|(cached, interner)| (*cached, interner.clone()));
+    let after = base.as_ref().map_or(0, |(cached, _)| *cached);
     let fail = |status: tonic::Status| {
         Error::io("GetTexts failed", std::io::Error::other(status.to_string()))
     };
     let mut chunks = client
-        .get_texts(v1::GetTextsRequest { version })
+        .get_texts(v1::GetTextsRequest {
+            version,
+            after_version: after,
+        })
         .await
         .map_err(fail)?
         .into_inner();
@@ -236,10 +246,11 @@ async fn interner_for(
         }
     }
     texts.pop();
-    if texts.len() != version as usize {
+    if texts.len() != (version - after) as usize {
         return Err(Error::BadState(format!(
-            "the coordinator sent {} texts for version {version}",
-            texts.len()
+            "the coordinator sent {} texts for versions {} to {version}",
+            texts.len(),
+            after + 1
         )));
     }
     let texts = texts
@@ -248,10 +259,15 @@ async fn interner_for(
             String::from_utf8(bytes).map_err(|_| Error::BadText("a text is not UTF-8".into()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let interner =
-        tokio::task::spawn_blocking(move || Interner::from_texts(texts.iter().map(String::as_str)))
-            .await
-            .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
+    let interner = tokio::task::spawn_blocking(move || {
+        let mut interner = base.map_or_else(Interner::new, |(_, interner)| (*interner).clone());
+        for text in &texts {
+            interner.ingest(text);
+        }
+        interner
+    })
+    .await
+    .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
     let interner = Arc::new(interner);
     if cache.len() >= CACHED_INTERNERS
         && let Some(&oldest) = cache.keys().min()
