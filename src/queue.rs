@@ -149,10 +149,13 @@ impl SpillFile {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let path = dir.join(name);
+        // A file of this name can only be left by a dead process that had our
+        // pid: it is scratch, so it is overwritten.
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .open(&path)
             .map_err(|e| Error::io(format!("cannot create queue file {}", path.display()), e))?;
         let backend = FileBackend::new(file).map_err(|e| Error::storage(&path, e))?;
