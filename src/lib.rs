@@ -10,7 +10,7 @@
 //! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
 //! * [`ortho`] — the compact ortho value, its identity and its children.
 //! * [`queue`] — the FIFO work queue that spills to a temporary redb file.
-//! * [`search`] — the engine: parallel batches, seen set, leaves, optimum.
+//! * [`search`](mod@search) — the engine: parallel batches, seen set, leaves, optimum.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
 //! * [`report`] — figures as JSON and as a human-readable grid.
 //! * [`store`] — the state directory (texts and figures in redb).
@@ -24,6 +24,8 @@
 //! report and store. Distributed, the coordinator splits a version's search
 //! into one shard per origin token; workers run [`search::Searcher`] on each
 //! shard and the coordinator adds the shards' figures up.
+
+#![warn(missing_docs)]
 
 pub mod client;
 pub mod coordinator;
