@@ -263,60 +263,69 @@ impl Drop for SpillFile {
     }
 }
 
-/// Chunk format: per ortho its shape id, then each slot (0 for an empty slot,
-/// `token + 1` otherwise), all as LEB128 varints: most token ids fit in one or
-/// two bytes, which keeps the spill file small.
+/// Chunk format: one byte giving the slot width `w` (2 or 4), then per ortho
+/// its shape id as a little-endian `u16` and each slot as a little-endian
+/// `w`-byte number: 0 for an empty slot, `token + 1` otherwise. Two bytes
+/// suffice whenever the vocabulary is under 65,535 words, and fixed widths
+/// decode without branching on every byte.
 fn encode(orthos: &[Ortho]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(orthos.len() * 16);
+    let narrow = orthos
+        .iter()
+        .flat_map(Ortho::raw_slots)
+        .all(|&slot| slot.wrapping_add(1) <= u32::from(u16::MAX));
+    let width = if narrow { 2 } else { 4 };
+    let slots: usize = orthos.iter().map(|ortho| ortho.raw_slots().len()).sum();
+    let mut bytes = Vec::with_capacity(1 + orthos.len() * 2 + slots * width);
+    bytes.push(width as u8);
     for ortho in orthos {
-        put_varint(&mut bytes, u32::from(ortho.shape().0));
+        bytes.extend_from_slice(&ortho.shape().0.to_le_bytes());
         for &slot in ortho.raw_slots() {
-            put_varint(&mut bytes, slot.wrapping_add(1));
+            let value = slot.wrapping_add(1);
+            if narrow {
+                bytes.extend_from_slice(&(value as u16).to_le_bytes());
+            } else {
+                bytes.extend_from_slice(&value.to_le_bytes());
+            }
         }
     }
     bytes
 }
 
-fn decode(mut bytes: &[u8], into: &mut VecDeque<Ortho>) -> std::result::Result<(), String> {
+fn decode(bytes: &[u8], into: &mut VecDeque<Ortho>) -> std::result::Result<(), String> {
+    let (&width, mut bytes) = bytes.split_first().ok_or("empty chunk")?;
+    let width = usize::from(width);
+    if width != 2 && width != 4 {
+        return Err(format!("bad slot width {width}"));
+    }
     let mut slots = Vec::new();
     while !bytes.is_empty() {
-        let shape = take_varint(&mut bytes)?;
-        let shape = ShapeId(u16::try_from(shape).map_err(|_| "shape id out of range")?);
+        let (shape, rest) = bytes.split_at_checked(2).ok_or("truncated chunk")?;
+        let shape = ShapeId(u16::from_le_bytes([shape[0], shape[1]]));
         let capacity = shapes()
             .table_checked(shape)
             .ok_or("unknown shape in chunk")?
             .capacity;
+        let (payload, rest) = rest
+            .split_at_checked(capacity * width)
+            .ok_or("truncated chunk")?;
         slots.clear();
-        for _ in 0..capacity {
-            slots.push(take_varint(&mut bytes)?.wrapping_sub(1));
+        if width == 2 {
+            slots.extend(
+                payload
+                    .chunks_exact(2)
+                    .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])).wrapping_sub(1)),
+            );
+        } else {
+            slots.extend(
+                payload
+                    .chunks_exact(4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]).wrapping_sub(1)),
+            );
         }
         into.push_back(Ortho::from_raw(shape, &slots).map_err(|e| e.to_string())?);
+        bytes = rest;
     }
     Ok(())
-}
-
-fn put_varint(bytes: &mut Vec<u8>, mut value: u32) {
-    while value >= 0x80 {
-        bytes.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    bytes.push(value as u8);
-}
-
-fn take_varint(bytes: &mut &[u8]) -> std::result::Result<u32, String> {
-    let mut value = 0u32;
-    for shift in (0..35).step_by(7) {
-        let (&byte, rest) = bytes.split_first().ok_or("truncated chunk")?;
-        *bytes = rest;
-        value |= u32::from(byte & 0x7f)
-            .checked_shl(shift)
-            .filter(|part| part >> shift == u32::from(byte & 0x7f))
-            .ok_or("varint overflows u32")?;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint too long".into())
 }
 
 #[cfg(test)]
@@ -433,7 +442,7 @@ mod tests {
     }
 
     #[test]
-    fn encoding_round_trips_empty_slots_and_large_ids() {
+    fn encoding_round_trips_empty_slots_and_both_widths() {
         let orthos = vec![
             Ortho::new(
                 &[2, 2],
@@ -451,8 +460,18 @@ mod tests {
             )
             .unwrap(),
         ];
+        // The first ortho needs four-byte slots; the second alone fits in two.
+        assert_eq!(encode(&orthos)[0], 4);
+        assert_eq!(encode(&orthos[1..])[0], 2);
         let mut decoded = VecDeque::new();
         decode(&encode(&orthos), &mut decoded).unwrap();
-        assert_eq!(Vec::from(decoded), orthos);
+        decode(&encode(&orthos[1..]), &mut decoded).unwrap();
+        assert_eq!(Vec::from(decoded), [&orthos[..], &orthos[1..]].concat());
+        // The largest token that still fits in two bytes.
+        let edge = vec![Ortho::new(&[2, 2], &[Some(Token(65_534)), None, None, None]).unwrap()];
+        assert_eq!(encode(&edge)[0], 2);
+        let mut decoded = VecDeque::new();
+        decode(&encode(&edge), &mut decoded).unwrap();
+        assert_eq!(Vec::from(decoded), edge);
     }
 }
