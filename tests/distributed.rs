@@ -218,3 +218,41 @@ fn worker_reconnects_after_the_coordinator_restarts() {
     assert!(worker.is_running(), "the worker exited:\n{}", worker.log());
     assert_eq!(coordinator.workers_connected(), 1);
 }
+
+#[test]
+fn coordinator_killed_mid_version_resumes_after_restart_with_the_golden_figures() {
+    let case = common::case("ts_0_20k");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state_dir = dir.path().join("coordinator");
+    let port = common::free_port();
+    let mut coordinator = Coordinator::start_on(port, &state_dir, SHORT_LEASE);
+    let _workers: Vec<_> = (0..2)
+        .map(|index| coordinator.start_worker(&dir.path().join(format!("worker{index}")), 1))
+        .collect();
+    coordinator.wait_for_workers(2, CONNECT_TIMEOUT);
+    let path = case.texts[0].to_str().expect("UTF-8 path");
+    common::succeeded(&coordinator.client(&["submit", path, "--quiet"]), "submit");
+    let status = coordinator.wait_for_status("shards handed out", VERSION_TIMEOUT, |lines| {
+        lines[0]["shards_running"].as_u64() > Some(0)
+    });
+    assert_ne!(
+        status[0]["state"], "done",
+        "the version went too fast for this test"
+    );
+
+    // kill -9 while shards are out; the submitted text must survive it.
+    coordinator.process.kill();
+    drop(coordinator);
+    let coordinator = Coordinator::start_on(port, &state_dir, SHORT_LEASE);
+    let restored = coordinator.status();
+    assert_eq!(
+        restored.len(),
+        1,
+        "the submitted version was lost: {restored:?}"
+    );
+    // Nobody tells the workers: they reconnect by themselves and finish the version.
+    let line = coordinator.wait_until_done(1, VERSION_TIMEOUT);
+    assert_finished(&line);
+    assert_figures(&case.name, 0, &line, &case.after_each_text[0]);
+    assert_eq!(coordinator.workers_connected(), 2);
+}
