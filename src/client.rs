@@ -35,7 +35,7 @@ pub async fn connect(url: &str, token: BearerToken) -> Result<Client> {
         .map_err(|e| {
             Error::io(
                 format!("cannot connect to the coordinator at {url}"),
-                std::io::Error::other(e),
+                std::io::Error::other(with_causes(&e)),
             )
         })?;
     Ok(
@@ -57,6 +57,21 @@ impl Connection {
     async fn connect(&self) -> Result<Client> {
         connect(&self.coordinator, BearerToken::new(self.token.as_deref())?).await
     }
+}
+
+/// An error with its chain of causes ("transport error: connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let part = inner.to_string();
+        // Layered transports often repeat a cause word for word.
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+        cause = inner.source();
+    }
+    parts.join(": ")
 }
 
 /// How `submit` behaves.

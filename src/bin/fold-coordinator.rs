@@ -29,6 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Search FILEs in this process, one version each, and print the figures.
+    ///
     /// Ingest FILEs in order, one version each, search every version in this
     /// process and print its figures. Texts already recorded in the state dir
     /// are not searched again: their stored figures are printed. The list must
@@ -50,9 +52,11 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Run the gRPC coordinator: accept texts, lease shards to workers, add
-    /// up their figures. Serves fold.v1.Coordinator (token required), gRPC
-    /// health and server reflection.
+    /// Run the gRPC coordinator that workers take shards from.
+    ///
+    /// Accepts texts, leases shards to workers and adds up their figures.
+    /// Serves fold.v1.Coordinator (token required), gRPC health and server
+    /// reflection (no token), on loopback unless --listen says otherwise.
     Serve {
         /// Address to listen on (port 0 picks a free port; the bound address is printed).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
