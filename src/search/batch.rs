@@ -36,15 +36,9 @@ pub(crate) struct BatchOutcome {
 const PREFETCH_DISTANCE: usize = 8;
 
 impl BatchOutcome {
-    fn absorb(
-        mut self,
-        ortho: Ortho,
-        interner: &Interner,
-        seen: &SeenSet,
-        keep_leaves: bool,
-    ) -> Self {
+    fn absorb(&mut self, ortho: Ortho, interner: &Interner, seen: &SeenSet, keep_leaves: bool) {
         if self.error.is_some() {
-            return self;
+            return;
         }
         // The scratch buffers are borrowed by `expand` while the closure
         // settles children into `self`.
@@ -70,7 +64,6 @@ impl BatchOutcome {
             }
             Err(error) => self.error = Some(error),
         }
-        self
     }
 
     /// Counts a child and keeps it if its id is new.
@@ -133,11 +126,14 @@ pub(crate) fn expand_batch(
     seen: &SeenSet,
     keep_leaves: bool,
 ) -> BatchOutcome {
-    batch
+    let outcome = batch
         .into_par_iter()
-        .fold(BatchOutcome::default, |outcome, ortho| {
-            outcome.absorb(ortho, interner, seen, keep_leaves)
+        // Accumulators travel boxed: rayon moves them once per ortho.
+        .fold(Box::<BatchOutcome>::default, |mut outcome, ortho| {
+            outcome.absorb(ortho, interner, seen, keep_leaves);
+            outcome
         })
-        .map(|outcome| outcome.settle_all(seen))
-        .reduce(BatchOutcome::default, BatchOutcome::merge)
+        .map(|outcome| Box::new(outcome.settle_all(seen)))
+        .reduce(Box::<BatchOutcome>::default, |a, b| Box::new(a.merge(*b)));
+    *outcome
 }
