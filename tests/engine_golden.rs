@@ -100,12 +100,7 @@ fn origin_shards_add_up_to_every_golden_case() {
                 shard.figures.orthos >= 1,
                 "every origin has at least [t,_,_,_]"
             );
-            total.orthos += shard.figures.orthos;
-            total.frontier += shard.figures.frontier;
-            total.optimal = match (total.optimal.take(), shard.figures.optimal) {
-                (Some(a), Some(b)) => Some(if b.rank_cmp(&a).is_gt() { b } else { a }),
-                (a, b) => a.or(b),
-            };
+            total.add(&shard.figures);
         }
         let report = VersionReport::new(&interner, &total);
         let expected = case.after_each_text.last().unwrap();

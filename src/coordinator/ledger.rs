@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::interner::Interner;
-use crate::ortho::Ortho;
 use crate::search::Figures;
 
 /// Shards a worker may hold at once: one searched, one waiting, so a worker
@@ -25,16 +24,8 @@ pub type WorkerId = u64;
 /// Identifies one attempt at one shard.
 pub type AttemptId = u64;
 
-/// The final figures of one shard.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardResult {
-    /// Orthos in the shard.
-    pub orthos: u64,
-    /// Leaves in the shard.
-    pub frontier: u64,
-    /// The shard's best ortho.
-    pub optimal: Option<Ortho>,
-}
+/// The final figures of one shard: the figures of its part of the search.
+pub type ShardResult = Figures;
 
 /// A shard handed to a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +217,7 @@ impl Ledger {
             {
                 ledger.shards[origin as usize] = ShardState::Done;
                 ledger.done += 1;
-                add_result(&mut ledger.figures, &result);
+                ledger.figures.add(&result);
             }
         }
         // Words with more completions tend to root bigger shards; hand those
@@ -385,7 +376,7 @@ impl Ledger {
         version.shards[entry.origin as usize] = ShardState::Done;
         version.running -= 1;
         version.done += 1;
-        add_result(&mut version.figures, result);
+        version.figures.add(result);
         Ok(Finished {
             version: entry.version,
             origin: entry.origin,
@@ -494,20 +485,11 @@ impl Ledger {
     }
 }
 
-/// Adds one shard's figures to a version's.
-fn add_result(figures: &mut Figures, result: &ShardResult) {
-    figures.orthos += result.orthos;
-    figures.frontier += result.frontier;
-    figures.optimal = match (figures.optimal.take(), result.optimal.clone()) {
-        (Some(a), Some(b)) => Some(if b.rank_cmp(&a).is_gt() { b } else { a }),
-        (a, b) => a.or(b),
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::interner::Token;
+    use crate::ortho::Ortho;
 
     fn ledger_with(text: &str) -> Ledger {
         let mut ledger = Ledger::new(Duration::from_secs(5));

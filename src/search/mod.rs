@@ -58,6 +58,16 @@ pub struct Figures {
     pub optimal: Option<Ortho>,
 }
 
+impl Figures {
+    /// Adds the figures of a disjoint part of the search (a shard): counts
+    /// add up and the optimum is the better of the two.
+    pub fn add(&mut self, part: &Figures) {
+        self.orthos += part.orthos;
+        self.frontier += part.frontier;
+        self.optimal = better(self.optimal.take(), part.optimal.clone());
+    }
+}
+
 /// Counters describing the work a search did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SearchStats {
