@@ -89,14 +89,13 @@ impl BatchOutcome {
     }
 
     /// Settles every child still waiting for its prefetch.
-    fn settle_all(mut self, seen: &SeenSet) -> Self {
+    fn settle_all(&mut self, seen: &SeenSet) {
         while let Some((id, child)) = self.in_flight.pop_front() {
             self.settle(id, child, seen);
         }
-        self
     }
 
-    fn merge(mut self, mut other: Self) -> Self {
+    fn merge(&mut self, mut other: Self) {
         if self.new_orthos.len() < other.new_orthos.len() {
             std::mem::swap(&mut self.new_orthos, &mut other.new_orthos);
         }
@@ -104,10 +103,9 @@ impl BatchOutcome {
         self.leaf_orthos.append(&mut other.leaf_orthos);
         self.leaves += other.leaves;
         self.generated += other.generated;
-        self.best = better(self.best, other.best);
+        self.best = better(self.best.take(), other.best);
         self.best_key = self.best.as_ref().map_or((0, 0), Ortho::rank_key);
-        self.error = self.error.or(other.error);
-        self
+        self.error = self.error.take().or(other.error);
     }
 }
 
@@ -133,7 +131,13 @@ pub(crate) fn expand_batch(
             outcome.absorb(ortho, interner, seen, keep_leaves);
             outcome
         })
-        .map(|outcome| Box::new(outcome.settle_all(seen)))
-        .reduce(Box::<BatchOutcome>::default, |a, b| Box::new(a.merge(*b)));
+        .map(|mut outcome| {
+            outcome.settle_all(seen);
+            outcome
+        })
+        .reduce(Box::<BatchOutcome>::default, |mut a, b| {
+            a.merge(*b);
+            a
+        });
     *outcome
 }
