@@ -67,10 +67,12 @@ impl Interner {
         let mut changed = ChangedPrefixes::default();
         for sentence in &sentences {
             let tokens: Vec<u32> = sentence.iter().map(|word| self.ids[word]).collect();
-            self.phrases.insert_sentence(&tokens, &mut changed);
+            self.phrases
+                .insert_sentence(&tokens, self.version + 1, &mut changed);
         }
-        self.phrases.index_large_sets(self.words.len());
         self.version += 1;
+        self.phrases.mark_grown(&changed, self.version);
+        self.phrases.index_large_sets(self.words.len());
         Ingested {
             version: self.version,
             new_tokens: first_new..self.words.len() as u32,
@@ -114,23 +116,124 @@ impl Interner {
     /// search engine's hot path.
     #[inline]
     pub fn completions_of(&self, prefix: impl IntoIterator<Item = u32>) -> Completions<'_> {
+        self.walk(prefix).completions
+    }
+
+    /// Walks the phrase trie along `prefix`: its completions, and the node
+    /// where the walk ended (see [`PrefixWalk`]).
+    #[inline]
+    pub fn walk(&self, prefix: impl IntoIterator<Item = u32>) -> PrefixWalk<'_> {
         let mut node = PhraseTrie::ROOT;
         let mut walked = false;
         for token in prefix {
             match self.phrases.child(node, token) {
                 Some(child) => node = child,
-                None => return Completions::NONE,
+                None => {
+                    return PrefixWalk {
+                        completions: Completions::NONE,
+                        end: TrieNode(node),
+                    };
+                }
             }
             walked = true;
         }
-        if !walked {
-            return Completions::NONE;
-        }
-        Completions {
-            sorted: self.phrases.completions(node),
-            bits: self.phrases.bits(node),
+        let completions = if walked {
+            Completions {
+                sorted: self.phrases.completions(node),
+                bits: self.phrases.bits(node),
+            }
+        } else {
+            Completions::NONE
+        };
+        PrefixWalk {
+            completions,
+            end: TrieNode(node),
         }
     }
+
+    /// The completions of `node`'s prefix.
+    #[inline]
+    pub fn node_completions(&self, node: TrieNode) -> Completions<'_> {
+        Completions {
+            sorted: self.phrases.completions(node.0),
+            bits: self.phrases.bits(node.0),
+        }
+    }
+
+    /// Every node that gained completions after `version`, with the
+    /// completions it gained.
+    pub fn growth_since(&self, version: u32) -> Growth {
+        let trie = &self.phrases;
+        let gained = (0..trie.keys.len())
+            .filter(|&node| trie.grown_in[node] > version)
+            .map(|node| {
+                let tokens = trie.keys[node]
+                    .iter()
+                    .zip(&trie.kids[node])
+                    .filter(|&(_, &kid)| trie.born_in[kid as usize] > version)
+                    .map(|(&token, _)| token)
+                    .collect();
+                (node as u32, tokens)
+            })
+            .collect();
+        Growth { gained }
+    }
+
+    /// The version that made `token` a completion of `node`'s prefix, if it is one.
+    #[inline]
+    pub fn completion_added_in(&self, node: TrieNode, token: u32) -> Option<u32> {
+        let child = self.phrases.child(node.0, token)?;
+        Some(self.phrases.born_in[child as usize])
+    }
+
+    /// Whether `node` gained a completion in a version after `version`.
+    ///
+    /// This is what makes incremental search cheap: a prefix's completions
+    /// can only differ between two versions if the node where its walk ended
+    /// grew in between (a prefix that was missing appears only when its
+    /// deepest existing node gains the next token).
+    #[inline]
+    pub fn grew_since(&self, node: TrieNode, version: u32) -> bool {
+        self.phrases
+            .grown_in
+            .get(node.0 as usize)
+            .is_some_and(|&grown| grown > version)
+    }
+}
+
+/// The completions gained by trie nodes since some version.
+#[derive(Clone, Debug, Default)]
+pub struct Growth {
+    gained: HashMap<u32, Vec<u32>>,
+}
+
+impl Growth {
+    /// The completions `node` gained (empty if it did not grow).
+    #[inline]
+    pub fn gained(&self, node: TrieNode) -> &[u32] {
+        self.gained.get(&node.0).map_or(&[], Vec::as_slice)
+    }
+
+    /// Number of nodes that grew.
+    pub fn nodes(&self) -> usize {
+        self.gained.len()
+    }
+}
+
+/// A node of the phrase trie: one phrase prefix. Node ids are assigned in
+/// insertion order and never change, so two interners built from the same
+/// texts in the same order agree on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrieNode(pub u32);
+
+/// Where walking a prefix through the phrase trie led.
+#[derive(Clone, Copy, Debug)]
+pub struct PrefixWalk<'a> {
+    /// The prefix's completions (none if the prefix never occurs).
+    pub completions: Completions<'a>,
+    /// The prefix's own node if it occurs; otherwise the node of its longest
+    /// occurring beginning, the one that must grow for the prefix to appear.
+    pub end: TrieNode,
 }
 
 /// The completion set of one prefix: sorted ids, plus a bitset over the
@@ -178,13 +281,16 @@ impl Completions<'_> {
     }
 }
 
-/// Phrase prefixes touched while ingesting one text, to count them once each.
+/// Trie nodes that gained a completion while ingesting one text, each once.
+/// The root counts as a node here (it grows when a text brings a new first
+/// word of a phrase) but not in [`Ingested::changed_prefixes`], since the
+/// empty sequence is not a phrase prefix.
 #[derive(Default)]
 struct ChangedPrefixes(std::collections::HashSet<u32>);
 
 impl ChangedPrefixes {
     fn count(&self) -> usize {
-        self.0.len()
+        self.0.len() - usize::from(self.0.contains(&PhraseTrie::ROOT))
     }
 }
 
@@ -203,6 +309,10 @@ struct PhraseTrie {
     bits_at: Vec<u32>,
     /// Length of every bitset, in words.
     bits_words: usize,
+    /// The last version in which each node gained a completion (0: never).
+    grown_in: Vec<u32>,
+    /// The version that created each node (0 for the root).
+    born_in: Vec<u32>,
 }
 
 impl Default for PhraseTrie {
@@ -213,6 +323,8 @@ impl Default for PhraseTrie {
             bits: Vec::new(),
             bits_at: vec![Self::NO_BITS],
             bits_words: 0,
+            grown_in: vec![0],
+            born_in: vec![0],
         }
     }
 }
@@ -224,6 +336,14 @@ impl PhraseTrie {
     const BITSET_FROM: usize = 16;
 
     const NO_BITS: u32 = u32::MAX;
+
+    /// Records that the nodes in `changed` grew in `version`.
+    fn mark_grown(&mut self, changed: &ChangedPrefixes, version: u32) {
+        self.grown_in.resize(self.keys.len(), 0);
+        for &node in &changed.0 {
+            self.grown_in[node as usize] = version;
+        }
+    }
 
     /// Rebuilds the bitsets for a vocabulary of `vocabulary` tokens.
     fn index_large_sets(&mut self, vocabulary: usize) {
@@ -265,16 +385,22 @@ impl PhraseTrie {
     }
 
     /// Inserts every suffix of the sentence, so every contiguous phrase is a path.
-    fn insert_sentence(&mut self, tokens: &[u32], changed: &mut ChangedPrefixes) {
+    fn insert_sentence(&mut self, tokens: &[u32], version: u32, changed: &mut ChangedPrefixes) {
         for start in 0..tokens.len() {
             let mut node = Self::ROOT;
             for &token in &tokens[start..] {
-                node = self.child_or_insert(node, token, changed);
+                node = self.child_or_insert(node, token, version, changed);
             }
         }
     }
 
-    fn child_or_insert(&mut self, node: u32, token: u32, changed: &mut ChangedPrefixes) -> u32 {
+    fn child_or_insert(
+        &mut self,
+        node: u32,
+        token: u32,
+        version: u32,
+        changed: &mut ChangedPrefixes,
+    ) -> u32 {
         let slot = node as usize;
         match self.keys[slot].binary_search(&token) {
             Ok(index) => self.kids[slot][index],
@@ -282,11 +408,10 @@ impl PhraseTrie {
                 let child = self.keys.len() as u32;
                 self.keys.push(Vec::new());
                 self.kids.push(Vec::new());
+                self.born_in.push(version);
                 self.keys[slot].insert(index, token);
                 self.kids[slot].insert(index, child);
-                if node != Self::ROOT {
-                    changed.0.insert(node);
-                }
+                changed.0.insert(node);
                 child
             }
         }

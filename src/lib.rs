@@ -9,8 +9,8 @@
 //! * [`interner`] — versions, token ids and phrase completions.
 //! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
 //! * [`ortho`] — the compact ortho value, its identity and its children.
-//! * [`queue`] — the FIFO work queue that spills to a temporary redb file.
-//! * [`search`](mod@search) — the engine: parallel batches, seen set, leaves, optimum.
+//! * [`search`](mod@search) — the engine: parallel batches, seen set, leaves, optimum,
+//!   and the on-disk log of found orthos that makes later versions incremental.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
 //! * [`report`] — figures as JSON and as a human-readable grid.
 //! * [`store`] — the state directory (texts and figures in redb).
@@ -20,7 +20,7 @@
 //! * [`worker`] — `fold-worker`: searches leased shards and reports back.
 //! * [`client`] — `fold-coordinator submit | status | optimal`.
 //!
-//! Data flows text → interner → search (spatial + ortho + queue) → figures →
+//! Data flows text → interner → search (spatial + ortho + log) → figures →
 //! report and store. Distributed, the coordinator splits a version's search
 //! into one shard per origin token; workers run [`search::Searcher`] on each
 //! shard and the coordinator adds the shards' figures up.
@@ -35,7 +35,6 @@ pub mod interner;
 pub mod ortho;
 pub mod progress;
 pub mod proto;
-pub mod queue;
 pub mod report;
 pub mod runtime;
 pub mod search;

@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::error::Error;
-use crate::interner::{Completions, Interner, Token};
+use crate::interner::{Completions, Growth, Interner, Token, TrieNode};
 use crate::spatial::{ShapeId, ShapeTable, shapes};
 
 /// The raw value of an empty slot.
@@ -220,30 +220,138 @@ impl Ortho {
 
 /// A slot has one required prefix per axis, and shapes within
 /// [`crate::spatial::MAX_CAPACITY`] have at most this many axes.
-const MAX_PREFIXES: usize = 10;
+pub const MAX_PREFIXES: usize = 10;
 
 /// Reusable buffers for [`expand`], one set per thread.
 #[derive(Default)]
 pub struct Scratch {
     candidates: Vec<u32>,
     forbidden: Vec<u32>,
+    watch: Watch,
+}
+
+/// The trie nodes an ortho's candidates depend on: while none of them grows,
+/// its candidate set stays the same in every later version.
+///
+/// They are the nodes where the walks of its required prefixes ended; when
+/// one prefix does not occur at all, that prefix's node alone (nothing can
+/// change until it appears).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Watch {
+    nodes: [u32; MAX_PREFIXES],
+    len: u8,
+}
+
+impl Watch {
+    /// Watches `nodes` (at most [`MAX_PREFIXES`]; `None` if more).
+    pub fn new(nodes: &[u32]) -> Option<Self> {
+        let mut watch = Self::default();
+        for &node in nodes {
+            if usize::from(watch.len) == MAX_PREFIXES {
+                return None;
+            }
+            watch.push(TrieNode(node));
+        }
+        Some(watch)
+    }
+
+    /// Watches the first `len` of `nodes` (`len` at most [`MAX_PREFIXES`]).
+    pub(crate) fn from_parts(nodes: [u32; MAX_PREFIXES], len: u8) -> Self {
+        debug_assert!(usize::from(len) <= MAX_PREFIXES);
+        Self { nodes, len }
+    }
+
+    /// The watched nodes.
+    pub fn nodes(&self) -> &[u32] {
+        &self.nodes[..usize::from(self.len)]
+    }
+
+    /// Whether the ortho may have gained a candidate since `growth` began:
+    /// some watched node gained a token that every other watched node also
+    /// completes with. (When only one node is watched, any growth counts:
+    /// it may be a prefix that did not occur at all.)
+    pub fn may_have_gained(&self, interner: &Interner, since: u32, growth: &Growth) -> bool {
+        let nodes = self.nodes();
+        if !nodes
+            .iter()
+            .any(|&node| interner.grew_since(TrieNode(node), since))
+        {
+            return false;
+        }
+        if nodes.len() == 1 {
+            return true;
+        }
+        nodes.iter().enumerate().any(|(index, &node)| {
+            growth.gained(TrieNode(node)).iter().any(|&token| {
+                nodes.iter().enumerate().all(|(other, &peer)| {
+                    other == index || interner.node_completions(TrieNode(peer)).contains(token)
+                })
+            })
+        })
+    }
+
+    fn push(&mut self, node: TrieNode) {
+        self.nodes[usize::from(self.len)] = node.0;
+        self.len += 1;
+    }
+}
+
+/// What expanding an ortho learned about it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// Whether it had no candidate (ORTHO.md §6.3).
+    pub leaf: bool,
+    /// What its candidates depend on.
+    pub watch: Watch,
 }
 
 /// Computes the candidates of `ortho`'s next slot and hands every child to
-/// `emit`. Returns whether there was any candidate (`false` means a leaf).
+/// `emit`.
 pub fn expand(
     ortho: &Ortho,
     interner: &Interner,
     scratch: &mut Scratch,
+    emit: impl FnMut(Ortho),
+) -> Result<Expansion, Error> {
+    expand_since(ortho, interner, 0, scratch, emit)
+}
+
+/// Like [`expand`], but hands over only the children of candidates that are
+/// new since interner version `since`: those that some required prefix
+/// gained after it. The expansion describes every candidate.
+///
+/// Re-expanding a stored ortho this way skips the children it already had.
+pub fn expand_since(
+    ortho: &Ortho,
+    interner: &Interner,
+    since: u32,
+    scratch: &mut Scratch,
     mut emit: impl FnMut(Ortho),
-) -> Result<bool, Error> {
+) -> Result<Expansion, Error> {
     let table = ortho.table();
     let Some(next) = ortho.slots.iter().position(|&slot| slot == EMPTY) else {
-        return Ok(false);
+        return Ok(Expansion {
+            leaf: true,
+            watch: Watch::default(),
+        });
     };
     candidates(ortho, table, next, interner, scratch);
-    if scratch.candidates.is_empty() {
-        return Ok(false);
+    let expansion = Expansion {
+        leaf: scratch.candidates.is_empty(),
+        watch: scratch.watch,
+    };
+    if expansion.leaf {
+        return Ok(expansion);
+    }
+    if since > 0 {
+        let watch = scratch.watch;
+        scratch.candidates.retain(|&token| {
+            watch.nodes().iter().any(|&node| {
+                interner
+                    .completion_added_in(TrieNode(node), token)
+                    .is_some_and(|added| added > since)
+            })
+        });
     }
     let last_empty = ortho.fullness() + 1 == table.capacity;
     for &token in &scratch.candidates {
@@ -261,10 +369,11 @@ pub fn expand(
             });
         }
     }
-    Ok(true)
+    Ok(expansion)
 }
 
-/// Fills `scratch.candidates` with the sorted candidates of slot `next` (§4).
+/// Fills `scratch.candidates` with the sorted candidates of slot `next` (§4),
+/// and `scratch.watch` with the trie nodes they depend on.
 fn candidates(
     ortho: &Ortho,
     table: &ShapeTable,
@@ -284,8 +393,12 @@ fn candidates(
     let forbidden = &scratch.forbidden;
     let candidates = &mut scratch.candidates;
     candidates.clear();
+    let watch = &mut scratch.watch;
+    *watch = Watch::default();
 
     if rule.prefixes.is_empty() {
+        // Only the empty ortho's first slot: every token, which new versions
+        // extend without any trie node to watch.
         candidates.extend((0..interner.vocabulary() as u32).filter(|t| !forbidden.contains(t)));
         return;
     }
@@ -293,10 +406,14 @@ fn candidates(
     let mut sets = [Completions::default(); MAX_PREFIXES];
     let count = rule.prefixes.len();
     for (set, prefix) in sets.iter_mut().zip(&rule.prefixes) {
-        *set = interner.completions_of(prefix.iter().map(|&position| slots[position as usize]));
+        let walk = interner.walk(prefix.iter().map(|&position| slots[position as usize]));
+        *set = walk.completions;
         if set.is_empty() {
+            *watch = Watch::default();
+            watch.push(walk.end);
             return;
         }
+        watch.push(walk.end);
     }
     let sets = &mut sets[..count];
     sets.sort_unstable_by_key(|set| set.len());

@@ -28,6 +28,51 @@ fn engine_reproduces_every_golden_case() {
     }
 }
 
+/// Every case, one version at a time through one [`Exploration`]: each
+/// version after the first searches only what its text makes new, and its
+/// figures still equal the golden ones (those of a fresh search).
+#[test]
+fn incremental_versions_reproduce_every_golden_case() {
+    use fold::search::{Exploration, Scope, Searcher};
+    let searcher = Searcher::new(SearchConfig::default()).unwrap();
+    let mut multi_text_cases = 0;
+    for case in common::test_cases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exploration = Exploration::create(dir.path(), Scope::All).unwrap();
+        let mut interner = Interner::new();
+        let mut fresh_work = 0;
+        for (step, (text, expected)) in case
+            .contents()
+            .iter()
+            .zip(&case.after_each_text)
+            .enumerate()
+        {
+            interner.ingest(text);
+            let advanced = searcher
+                .advance(&mut exploration, &interner, &mut Unobserved)
+                .unwrap();
+            let report = VersionReport::new(&interner, &advanced.figures);
+            common::assert_figures(&case.name, step, &report.to_json(), expected);
+            assert_eq!(exploration.seen().len() as u64, advanced.figures.orthos);
+            assert_eq!(exploration.manifest().orthos(), advanced.figures.orthos);
+            if step > 0 {
+                // Only orthos new in this version are expanded for the first
+                // time; stored ones are at most expanded again.
+                let new = advanced.figures.orthos - fresh_work;
+                assert_eq!(advanced.stats.processed, new, "case {}", case.name);
+                assert_eq!(advanced.stats.scanned, fresh_work);
+                assert!(advanced.stats.revisited < fresh_work);
+            }
+            fresh_work = advanced.figures.orthos;
+        }
+        multi_text_cases += usize::from(case.texts.len() > 1);
+    }
+    assert!(
+        multi_text_cases >= 2,
+        "the golden multi-text cases are missing"
+    );
+}
+
 #[test]
 fn process_text_reproduces_every_golden_case() {
     for case in common::test_cases() {

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::interner::Interner;
-use crate::ortho::{Ortho, OrthoId, Scratch, expand};
+use crate::ortho::{Expansion, Ortho, OrthoId, Scratch, expand_since};
 use crate::search::seen::SeenSet;
 
 /// What expanding one batch produced.
@@ -36,14 +36,21 @@ pub(crate) struct BatchOutcome {
 const PREFETCH_DISTANCE: usize = 8;
 
 impl BatchOutcome {
-    fn absorb(&mut self, ortho: Ortho, interner: &Interner, seen: &SeenSet, keep_leaves: bool) {
+    fn absorb(
+        &mut self,
+        ortho: Ortho,
+        interner: &Interner,
+        since: u32,
+        seen: &SeenSet,
+        keep_leaves: bool,
+    ) -> Expansion {
         if self.error.is_some() {
-            return;
+            return Expansion::default();
         }
         // The scratch buffers are borrowed by `expand` while the closure
         // settles children into `self`.
         let mut scratch = std::mem::take(&mut self.scratch);
-        let expanded = expand(&ortho, interner, &mut scratch, |child| {
+        let expanded = expand_since(&ortho, interner, since, &mut scratch, |child| {
             let id = child.id();
             seen.prefetch(id);
             self.in_flight.push_back((id, child));
@@ -55,14 +62,19 @@ impl BatchOutcome {
         });
         self.scratch = scratch;
         match expanded {
-            Ok(true) => {}
-            Ok(false) => {
-                self.leaves += 1;
-                if keep_leaves {
-                    self.leaf_orthos.push(ortho);
+            Ok(expansion) => {
+                if expansion.leaf {
+                    self.leaves += 1;
+                    if keep_leaves {
+                        self.leaf_orthos.push(ortho);
+                    }
                 }
+                expansion
             }
-            Err(error) => self.error = Some(error),
+            Err(error) => {
+                self.error = Some(error);
+                Expansion::default()
+            }
         }
     }
 
@@ -117,20 +129,30 @@ pub(crate) fn better(a: Option<Ortho>, b: Option<Ortho>) -> Option<Ortho> {
     }
 }
 
-/// Expands `batch` on the current rayon pool.
+/// Expands `batch` on the current rayon pool, keeping only children of
+/// candidates new since version `since` (all of them for 0). `expansions`
+/// receives what each ortho's expansion learned, in batch order.
 pub(crate) fn expand_batch(
     batch: Vec<Ortho>,
     interner: &Interner,
+    since: u32,
     seen: &SeenSet,
     keep_leaves: bool,
+    expansions: &mut Vec<Expansion>,
 ) -> BatchOutcome {
+    expansions.clear();
+    expansions.resize(batch.len(), Expansion::default());
     let outcome = batch
         .into_par_iter()
+        .zip(expansions.par_iter_mut())
         // Accumulators travel boxed: rayon moves them once per ortho.
-        .fold(Box::<BatchOutcome>::default, |mut outcome, ortho| {
-            outcome.absorb(ortho, interner, seen, keep_leaves);
-            outcome
-        })
+        .fold(
+            Box::<BatchOutcome>::default,
+            |mut outcome, (ortho, expansion)| {
+                *expansion = outcome.absorb(ortho, interner, since, seen, keep_leaves);
+                outcome
+            },
+        )
         .map(|mut outcome| {
             outcome.settle_all(seen);
             outcome

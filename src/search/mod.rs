@@ -7,18 +7,20 @@
 //! it through [`SearchObserver`].
 
 mod batch;
+pub mod exploration;
+mod log;
 mod seen;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+pub use exploration::{Advanced, Checkpoint, Checkpoints, Exploration, Manifest, NoCheckpoints};
 pub use seen::SeenSet;
 
 use crate::error::{Error, Result};
 use crate::interner::{Interner, Token};
-use crate::ortho::{Ortho, Scratch, expand};
-use crate::queue::{DEFAULT_BUFFER, WorkQueue};
-use batch::{better, expand_batch};
+use crate::ortho::Ortho;
+use batch::better;
 
 /// Default number of orthos expanded per parallel batch.
 pub const DEFAULT_BATCH: usize = 1000;
@@ -30,9 +32,8 @@ pub struct SearchConfig {
     pub threads: usize,
     /// Orthos popped and expanded per parallel batch.
     pub batch_size: usize,
-    /// Orthos the work queue keeps in memory before spilling to disk.
-    pub queue_buffer: usize,
-    /// Directory for the queue's temporary spill file.
+    /// Directory under which a one-off search keeps its temporary log (the
+    /// orthos it found, which double as its work queue).
     pub spill_dir: PathBuf,
 }
 
@@ -41,7 +42,6 @@ impl Default for SearchConfig {
         Self {
             threads: 0,
             batch_size: DEFAULT_BATCH,
-            queue_buffer: DEFAULT_BUFFER,
             spill_dir: std::env::temp_dir(),
         }
     }
@@ -71,14 +71,20 @@ impl Figures {
 /// Counters describing the work a search did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SearchStats {
-    /// Orthos expanded (the empty start ortho excluded).
+    /// Orthos expanded for the first time (the empty start ortho excluded).
     pub processed: u64,
+    /// Stored orthos of earlier versions checked for grown trie nodes.
+    pub scanned: u64,
+    /// Stored orthos expanded again because their candidates may have grown.
+    pub revisited: u64,
     /// Children generated, duplicates included.
     pub generated: u64,
     /// Largest queue length seen.
     pub peak_queue: u64,
-    /// Orthos written to the queue's spill file.
-    pub spilled: u64,
+    /// Orthos written to the log by this version.
+    pub stored: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
     /// Approximate bytes held by the seen set at the end.
     pub seen_bytes: u64,
 }
@@ -180,116 +186,56 @@ impl Searcher {
         self.pool.current_num_threads()
     }
 
-    /// Runs the part `scope` of the search over `interner`.
+    /// Runs the part `scope` of the search over `interner`, from scratch.
     pub fn run(
         &self,
         interner: &Interner,
         scope: Scope,
         observer: &mut dyn SearchObserver,
     ) -> Result<SearchOutcome> {
-        run_batches(&self.pool, &self.config, interner, scope, observer)
+        let mut exploration = Exploration::temporary(&self.config.spill_dir, scope)?;
+        let Advanced { figures, stats } = self.advance(&mut exploration, interner, observer)?;
+        Ok(SearchOutcome {
+            figures,
+            stats,
+            seen: exploration.take_seen(),
+        })
     }
-}
 
-fn run_batches(
-    pool: &rayon::ThreadPool,
-    config: &SearchConfig,
-    interner: &Interner,
-    scope: Scope,
-    observer: &mut dyn SearchObserver,
-) -> Result<SearchOutcome> {
-    let started = Instant::now();
-    let seen = SeenSet::new();
-    let mut queue = WorkQueue::new(config.queue_buffer, &config.spill_dir);
-    let mut figures = Figures::default();
-    let mut stats = SearchStats::default();
-    let keep_leaves = observer.wants_leaves();
-    let batch_size = config.batch_size.max(1);
-
-    // The empty ortho is expanded but never counted, not even as a leaf; a
-    // shard keeps only its own origin among the empty ortho's children.
-    let mut pending = Vec::new();
-    expand(
-        &Ortho::empty(),
-        interner,
-        &mut Scratch::default(),
-        |child| {
-            let in_scope = match scope {
-                Scope::All => true,
-                Scope::Origin(token) => child.raw_slots()[0] == token.0,
-            };
-            if in_scope && seen.insert(child.id()) {
-                figures.optimal = better(figures.optimal.take(), Some(child.clone()));
-                pending.push(child);
-            }
-        },
-    )?;
-    stats.generated += pending.len() as u64;
-    figures.orthos += pending.len() as u64;
-    let mut batch = Vec::new();
-
-    // Each round expands one batch while, on the other side of a rayon join,
-    // the previous round's new orthos are queued and the next batch is popped.
-    // The search's figures do not depend on the order orthos are expanded in.
-    loop {
-        if batch.is_empty() {
-            if pending.is_empty() && queue.is_empty() {
-                break;
-            }
-            push_and_pop(&mut queue, &mut pending, batch_size, &mut batch)?;
-            continue;
-        }
-        let expanded = batch.len() as u64;
-        let mut next = Vec::with_capacity(batch_size);
-        let (mut outcome, queued) = pool.install(|| {
-            rayon::join(
-                || expand_batch(batch, interner, &seen, keep_leaves),
-                || push_and_pop(&mut queue, &mut pending, batch_size, &mut next),
-            )
-        });
-        queued?;
-        if let Some(error) = outcome.error.take() {
-            return Err(error);
-        }
-        stats.processed += expanded;
-        stats.generated += outcome.generated;
-        figures.frontier += outcome.leaves;
-        figures.orthos += outcome.new_orthos.len() as u64;
-        figures.optimal = better(figures.optimal.take(), outcome.best);
-        if keep_leaves {
-            observer.on_leaves(std::mem::take(&mut outcome.leaf_orthos))?;
-        }
-        pending = outcome.new_orthos;
-        batch = next;
-        let queued = queue.len() + (pending.len() + batch.len()) as u64;
-        stats.peak_queue = stats.peak_queue.max(queued);
-        observer.on_batch(&Progress {
-            orthos: figures.orthos,
-            processed: stats.processed,
-            queued,
-            frontier: figures.frontier,
-            optimal: figures.optimal.clone(),
-            elapsed: started.elapsed(),
-        })?;
+    /// Brings `exploration` to `interner`'s version.
+    pub fn advance(
+        &self,
+        exploration: &mut Exploration,
+        interner: &Interner,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<Advanced> {
+        exploration.advance(
+            &self.pool,
+            &self.config,
+            interner,
+            None,
+            observer,
+            &mut NoCheckpoints,
+        )
     }
-    stats.spilled = queue.spilled_total();
-    stats.seen_bytes = seen.approx_bytes();
-    Ok(SearchOutcome {
-        figures,
-        stats,
-        seen,
-    })
-}
 
-/// Queues `pending` and pops the next batch into `batch`.
-fn push_and_pop(
-    queue: &mut WorkQueue,
-    pending: &mut Vec<Ortho>,
-    batch_size: usize,
-    batch: &mut Vec<Ortho>,
-) -> Result<()> {
-    for ortho in pending.drain(..) {
-        queue.push(ortho)?;
+    /// Finishes the version `checkpoint` was taken in (when given) or brings
+    /// `exploration` to `interner`'s version, checkpointing as `checkpoints` asks.
+    pub fn advance_durably(
+        &self,
+        exploration: &mut Exploration,
+        interner: &Interner,
+        resume: Option<&Checkpoint>,
+        observer: &mut dyn SearchObserver,
+        checkpoints: &mut dyn Checkpoints,
+    ) -> Result<Advanced> {
+        exploration.advance(
+            &self.pool,
+            &self.config,
+            interner,
+            resume,
+            observer,
+            checkpoints,
+        )
     }
-    queue.pop_batch(batch_size, batch)
 }
