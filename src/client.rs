@@ -150,7 +150,10 @@ fn text_chunks(name: &str, bytes: Vec<u8>) -> Vec<v1::SubmitChunk> {
 async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v1::VersionStatus> {
     let progress = progress && std::io::stderr().is_terminal();
     let mut updates = client
-        .watch_status(v1::StatusRequest { version })
+        .watch_status(v1::StatusRequest {
+            version,
+            shards: false,
+        })
         .await?
         .into_inner();
     let mut last = None;
@@ -187,18 +190,34 @@ async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v
     }
 }
 
+/// How `status` prints.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatusOptions {
+    /// One JSON object per version per line.
+    pub json: bool,
+    /// Also list every shard of each version.
+    pub shards: bool,
+}
+
 /// Prints the status of every version.
-pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) -> Result<()> {
+pub async fn status(
+    connection: &Connection,
+    options: StatusOptions,
+    out: &mut dyn Write,
+) -> Result<()> {
     let mut client = connection.connect().await?;
     let reply = client
-        .status(v1::StatusRequest { version: 0 })
+        .status(v1::StatusRequest {
+            version: 0,
+            shards: options.shards,
+        })
         .await?
         .into_inner();
     for status in &reply.versions {
         let report = proto::report_of(status);
-        let line = if json {
+        let line = if options.json {
             let mut object = report.to_json();
-            let extra = serde_json::json!({
+            let mut extra = serde_json::json!({
                 "state": status.state,
                 "shards_done": status.shards_done,
                 "shards_total": status.shards_total,
@@ -206,6 +225,9 @@ pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) ->
                 "attempts_discarded": status.attempts_discarded,
                 "source": status.source,
             });
+            if options.shards {
+                extra["shards"] = status.shards.iter().map(shard_json).collect();
+            }
             if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
                 object.extend(extra.clone());
             }
@@ -225,8 +247,13 @@ pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) ->
             )
         };
         write_line(out, &line)?;
+        if options.shards && !options.json {
+            for shard in &status.shards {
+                write_line(out, &shard_line(shard))?;
+            }
+        }
     }
-    if !json {
+    if !options.json {
         write_line(
             out,
             &format!(
@@ -239,6 +266,39 @@ pub async fn status(connection: &Connection, json: bool, out: &mut dyn Write) ->
         )?;
     }
     Ok(())
+}
+
+/// One shard as a JSON object; figures and worker are `null` when absent.
+fn shard_json(shard: &v1::ShardStatus) -> serde_json::Value {
+    serde_json::json!({
+        "origin": shard.origin,
+        "word": shard.word,
+        "state": shard.state,
+        "attempts_started": shard.attempts_started,
+        "attempts_discarded": shard.attempts_discarded,
+        "times_counted": shard.times_counted,
+        "orthos": shard.orthos,
+        "frontier": shard.frontier,
+        "worker": shard.worker,
+        "worker_name": shard.worker_name,
+    })
+}
+
+/// One shard as an indented line under its version.
+fn shard_line(shard: &v1::ShardStatus) -> String {
+    let mut line = format!("  shard {} {:?}: {}", shard.origin, shard.word, shard.state);
+    if let Some(worker) = &shard.worker {
+        let name = shard.worker_name.as_deref().unwrap_or_default();
+        line += &format!(" on worker {worker} ({name})");
+    }
+    line += &format!(
+        ", attempts {} ({} discarded), counted {}",
+        shard.attempts_started, shard.attempts_discarded, shard.times_counted
+    );
+    if let (Some(orthos), Some(frontier)) = (shard.orthos, shard.frontier) {
+        line += &format!(", orthos {orthos}, frontier {frontier}");
+    }
+    line
 }
 
 /// Prints the optimal ortho of a version (0 = the latest).

@@ -2,7 +2,8 @@
 //! port of 127.0.0.1, real `fold-worker` processes and the client
 //! subcommands. Every golden test case must come out exactly, with one worker
 //! or three, and still exactly when a worker is killed, frozen past its
-//! lease, stopped with Ctrl-C, or when the coordinator itself restarts.
+//! lease, stopped with Ctrl-C, or when the coordinator itself restarts; and
+//! `status --shards` must show every shard counted exactly once.
 
 mod common;
 
@@ -13,10 +14,17 @@ use fold::search::Unobserved;
 use fold::{Interner, SearchConfig};
 use serde_json::Value;
 
-use common::{Cluster, Coordinator, assert_figures, assert_finished, version_line};
+use common::{
+    Cluster, Coordinator, assert_every_shard_counted_once, assert_figures, assert_finished,
+    version_line,
+};
 
 /// Short leases, so a lost shard comes back within about a second.
 const SHORT_LEASE: &[&str] = &["--lease-ms", "1000"];
+
+/// Leases longer than any test, so a frozen worker keeps its shards until
+/// the test decides otherwise.
+const LONG_LEASE: &[&str] = &["--lease-ms", "600000"];
 
 /// Long enough for any test case (ts_0_20k takes about a second).
 const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,11 +76,12 @@ fn every_golden_case_with(workers: usize) {
 }
 
 /// Submits ts_0_20k (without waiting) to a cluster of two one-thread workers
-/// and returns once the coordinator has handed out shards and work remains.
-/// `workers[0]` connected first, so it has the smaller worker id.
-fn cluster_busy_with_ts_0_20k() -> (Cluster, common::GoldenCase) {
+/// whose coordinator has `flags`, and returns once the coordinator has handed
+/// out shards and work remains. `workers[0]` connected first, so it has the
+/// smaller worker id.
+fn cluster_busy_with_ts_0_20k(flags: &[&str]) -> (Cluster, common::GoldenCase) {
     let case = common::case("ts_0_20k");
-    let cluster = Cluster::start_in_order(2, 1, SHORT_LEASE);
+    let cluster = Cluster::start_in_order(2, 1, flags);
     let coordinator = &cluster.coordinator;
     let path = case.texts[0].to_str().expect("UTF-8 path");
     let submitted = common::succeeded(
@@ -109,7 +118,13 @@ fn assert_version_one_is_golden(
 
 #[test]
 fn worker_killed_mid_shard_still_gives_the_golden_figures() {
-    let (mut cluster, case) = cluster_busy_with_ts_0_20k();
+    // Default leases: the kill, not a lease running out, frees the shards.
+    let (mut cluster, case) = cluster_busy_with_ts_0_20k(&[]);
+    // Stopped first, so the shards it holds stay put while they are read.
+    cluster.workers[0].signal("STOP");
+    let held = cluster
+        .coordinator
+        .shards_held_by(&cluster.workers[0], VERSION_TIMEOUT);
     cluster.workers[0].kill();
 
     let line = assert_version_one_is_golden(&cluster, &case, VERSION_TIMEOUT);
@@ -120,11 +135,24 @@ fn worker_killed_mid_shard_still_gives_the_golden_figures() {
         "the killed worker held shards: {line}"
     );
     assert_eq!(cluster.coordinator.workers_connected(), 1);
+
+    // Shard by shard: each counted once, and those the killed worker held
+    // were searched again after its attempt was discarded.
+    let status = cluster.coordinator.shard_status();
+    let line = version_line(&status, 1).expect("version 1 is listed");
+    assert_every_shard_counted_once(line);
+    for (_, origin) in held {
+        let shard = common::shard(line, origin);
+        assert!(
+            shard["attempts_discarded"].as_u64() >= Some(1),
+            "shard {origin} was held by the killed worker: {shard}"
+        );
+    }
 }
 
 #[test]
 fn worker_frozen_past_its_lease_loses_its_shards_and_its_late_results_are_refused() {
-    let (cluster, case) = cluster_busy_with_ts_0_20k();
+    let (cluster, case) = cluster_busy_with_ts_0_20k(SHORT_LEASE);
     // A stopped process keeps its connection open: only the lease frees its
     // shards. (The worker with the larger id: see the next test for the other.)
     cluster.workers[1].signal("STOP");
@@ -147,7 +175,7 @@ fn worker_frozen_past_its_lease_loses_its_shards_and_its_late_results_are_refuse
 
 #[test]
 fn shard_of_a_frozen_worker_goes_to_another_worker_after_one_lease() {
-    let (cluster, case) = cluster_busy_with_ts_0_20k();
+    let (cluster, case) = cluster_busy_with_ts_0_20k(SHORT_LEASE);
     // The worker with the smallest id: assign() offers it every freed shard first.
     cluster.workers[0].signal("STOP");
     // One thread searches ts_0_20k in about 1.5 s; leases last 1 s.
@@ -156,7 +184,7 @@ fn shard_of_a_frozen_worker_goes_to_another_worker_after_one_lease() {
 
 #[test]
 fn worker_ctrl_c_hands_back_its_shards() {
-    let (mut cluster, case) = cluster_busy_with_ts_0_20k();
+    let (mut cluster, case) = cluster_busy_with_ts_0_20k(SHORT_LEASE);
     cluster.workers[0].signal("INT");
     let exit = cluster.workers[0].wait_timeout(Duration::from_secs(5));
     let log = cluster.workers[0].log();
@@ -182,20 +210,15 @@ fn worker_ctrl_c_hands_back_its_shards() {
 
 #[test]
 fn worker_reconnects_after_the_coordinator_restarts() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state_dir = dir.path().join("coordinator");
-    let port = common::free_port();
     let square = common::case("square");
     let fox = common::case("fox");
 
-    let mut coordinator = Coordinator::start_on(port, &state_dir, &[]);
-    let mut worker = coordinator.start_worker(&dir.path().join("worker"), 1);
-    let first = coordinator.submit_and_wait(&square.texts);
+    let mut cluster = Cluster::start(1, 1, &[]);
+    let first = cluster.coordinator.submit_and_wait(&square.texts);
     assert_figures("square", 0, &first[0], &square.after_each_text[0]);
 
-    coordinator.process.kill();
-    drop(coordinator);
-    let coordinator = Coordinator::start_on(port, &state_dir, &[]);
+    cluster.coordinator.restart();
+    let coordinator = &cluster.coordinator;
     // Nobody tells the worker: it must find the new coordinator by itself.
     let second = coordinator.submit_and_wait(&fox.texts);
 
@@ -215,44 +238,128 @@ fn worker_reconnects_after_the_coordinator_restarts() {
     assert_finished(&version_one);
     assert_figures("square", 0, &version_one, &square.after_each_text[0]);
     assert_finished(version_line(&status, 2).expect("version 2 is listed"));
+    let worker = &mut cluster.workers[0];
     assert!(worker.is_running(), "the worker exited:\n{}", worker.log());
-    assert_eq!(coordinator.workers_connected(), 1);
+    assert_eq!(cluster.coordinator.workers_connected(), 1);
+}
+
+/// Submits every text of `case` with one `submit` (no `--wait`) and checks
+/// its reply: versions 1, 2, ... named after the files.
+fn submit_case(coordinator: &Coordinator, case: &common::GoldenCase) {
+    let mut args = vec!["submit"];
+    args.extend(case.texts.iter().map(|t| t.to_str().expect("UTF-8 path")));
+    args.extend(["--json", "--quiet"]);
+    let replies = common::json_lines(&common::succeeded(&coordinator.client(&args), "submit"));
+    assert_eq!(replies.len(), case.texts.len(), "{replies:?}");
+    for (version, (reply, text)) in (1u64..).zip(replies.iter().zip(&case.texts)) {
+        assert_eq!(reply["version"], version, "{reply}");
+        assert_eq!(reply["source"], text.display().to_string(), "{reply}");
+    }
+}
+
+/// After a coordinator restart: every text of `case` is still listed (same
+/// version, same source), every version ends with the golden figures, shard
+/// by shard counted exactly once, and `workers` workers have reconnected by
+/// themselves. Returns the final `status --shards --json` lines.
+fn assert_case_survived_the_restart(
+    coordinator: &Coordinator,
+    case: &common::GoldenCase,
+    workers: usize,
+) -> Vec<Value> {
+    let restored = coordinator.status();
+    assert_eq!(
+        restored.len(),
+        case.texts.len(),
+        "a submitted text was lost: {restored:?}"
+    );
+    for (line, text) in restored.iter().zip(&case.texts) {
+        assert_eq!(line["source"], text.display().to_string(), "{line}");
+    }
+    for (step, expected) in case.after_each_text.iter().enumerate() {
+        let line = coordinator.wait_until_done(step as u64 + 1, VERSION_TIMEOUT);
+        assert_finished(&line);
+        assert_figures(&case.name, step, &line, expected);
+    }
+    let status = coordinator.shard_status();
+    for line in &status {
+        assert_every_shard_counted_once(line);
+    }
+    coordinator.wait_for_workers(workers, CONNECT_TIMEOUT);
+    assert_eq!(coordinator.workers_connected(), workers);
+    status
 }
 
 #[test]
 fn coordinator_killed_mid_version_resumes_after_restart_with_the_golden_figures() {
     let case = common::case("ts_0_20k");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let state_dir = dir.path().join("coordinator");
-    let port = common::free_port();
-    let mut coordinator = Coordinator::start_on(port, &state_dir, SHORT_LEASE);
-    let _workers: Vec<_> = (0..2)
-        .map(|index| coordinator.start_worker(&dir.path().join(format!("worker{index}")), 1))
-        .collect();
-    coordinator.wait_for_workers(2, CONNECT_TIMEOUT);
-    let path = case.texts[0].to_str().expect("UTF-8 path");
-    common::succeeded(&coordinator.client(&["submit", path, "--quiet"]), "submit");
-    let status = coordinator.wait_for_status("shards handed out", VERSION_TIMEOUT, |lines| {
-        lines[0]["shards_running"].as_u64() > Some(0)
-    });
+    let mut cluster = Cluster::start(2, 1, SHORT_LEASE);
+    cluster.coordinator.wait_for_workers(2, CONNECT_TIMEOUT);
+    submit_case(&cluster.coordinator, &case);
+    let status =
+        cluster
+            .coordinator
+            .wait_for_status("shards handed out", VERSION_TIMEOUT, |lines| {
+                lines[0]["shards_running"].as_u64() > Some(0)
+            });
     assert_ne!(
         status[0]["state"], "done",
         "the version went too fast for this test"
     );
 
-    // kill -9 while shards are out; the submitted text must survive it.
-    coordinator.process.kill();
-    drop(coordinator);
-    let coordinator = Coordinator::start_on(port, &state_dir, SHORT_LEASE);
-    let restored = coordinator.status();
-    assert_eq!(
-        restored.len(),
-        1,
-        "the submitted version was lost: {restored:?}"
+    // kill -9 while shards are out; the submitted text must survive it, and
+    // the workers reconnect by themselves and finish the version.
+    cluster.coordinator.restart();
+    assert_case_survived_the_restart(&cluster.coordinator, &case, 2);
+}
+
+#[test]
+fn coordinator_killed_during_a_multi_text_run_loses_no_text_and_ends_with_the_golden_figures() {
+    let case = common::case("ts_incremental");
+    let mut cluster = Cluster::start_in_order(2, 1, LONG_LEASE);
+    // The second worker, stopped, keeps the first two shards it is given
+    // (its leases outlast the test), so the run is certainly unfinished when
+    // the coordinator is killed, however fast the other worker is.
+    cluster.workers[1].signal("STOP");
+    submit_case(&cluster.coordinator, &case);
+    let frozen = &cluster.workers[1];
+    let status = cluster.coordinator.wait_for_shard_status(
+        "every shard done but the stopped worker's",
+        VERSION_TIMEOUT,
+        |lines| {
+            let done: u64 = lines
+                .iter()
+                .map(|l| l["shards_done"].as_u64().unwrap())
+                .sum();
+            let total: u64 = lines
+                .iter()
+                .map(|l| l["shards_total"].as_u64().unwrap())
+                .sum();
+            lines.len() == case.texts.len()
+                && done + 2 == total
+                && common::held_by(lines, frozen).len() == 2
+        },
     );
-    // Nobody tells the workers: they reconnect by themselves and finish the version.
-    let line = coordinator.wait_until_done(1, VERSION_TIMEOUT);
-    assert_finished(&line);
-    assert_figures(&case.name, 0, &line, &case.after_each_text[0]);
-    assert_eq!(coordinator.workers_connected(), 2);
+    let held = common::held_by(&status, frozen);
+    assert!(
+        status.iter().any(|line| line["state"] == "running"),
+        "{status:?}"
+    );
+
+    // kill -9 with shards out; the stopped worker wakes up to a dead
+    // coordinator, and both workers find the new one by themselves.
+    cluster.coordinator.process.kill();
+    cluster.workers[1].signal("CONT");
+    cluster.coordinator.restart();
+    let status = assert_case_survived_the_restart(&cluster.coordinator, &case, 2);
+
+    // The stopped worker's shards never finished before the kill, so they
+    // were searched again after the restart, and counted once.
+    for (version, origin) in held {
+        let line = version_line(&status, version).expect("version is listed");
+        let shard = common::shard(line, origin);
+        assert!(
+            shard["attempts_started"].as_u64() >= Some(1),
+            "shard {version}/{origin} was searched again: {shard}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use fold::client::{self, Connection, DEFAULT_COORDINATOR, SubmitOptions};
+use fold::client::{self, Connection, DEFAULT_COORDINATOR, StatusOptions, SubmitOptions};
 use fold::coordinator::{self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, ServeOptions};
 use fold::embedded::{RunOptions, run};
 
@@ -92,10 +92,22 @@ enum Command {
         connection: ConnectionArgs,
     },
     /// Show every version's state and figures, and the connected workers.
+    ///
+    /// One line per version: state (running or done), shards done/total and
+    /// running, and the figures of the shards finished so far. With --shards,
+    /// every shard of every version as well.
     Status {
-        /// One JSON object per version per line.
+        /// One JSON object per version per line (the `run --json` keys plus
+        /// state, shard counts, attempts_discarded and source).
         #[arg(long)]
         json: bool,
+        /// Also list every shard (one per word): its state (pending, running
+        /// or done), attempts started and discarded, times counted (1 once
+        /// done, never more), the orthos and frontier it added, and the worker
+        /// holding it. With --json, each version's object gets a `shards`
+        /// array of such objects. Attempt counts restart with the coordinator.
+        #[arg(long)]
+        shards: bool,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -196,8 +208,13 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 let options = SubmitOptions { wait, json, quiet };
                 client::submit(&connection.connection(), &files, &options, &mut out).await
             }
-            Command::Status { json, connection } => {
-                client::status(&connection.connection(), json, &mut out).await
+            Command::Status {
+                json,
+                shards,
+                connection,
+            } => {
+                let options = StatusOptions { json, shards };
+                client::status(&connection.connection(), options, &mut out).await
             }
             Command::Optimal {
                 version,

@@ -4,6 +4,8 @@
 //! Exactness lives here. A shard counts once, when the attempt currently
 //! holding it reports completion; reports from any other attempt (lost,
 //! expired, handed back) are refused, so nothing is counted twice or lost.
+//! Each shard keeps its own tally (attempts started and discarded, times
+//! counted, what it contributed) so that status can show this, shard by shard.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -66,6 +68,70 @@ enum ShardState {
     Done,
 }
 
+/// One shard's state and tally.
+#[derive(Clone, Copy, Debug)]
+struct Shard {
+    state: ShardState,
+    attempts_started: u64,
+    attempts_discarded: u64,
+    /// Results added to the version's figures: 0, then 1 when done.
+    counted: u32,
+    /// What the counted result added: (orthos, frontier).
+    contributed: Option<(u64, u64)>,
+}
+
+impl Shard {
+    const PENDING: Shard = Shard {
+        state: ShardState::Pending,
+        attempts_started: 0,
+        attempts_discarded: 0,
+        counted: 0,
+        contributed: None,
+    };
+
+    /// Marks the shard done and records that `result` was added to the
+    /// version's figures. The only place a shard's result is counted.
+    fn count(&mut self, result: &ShardResult, figures: &mut Figures) {
+        self.state = ShardState::Done;
+        self.counted += 1;
+        self.contributed = Some((result.orthos, result.frontier));
+        figures.add(result);
+    }
+}
+
+/// Where a shard stands, as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardPhase {
+    /// Waiting for a worker.
+    Pending,
+    /// Held by a worker.
+    Running {
+        /// The worker's session id.
+        worker: WorkerId,
+        /// The worker's display name.
+        name: String,
+    },
+    /// Finished and counted.
+    Done,
+}
+
+/// One shard as status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardSummary {
+    /// The origin token id.
+    pub origin: u32,
+    /// Where it stands.
+    pub phase: ShardPhase,
+    /// Attempts handed to workers since the coordinator started.
+    pub attempts_started: u64,
+    /// Attempts whose results were thrown away.
+    pub attempts_discarded: u64,
+    /// Results added to the version's figures (at most 1).
+    pub times_counted: u32,
+    /// Orthos and frontier it added to the version's figures, once done.
+    pub contributed: Option<(u64, u64)>,
+}
+
 /// One version's shards and the figures of those finished.
 pub struct VersionLedger {
     /// The version number.
@@ -74,13 +140,13 @@ pub struct VersionLedger {
     pub source: String,
     /// The interner of this version.
     pub interner: Arc<Interner>,
-    shards: Vec<ShardState>,
+    /// Indexed by origin token id.
+    shards: Vec<Shard>,
     /// Origins not yet handed out, the likely largest shard last (popped first).
     pending: Vec<u32>,
     done: u32,
     running: u32,
     figures: Figures,
-    discarded: u64,
 }
 
 impl VersionLedger {
@@ -111,7 +177,10 @@ impl VersionLedger {
 
     /// Attempts whose results were thrown away.
     pub fn attempts_discarded(&self) -> u64 {
-        self.discarded
+        self.shards
+            .iter()
+            .map(|shard| shard.attempts_discarded)
+            .sum()
     }
 }
 
@@ -203,28 +272,26 @@ impl Ledger {
         let mut ledger = VersionLedger {
             version,
             source,
-            shards: vec![ShardState::Pending; vocabulary],
+            shards: vec![Shard::PENDING; vocabulary],
             pending: Vec::new(),
             done: 0,
             running: 0,
             figures: Figures::default(),
-            discarded: 0,
             interner,
         };
         for (origin, result) in known {
-            if (origin as usize) < vocabulary
-                && ledger.shards[origin as usize] == ShardState::Pending
+            if let Some(shard) = ledger.shards.get_mut(origin as usize)
+                && shard.state == ShardState::Pending
             {
-                ledger.shards[origin as usize] = ShardState::Done;
+                shard.count(&result, &mut ledger.figures);
                 ledger.done += 1;
-                ledger.figures.add(&result);
             }
         }
         // Words with more completions tend to root bigger shards; hand those
         // out first so a big shard does not start last.
         let interner = &ledger.interner;
         let mut pending: Vec<u32> = (0..vocabulary as u32)
-            .filter(|&origin| ledger.shards[origin as usize] == ShardState::Pending)
+            .filter(|&origin| ledger.shards[origin as usize].state == ShardState::Pending)
             .collect();
         pending.sort_by_key(|&origin| {
             (
@@ -293,7 +360,9 @@ impl Ledger {
                 let origin = version.pending.pop().expect("version has pending shards");
                 let attempt = self.next_attempt;
                 self.next_attempt += 1;
-                version.shards[origin as usize] = ShardState::Running(attempt);
+                let shard = &mut version.shards[origin as usize];
+                shard.state = ShardState::Running(attempt);
+                shard.attempts_started += 1;
                 version.running += 1;
                 let entry = AttemptEntry {
                     worker,
@@ -363,6 +432,12 @@ impl Ledger {
     ) -> Result<Finished, Refusal> {
         let entry = self.held(worker, attempt)?;
         let delta = result.orthos.saturating_sub(entry.orthos);
+        let (version, origin) = (entry.version as usize - 1, entry.origin as usize);
+        // A live attempt always holds its shard; checked anyway, because
+        // counting a shard twice is the one mistake the ledger must not make.
+        if self.versions[version].shards[origin].state != ShardState::Running(attempt) {
+            return Err(Refusal::StaleAttempt(attempt));
+        }
         let entry = self
             .attempts
             .remove(&attempt)
@@ -372,11 +447,10 @@ impl Ledger {
             worker.attempts.retain(|&held| held != attempt);
             worker.shards_done += 1;
         }
-        let version = &mut self.versions[entry.version as usize - 1];
-        version.shards[entry.origin as usize] = ShardState::Done;
+        let version = &mut self.versions[version];
+        version.shards[origin].count(result, &mut version.figures);
         version.running -= 1;
         version.done += 1;
-        version.figures.add(result);
         Ok(Finished {
             version: entry.version,
             origin: entry.origin,
@@ -435,6 +509,37 @@ impl Ledger {
         workers
     }
 
+    /// Every shard of `version`, by origin, or `None` for an unknown version.
+    pub fn shards(&self, version: u32) -> Option<Vec<ShardSummary>> {
+        let version = self.version(version)?;
+        let phase = |state: ShardState| match state {
+            ShardState::Pending => ShardPhase::Pending,
+            ShardState::Done => ShardPhase::Done,
+            ShardState::Running(attempt) => {
+                let worker = self.attempts.get(&attempt).map_or(0, |entry| entry.worker);
+                let name = self
+                    .workers
+                    .get(&worker)
+                    .map(|entry| entry.name.clone())
+                    .unwrap_or_default();
+                ShardPhase::Running { worker, name }
+            }
+        };
+        Some(
+            (0u32..)
+                .zip(&version.shards)
+                .map(|(origin, shard)| ShardSummary {
+                    origin,
+                    phase: phase(shard.state),
+                    attempts_started: shard.attempts_started,
+                    attempts_discarded: shard.attempts_discarded,
+                    times_counted: shard.counted,
+                    contributed: shard.contributed,
+                })
+                .collect(),
+        )
+    }
+
     /// Orthos reported per second over the last few seconds.
     pub fn orthos_per_second(&mut self, now: Instant) -> f64 {
         self.trim_rate(now);
@@ -458,10 +563,11 @@ impl Ledger {
             worker.attempts.retain(|&held| held != attempt);
         }
         let version = &mut self.versions[entry.version as usize - 1];
-        if version.shards[entry.origin as usize] == ShardState::Running(attempt) {
-            version.shards[entry.origin as usize] = ShardState::Pending;
+        let shard = &mut version.shards[entry.origin as usize];
+        if shard.state == ShardState::Running(attempt) {
+            shard.state = ShardState::Pending;
+            shard.attempts_discarded += 1;
             version.running -= 1;
-            version.discarded += 1;
             // Retried shards go first: they are what the version waits on.
             version.pending.push(entry.origin);
         }
@@ -638,5 +744,121 @@ mod tests {
             .unwrap();
         // Equal (volume, fullness): the smaller payload wins.
         assert_eq!(best.raw_slots()[0], 0);
+    }
+
+    fn shard(ledger: &Ledger, origin: u32) -> ShardSummary {
+        ledger.shards(1).unwrap()[origin as usize].clone()
+    }
+
+    #[test]
+    fn a_finished_shard_is_counted_once_and_a_repeated_report_changes_nothing() {
+        let mut ledger = ledger_with("a b");
+        let now = Instant::now();
+        let worker = ledger.add_worker("w".into(), 1);
+        let held = ledger.assign(now);
+        let first = held[0];
+        assert_eq!(shard(&ledger, first.origin).times_counted, 0);
+        ledger
+            .complete(worker, first.attempt, &result(4, first.origin), now)
+            .unwrap();
+        let counted = shard(&ledger, first.origin);
+        assert_eq!(counted.phase, ShardPhase::Done);
+        assert_eq!(counted.times_counted, 1);
+        assert_eq!(counted.attempts_started, 1);
+        assert_eq!(counted.contributed, Some((4, 1)));
+
+        // The same attempt reporting again is refused and counts nothing.
+        assert!(
+            ledger
+                .complete(worker, first.attempt, &result(4, first.origin), now)
+                .is_err()
+        );
+        assert_eq!(shard(&ledger, first.origin), counted);
+        assert_eq!(ledger.version(1).unwrap().figures().orthos, 4);
+    }
+
+    #[test]
+    fn a_lost_attempt_is_discarded_and_its_late_result_is_not_counted() {
+        let mut ledger = ledger_with("a");
+        let start = Instant::now();
+        let frozen = ledger.add_worker("frozen".into(), 1);
+        let lost = ledger.assign(start)[0];
+        assert_eq!(
+            shard(&ledger, 0).phase,
+            ShardPhase::Running {
+                worker: frozen,
+                name: "frozen".into()
+            }
+        );
+        assert_eq!(ledger.expire_leases(start + Duration::from_secs(6)), 1);
+        let expired = shard(&ledger, 0);
+        assert_eq!(expired.phase, ShardPhase::Pending);
+        assert_eq!(
+            (expired.attempts_started, expired.attempts_discarded),
+            (1, 1)
+        );
+        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 1);
+
+        let alive = ledger.add_worker("alive".into(), 1);
+        let retry = ledger.assign(start)[0];
+        assert_eq!((retry.worker, retry.origin), (alive, 0));
+        ledger
+            .complete(alive, retry.attempt, &result(3, 0), start)
+            .unwrap();
+        // The frozen worker wakes up and reports its lost attempt.
+        assert!(
+            ledger
+                .complete(frozen, lost.attempt, &result(3, 0), start)
+                .is_err()
+        );
+        let done = shard(&ledger, 0);
+        assert_eq!(done.phase, ShardPhase::Done);
+        assert_eq!(done.times_counted, 1);
+        assert_eq!((done.attempts_started, done.attempts_discarded), (2, 1));
+        assert_eq!(ledger.version(1).unwrap().figures().orthos, 3);
+    }
+
+    #[test]
+    fn every_way_of_losing_an_attempt_is_counted_as_discarded() {
+        let mut ledger = ledger_with("a b c");
+        let now = Instant::now();
+        let first = ledger.add_worker("first".into(), 1);
+        let held = ledger.assign(now);
+        ledger.hand_back(first, held[0].attempt).unwrap();
+        ledger.remove_worker(first);
+        let version = ledger.version(1).unwrap();
+        assert_eq!(version.attempts_discarded(), 2);
+        assert_eq!(version.shards_running(), 0);
+        let shards = ledger.shards(1).unwrap();
+        for a in &held {
+            let lost = &shards[a.origin as usize];
+            assert_eq!(lost.phase, ShardPhase::Pending);
+            assert_eq!((lost.attempts_started, lost.attempts_discarded), (1, 1));
+            assert_eq!(lost.times_counted, 0);
+            assert_eq!(lost.contributed, None);
+        }
+        // Refusing a stale hand-back discards nothing more.
+        assert!(ledger.hand_back(first, held[1].attempt).is_err());
+        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 2);
+    }
+
+    #[test]
+    fn shards_restored_after_a_restart_are_counted_once_with_no_attempts() {
+        let mut ledger = Ledger::new(Duration::from_secs(5));
+        let interner = Arc::new(Interner::from_texts(["a b"]));
+        // A duplicate record, or one outside the vocabulary, counts nothing.
+        ledger.add_version(
+            "t".into(),
+            interner,
+            [(1, result(7, 1)), (1, result(7, 1)), (9, result(5, 0))],
+        );
+        let restored = shard(&ledger, 1);
+        assert_eq!(restored.phase, ShardPhase::Done);
+        assert_eq!(restored.times_counted, 1);
+        assert_eq!(restored.attempts_started, 0);
+        assert_eq!(restored.contributed, Some((7, 1)));
+        assert_eq!(shard(&ledger, 0).phase, ShardPhase::Pending);
+        assert_eq!(ledger.version(1).unwrap().figures().orthos, 7);
+        assert!(ledger.shards(2).is_none());
     }
 }

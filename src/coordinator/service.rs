@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::coordinator::ledger::{Ledger, ShardResult, WorkerId};
+use crate::coordinator::ledger::{Ledger, ShardPhase, ShardResult, ShardSummary, WorkerId};
 use crate::coordinator::persist::{self, CoordinatorStore};
 use crate::error::Error;
-use crate::interner::Interner;
+use crate::interner::{Interner, Token};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
 use crate::store::content_hash;
@@ -181,7 +181,9 @@ impl Shared {
         self.dispatch();
     }
 
-    fn status(&self, version: u32) -> Result<v1::StatusReply, Status> {
+    /// The status of `version` (0: every version), with every shard listed
+    /// when `shards` is set.
+    fn status(&self, version: u32, shards: bool) -> Result<v1::StatusReply, Status> {
         let mut ledger = self.ledger();
         if version != 0 && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
@@ -204,6 +206,16 @@ impl Shared {
                     shards_running: v.shards_running(),
                     source: v.source.clone(),
                     attempts_discarded: v.attempts_discarded(),
+                    shards: if shards {
+                        ledger
+                            .shards(v.version)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|shard| shard_status(shard, &v.interner))
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 }
             })
             .collect();
@@ -214,6 +226,30 @@ impl Shared {
             orthos_per_second: ledger.orthos_per_second(Instant::now()),
             worker_wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
         })
+    }
+}
+
+/// One shard on the wire.
+fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
+    let (state, worker, worker_name) = match shard.phase {
+        ShardPhase::Pending => ("pending", None, None),
+        ShardPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
+        ShardPhase::Done => ("done", None, None),
+    };
+    v1::ShardStatus {
+        origin: shard.origin,
+        word: interner
+            .word(Token(shard.origin))
+            .unwrap_or_default()
+            .to_owned(),
+        state: state.into(),
+        attempts_started: shard.attempts_started,
+        attempts_discarded: shard.attempts_discarded,
+        times_counted: shard.times_counted,
+        orthos: shard.contributed.map(|(orthos, _)| orthos),
+        frontier: shard.contributed.map(|(_, frontier)| frontier),
+        worker,
+        worker_name,
     }
 }
 
@@ -320,8 +356,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusReply>, Status> {
+        let request = request.into_inner();
         self.shared
-            .status(request.into_inner().version)
+            .status(request.version, request.shards)
             .map(Response::new)
     }
 
@@ -331,8 +368,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let version = request.into_inner().version;
-        let first = self.shared.status(version)?;
+        let v1::StatusRequest { version, shards } = request.into_inner();
+        let first = self.shared.status(version, shards)?;
         let (sender, receiver) = mpsc::channel(4);
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -350,7 +387,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                     _ = done => {}
                 }
-                reply = shared.status(version);
+                reply = shared.status(version, shards);
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))

@@ -5,7 +5,6 @@
 //! every short one runs under a timeout.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::{OnceLock, mpsc};
@@ -191,14 +190,6 @@ pub fn json_lines(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// A port that was free a moment ago (bound to 127.0.0.1:0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("can bind 127.0.0.1:0")
-        .port()
-}
-
 /// A `fold-coordinator serve` process on 127.0.0.1, token [`TOKEN`].
 pub struct Coordinator {
     /// The process.
@@ -207,6 +198,8 @@ pub struct Coordinator {
     pub port: u16,
     /// Its state directory.
     pub state_dir: PathBuf,
+    /// The extra `serve` flags it was started with.
+    flags: Vec<String>,
 }
 
 impl Coordinator {
@@ -257,7 +250,17 @@ impl Coordinator {
             process,
             port,
             state_dir: state_dir.to_owned(),
+            flags: flags.iter().map(|flag| flag.to_string()).collect(),
         }
+    }
+
+    /// Kills the coordinator (SIGKILL, if it still runs) and starts it again
+    /// on the same port and state dir with the same flags. Nobody tells its
+    /// workers: they must reconnect by themselves.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        *self = Self::start_on(self.port, &self.state_dir, &flags);
     }
 
     /// `host:port`, as grpcurl takes it.
@@ -320,17 +323,64 @@ impl Coordinator {
         json_lines(&succeeded(&self.client(&["status", "--json"]), "status"))
     }
 
+    /// `status --shards --json`: one object per version, each listing its
+    /// shards under `shards`.
+    pub fn shard_status(&self) -> Vec<Value> {
+        let output = self.client(&["status", "--shards", "--json"]);
+        json_lines(&succeeded(&output, "status --shards"))
+    }
+
     /// Polls `status --json` until `ready` holds for the status lines, or
     /// fails the test after `timeout`.
     pub fn wait_for_status(
         &self,
         what: &str,
         timeout: Duration,
+        ready: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        self.poll(Self::status, what, timeout, ready)
+    }
+
+    /// Like [`Coordinator::wait_for_status`], with every shard listed.
+    pub fn wait_for_shard_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        ready: impl FnMut(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        self.poll(Self::shard_status, what, timeout, ready)
+    }
+
+    /// The shards `worker` holds, as (version, origin), once two status
+    /// reads in a row agree on them. The worker must be stopped (SIGSTOP):
+    /// then only its reports already on their way can still change the set.
+    pub fn shards_held_by(&self, worker: &Process, timeout: Duration) -> Vec<(u64, u64)> {
+        let mut previous = None;
+        let status = self.wait_for_shard_status(
+            &format!("the shards held by worker {} settle", worker.pid()),
+            timeout,
+            |lines| {
+                let held = held_by(lines, worker);
+                let settled = !held.is_empty() && previous.as_ref() == Some(&held);
+                previous = Some(held);
+                settled
+            },
+        );
+        held_by(&status, worker)
+    }
+
+    /// Calls `read` until `ready` holds for what it returns, or fails the
+    /// test after `timeout`.
+    fn poll(
+        &self,
+        read: impl Fn(&Self) -> Vec<Value>,
+        what: &str,
+        timeout: Duration,
         mut ready: impl FnMut(&[Value]) -> bool,
     ) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.status();
+            let status = read(self);
             if ready(&status) {
                 return status;
             }
@@ -377,6 +427,27 @@ impl Coordinator {
     }
 }
 
+/// The shards of `status --shards --json` lines held by `worker` (its
+/// default name ends with its process id), as (version, origin).
+pub fn held_by(status: &[Value], worker: &Process) -> Vec<(u64, u64)> {
+    let suffix = format!("-{}", worker.pid());
+    let mut held = Vec::new();
+    for line in status {
+        for shard in line["shards"].as_array().into_iter().flatten() {
+            if shard["worker_name"]
+                .as_str()
+                .is_some_and(|name| name.ends_with(&suffix))
+            {
+                held.push((
+                    line["version"].as_u64().unwrap(),
+                    shard["origin"].as_u64().unwrap(),
+                ));
+            }
+        }
+    }
+    held
+}
+
 /// The status line of `version`, if listed.
 pub fn version_line(status: &[Value], version: u64) -> Option<&Value> {
     status.iter().find(|line| line["version"] == version)
@@ -389,6 +460,52 @@ pub fn assert_finished(line: &Value) {
     assert_eq!(line["shards_done"], line["shards_total"], "{line}");
     assert_eq!(line["shards_total"], line["vocabulary"], "{line}");
     assert_eq!(line["shards_running"], 0, "{line}");
+}
+
+/// Asserts, from the `status --shards --json` line of a finished version,
+/// that every shard (one per token id) is done and was counted exactly once,
+/// that their orthos, frontier and discarded attempts add up to the
+/// version's, and that every attempt but the counted one was discarded (a
+/// shard restored after a restart shows no attempt).
+pub fn assert_every_shard_counted_once(line: &Value) {
+    let shards = line["shards"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no shards listed: {line}"));
+    assert_eq!(
+        Some(shards.len() as u64),
+        line["shards_total"].as_u64(),
+        "{line}"
+    );
+    let (mut orthos, mut frontier, mut discarded) = (0, 0, 0);
+    for (origin, shard) in shards.iter().enumerate() {
+        assert_eq!(
+            shard["origin"], origin,
+            "shards are listed by origin: {shard}"
+        );
+        assert_eq!(shard["state"], "done", "{shard}");
+        assert_eq!(shard["times_counted"], 1, "{shard}");
+        assert!(shard["worker"].is_null(), "{shard}");
+        let started = shard["attempts_started"].as_u64().unwrap();
+        let lost = shard["attempts_discarded"].as_u64().unwrap();
+        assert!(
+            started == lost + 1 || (started, lost) == (0, 0),
+            "an attempt was neither counted nor discarded: {shard}"
+        );
+        orthos += shard["orthos"].as_u64().unwrap();
+        frontier += shard["frontier"].as_u64().unwrap();
+        discarded += lost;
+    }
+    assert_eq!(line["orthos"], orthos, "shard orthos do not add up: {line}");
+    assert_eq!(
+        line["frontier"], frontier,
+        "shard frontier does not add up: {line}"
+    );
+    assert_eq!(line["attempts_discarded"], discarded, "{line}");
+}
+
+/// The shard of `origin` in a `status --shards --json` line.
+pub fn shard(line: &Value, origin: u64) -> &Value {
+    &line["shards"][origin as usize]
 }
 
 /// A coordinator in a temp dir and its workers. Dropping it stops the
