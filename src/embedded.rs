@@ -6,6 +6,12 @@
 //! or it is a prefix of the list) reuses the stored figures for those texts and
 //! searches only the rest; a list that contradicts it is refused before
 //! anything is written.
+//!
+//! The search itself is kept in the state directory too (an
+//! [`Exploration`]), so each new version explores only what its text makes
+//! new, and a version's search checkpoints every `checkpoint_every` orthos:
+//! a run that was killed resumes from its last checkpoint when the same
+//! command is run again.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,8 +20,14 @@ use crate::error::{Error, Result};
 use crate::interner::Interner;
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
-use crate::search::{SearchConfig, search};
-use crate::store::{StateDir, VersionRecord, content_hash};
+use crate::search::{
+    Checkpoint, Checkpoints, Exploration, Manifest, Progress, Scope, SearchConfig, SearchStats,
+    Searcher,
+};
+use crate::store::{RunCheckpoint, StateDir, VersionRecord, content_hash};
+
+/// Default number of orthos expanded between two checkpoints (the seed's cadence).
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
 
 /// How `run` behaves.
 #[derive(Clone, Debug)]
@@ -28,6 +40,25 @@ pub struct RunOptions {
     pub json: bool,
     /// Draw a progress line on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Orthos expanded between two checkpoints of a version's search; 0
+    /// checkpoints only when a version is done.
+    pub checkpoint_every: u64,
+}
+
+/// The work one version's search did in this run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Work {
+    /// Orthos expanded for the first time.
+    pub processed: u64,
+    /// Stored orthos of earlier versions checked.
+    pub scanned: u64,
+    /// Stored orthos expanded again.
+    pub revisited: u64,
+    /// Checkpoints taken.
+    pub checkpoints: u64,
+    /// Orthos of this version already expanded before the checkpoint this
+    /// run resumed from (0 when it did not resume).
+    pub resumed_after: u64,
 }
 
 /// What a run did.
@@ -70,34 +101,134 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     }
 
     state.begin_writing()?;
-    // Queue files left by a run that was killed are of no further use.
-    let spill_dir = state.dir().join("tmp");
-    let _ = std::fs::remove_dir_all(&spill_dir);
+    let _ = std::fs::remove_dir_all(state.dir().join("tmp"));
     let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
-    let config = SearchConfig {
+    let mut exploration = open_exploration(&mut state, interner.version())?;
+    let mut resume = pending_checkpoint(&state, &inputs[recorded.len()], &exploration)?;
+    let searcher = Searcher::new(SearchConfig {
         threads: options.threads,
-        spill_dir: spill_dir.clone(),
         ..SearchConfig::default()
-    };
+    })?;
     for input in &inputs[recorded.len()..] {
         interner.ingest(&input.text);
         let label = format!("version {}", interner.version());
         let mut progress = ProgressLine::new(label, options.progress);
-        let outcome = search(&interner, &config, &mut progress)?;
+        let mut checkpoints = StateCheckpoints {
+            state: &mut state,
+            hash: &input.hash,
+            every: options.checkpoint_every,
+            next: options.checkpoint_every,
+        };
+        let resumed_after = resume.as_ref().map_or(0, |c| c.expanded);
+        let advanced = searcher.advance_durably(
+            &mut exploration,
+            &interner,
+            resume.take().as_ref(),
+            &mut progress,
+            &mut checkpoints,
+        )?;
         progress.finish();
-        tracing::info!(version = interner.version(), stats = ?outcome.stats, "search finished");
-        let report = VersionReport::new(&interner, &outcome.figures);
+        tracing::info!(version = interner.version(), stats = ?advanced.stats, "search finished");
+        let report = VersionReport::new(&interner, &advanced.figures);
         let record = VersionRecord {
             hash: input.hash.clone(),
             source: input.path.display().to_string(),
             report,
         };
-        state.append(&input.text, &record)?;
-        print_report(out, &record.report, options.json)?;
+        state.append(&input.text, &record, Some(exploration.manifest()))?;
+        let work = Work::of(&advanced.stats, resumed_after);
+        print_searched(out, &record.report, &work, options.json)?;
         summary.searched += 1;
     }
-    let _ = std::fs::remove_dir(&spill_dir);
     Ok(summary)
+}
+
+/// Opens the state's exploration if it is complete for `version`, the last
+/// recorded one; otherwise an empty one (the next version is then searched
+/// from scratch, or resumed from a checkpoint of such a search).
+fn open_exploration(state: &mut StateDir, version: u32) -> Result<Exploration> {
+    let dir = state.log_dir();
+    if let Some(manifest) = state.manifest()?.filter(|m| m.version == version) {
+        match Exploration::open(&dir, Scope::All, manifest) {
+            Ok(exploration) => return Ok(exploration),
+            Err(error) => {
+                tracing::warn!(%error, "the stored search log is unusable; searching afresh");
+            }
+        }
+    }
+    // Forget a manifest the log will no longer match before touching the log.
+    state.forget_manifest()?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Exploration::open(&dir, Scope::All, Manifest::default())
+}
+
+/// The checkpoint to resume the next version from, if the state holds one
+/// for this very text on top of this exploration.
+fn pending_checkpoint(
+    state: &StateDir,
+    next: &InputText,
+    exploration: &Exploration,
+) -> Result<Option<Checkpoint>> {
+    let Some(RunCheckpoint { hash, checkpoint }) = state.checkpoint()? else {
+        return Ok(None);
+    };
+    let fits = hash == next.hash
+        && checkpoint.base == *exploration.manifest()
+        && checkpoint.version == exploration.manifest().version + 1;
+    if !fits {
+        tracing::info!("dropping a checkpoint of another text");
+        return Ok(None);
+    }
+    tracing::info!(
+        version = checkpoint.version,
+        expanded = checkpoint.expanded,
+        "resuming from a checkpoint"
+    );
+    Ok(Some(checkpoint))
+}
+
+/// Saves a checkpoint into the state every `every` orthos expanded.
+struct StateCheckpoints<'a> {
+    state: &'a mut StateDir,
+    hash: &'a str,
+    every: u64,
+    next: u64,
+}
+
+impl Checkpoints for StateCheckpoints<'_> {
+    fn due(&mut self, progress: &Progress) -> bool {
+        if self.every == 0 || progress.processed < self.next {
+            return false;
+        }
+        self.next = (progress.processed / self.every + 1) * self.every;
+        true
+    }
+
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.state.save_checkpoint(&RunCheckpoint {
+            hash: self.hash.to_owned(),
+            checkpoint: checkpoint.clone(),
+        })?;
+        tracing::info!(
+            version = checkpoint.version,
+            expanded = checkpoint.expanded,
+            "checkpoint saved"
+        );
+        Ok(())
+    }
+}
+
+impl Work {
+    fn of(stats: &SearchStats, resumed_after: u64) -> Self {
+        Self {
+            processed: stats.processed,
+            scanned: stats.scanned,
+            revisited: stats.revisited,
+            checkpoints: stats.checkpoints,
+            resumed_after,
+        }
+    }
 }
 
 /// Reads a text file for a run.
@@ -153,6 +284,44 @@ fn print_report(out: &mut dyn Write, report: &VersionReport, json: bool) -> Resu
     } else {
         report.to_text()
     };
+    write_out(out, &text)
+}
+
+/// Prints a searched version: its figures and, after them, the work it took
+/// (in JSON, a `work` object beside the figures).
+fn print_searched(
+    out: &mut dyn Write,
+    report: &VersionReport,
+    work: &Work,
+    json: bool,
+) -> Result<()> {
+    #[derive(serde::Serialize)]
+    struct Searched<'a> {
+        #[serde(flatten)]
+        report: &'a VersionReport,
+        work: &'a Work,
+    }
+    let text = if json {
+        serde_json::to_string(&Searched { report, work }).expect("a report always serialises")
+            + "\n"
+    } else {
+        let resumed = if work.resumed_after > 0 {
+            format!(", resumed after {} from a checkpoint", work.resumed_after)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}work: {} orthos expanded, {} stored orthos checked, {} revisited{resumed}\n",
+            report.to_text(),
+            work.processed,
+            work.scanned,
+            work.revisited
+        )
+    };
+    write_out(out, &text)
+}
+
+fn write_out(out: &mut dyn Write, text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("cannot write output", e))

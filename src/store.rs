@@ -1,6 +1,11 @@
 //! The state directory: the texts ingested so far (by content hash) and the
 //! figures of each version, in one redb file.
 //!
+//! Beside the database, `log/` holds the exploration log of the search (see
+//! [`crate::search::Exploration`]); the database records how far that log is
+//! valid (the search manifest) and, while a version is being searched, its
+//! last checkpoint.
+//!
 //! A state directory is refused unless fold wrote it (or it is new or empty),
 //! and every version is appended in a single durable transaction, so a crash
 //! or a refused run never leaves it half-written.
@@ -11,6 +16,7 @@ use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDef
 
 use crate::error::{Error, Result};
 use crate::report::VersionReport;
+use crate::search::{Checkpoint, Manifest};
 
 /// Name of the database file inside a state directory.
 pub const STATE_FILE: &str = "fold-state.redb";
@@ -22,6 +28,21 @@ const FORMAT: &str = "fold-state/1";
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const VERSIONS: TableDefinition<u32, &str> = TableDefinition::new("versions");
+/// The search manifest (key `manifest`) and the checkpoint of the version
+/// being searched (key `checkpoint`), as JSON.
+const SEARCH: TableDefinition<&str, &str> = TableDefinition::new("search");
+
+/// Name of the exploration log directory inside a state directory.
+pub const LOG_DIR: &str = "log";
+
+/// A checkpoint of the version being searched, and which text it is.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunCheckpoint {
+    /// Content hash of the text being searched.
+    pub hash: String,
+    /// Where its search stood.
+    pub checkpoint: Checkpoint,
+}
 
 /// One recorded version: which text it was and what its search found.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -187,11 +208,89 @@ impl StateDir {
         Ok(texts)
     }
 
-    /// Durably records the next version: its text and its figures together.
-    pub fn append(&mut self, text: &str, record: &VersionRecord) -> Result<()> {
+    /// The exploration log's directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join(LOG_DIR)
+    }
+
+    /// How far the exploration log is valid, if it was ever written.
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        self.search_entry("manifest")
+    }
+
+    /// The checkpoint of an unfinished version, if any.
+    pub fn checkpoint(&self) -> Result<Option<RunCheckpoint>> {
+        self.search_entry("checkpoint")
+    }
+
+    fn search_entry<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(handle) = &self.handle else {
+            return Ok(None);
+        };
+        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
+        let table = match txn.open_table(SEARCH) {
+            Ok(table) => table,
+            // State written before the search log existed.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.fail(e)),
+        };
+        let Some(json) = table.get(key).map_err(|e| self.fail(e))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(json.value())
+            .map(Some)
+            .map_err(|e| self.corrupt(format!("search {key}: {e}")))
+    }
+
+    /// Durably records a checkpoint of the version being searched.
+    pub fn save_checkpoint(&mut self, checkpoint: &RunCheckpoint) -> Result<()> {
+        let json = serde_json::to_string(checkpoint).expect("a checkpoint always serialises");
+        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
+            search
+                .insert("checkpoint", json.as_str())
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Forgets the search manifest, before the log it described is
+    /// overwritten: the next version is then searched from scratch.
+    pub fn forget_manifest(&mut self) -> Result<()> {
+        if self.manifest()?.is_none() {
+            return Ok(());
+        }
+        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
+            search.remove("manifest").map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Durably records the next version: its text, its figures and, when
+    /// given, the search manifest that includes it, all together; any
+    /// checkpoint is dropped.
+    pub fn append(
+        &mut self,
+        text: &str,
+        record: &VersionRecord,
+        manifest: Option<&Manifest>,
+    ) -> Result<()> {
         let version = record.report.version;
         let json = serde_json::to_string(record).expect("a record always serialises");
+        let manifest = manifest.map(|m| serde_json::to_string(m).expect("manifests serialise"));
         let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
+            search.remove("checkpoint").map_err(|e| self.fail(e))?;
+            match &manifest {
+                Some(manifest) => search.insert("manifest", manifest.as_str()),
+                None => search.remove("manifest"),
+            }
+            .map_err(|e| self.fail(e))?;
+        }
         {
             let mut texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
             texts
@@ -246,6 +345,7 @@ fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
     }
     txn.open_table(TEXTS)?;
     txn.open_table(VERSIONS)?;
+    txn.open_table(SEARCH)?;
     txn.commit()?;
     Ok(())
 }
@@ -279,8 +379,8 @@ mod tests {
         let path = dir.path().join("state");
         {
             let mut state = StateDir::open(&path).unwrap();
-            state.append("a b", &record(1, "a b")).unwrap();
-            state.append("c d", &record(2, "c d")).unwrap();
+            state.append("a b", &record(1, "a b"), None).unwrap();
+            state.append("c d", &record(2, "c d"), None).unwrap();
         }
         let state = StateDir::open(&path).unwrap();
         assert_eq!(
@@ -295,7 +395,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         StateDir::open(dir.path())
             .unwrap()
-            .append("a b", &record(1, "a b"))
+            .append("a b", &record(1, "a b"), None)
             .unwrap();
         let file = dir.path().join(STATE_FILE);
         let before = std::fs::read(&file).unwrap();
@@ -313,7 +413,7 @@ mod tests {
         let mut state = StateDir::open(&path).unwrap();
         assert!(state.versions().unwrap().is_empty());
         assert!(!path.exists());
-        state.append("a", &record(1, "a")).unwrap();
+        state.append("a", &record(1, "a"), None).unwrap();
         assert!(path.join(STATE_FILE).exists());
     }
 

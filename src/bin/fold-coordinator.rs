@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use fold::client::{self, Connection, DEFAULT_COORDINATOR, StatusOptions, SubmitOptions};
 use fold::coordinator::{self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, ServeOptions};
-use fold::embedded::{RunOptions, run};
+use fold::embedded::{DEFAULT_CHECKPOINT_EVERY, RunOptions, run};
 
 // The search allocates and frees millions of small values; mimalloc keeps
 // that cheap.
@@ -51,6 +51,11 @@ enum Command {
         /// No progress line on stderr.
         #[arg(long)]
         quiet: bool,
+        /// Orthos expanded between two checkpoints of a version's search (0:
+        /// only when a version is done). A killed run resumes from the last
+        /// one when the same command is run again.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
+        checkpoint_every: u64,
     },
     /// Run the gRPC coordinator that workers take shards from.
     ///
@@ -153,12 +158,14 @@ fn main() -> ExitCode {
             threads,
             json,
             quiet,
+            checkpoint_every,
         } => {
             let options = RunOptions {
                 state_dir,
                 threads,
                 json,
                 progress: !quiet,
+                checkpoint_every,
             };
             run(&files, &options, &mut std::io::stdout().lock()).map(|_| ())
         }

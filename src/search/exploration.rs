@@ -199,8 +199,9 @@ impl Exploration {
     }
 
     /// Reopens the exploration in `dir` as `manifest` describes it: every
-    /// stored ortho's id goes back into memory. Files written after the
-    /// manifest (by a version that did not finish) are cut off.
+    /// stored ortho's id goes back into memory. Files of later segments are
+    /// removed, except those of the next one, which a checkpoint may resume
+    /// (and which a new version truncates).
     pub fn open(dir: &Path, scope: Scope, manifest: Manifest) -> Result<Self> {
         let mut exploration = Self {
             dir: dir.to_owned(),
@@ -214,10 +215,7 @@ impl Exploration {
         for (segment, extent) in manifest.segments.iter().enumerate() {
             exploration.load_segment(segment as u32, extent)?;
         }
-        let next = manifest.segments.len() as u32;
-        for path in segment_paths(dir, next) {
-            let _ = std::fs::remove_file(path);
-        }
+        remove_segments_after(dir, manifest.segments.len() as u32)?;
         exploration.manifest = manifest;
         Ok(exploration)
     }
@@ -474,6 +472,25 @@ impl Drop for Exploration {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Removes the files of segments after `next` in `dir`.
+fn remove_segments_after(dir: &Path, next: u32) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let segment = name
+            .to_str()
+            .and_then(|name| name.rsplit_once('-'))
+            .and_then(|(_, number)| number.parse::<u32>().ok());
+        if segment.is_some_and(|segment| segment > next) {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Records that ortho `at` now expands as `expansion`; only segments before

@@ -1,0 +1,173 @@
+//! Crashes of the embedded run: `fold-coordinator run` is SIGKILLed at
+//! several points (after a second, mid-version after some checkpoints,
+//! between versions), then the same command is run again. It must resume
+//! rather than start over, print exactly the golden figures, and do
+//! strictly less work than a fresh run, as its reported counters show.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{GoldenCase, Process, assert_figures, json_lines, run_coordinator, succeeded};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `run --json` in the background, its stdout and log in `dir`.
+struct BackgroundRun {
+    process: Process,
+    stdout: PathBuf,
+}
+
+impl BackgroundRun {
+    fn start(files: &[PathBuf], state_dir: &Path, dir: &Path) -> Self {
+        let stdout = dir.join("run.out");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        command
+            .arg("run")
+            .args(files)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["--json", "--quiet", "--threads", "2"])
+            .env("FOLD_LOG", "fold=info")
+            .stdout(Stdio::from(
+                std::fs::File::create(&stdout).expect("stdout file"),
+            ));
+        let process = Process::spawn("fold-coordinator run", command, &dir.join("run.log"));
+        Self { process, stdout }
+    }
+
+    /// Waits until `ready` holds for (stdout, log), then SIGKILLs the run.
+    /// Fails if the run ended first.
+    fn kill_when(&mut self, mut ready: impl FnMut(&str, &str) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
+            if ready(&out, &self.process.log()) {
+                break;
+            }
+            assert!(
+                self.process.is_running(),
+                "the run ended before the kill point; log:\n{}",
+                self.process.log()
+            );
+            assert!(Instant::now() < deadline, "kill point never reached");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.process.kill();
+    }
+
+    /// Checkpoints the run logged so far.
+    fn checkpoints(log: &str) -> usize {
+        log.matches("checkpoint saved").count()
+    }
+}
+
+/// Runs the same command to completion and returns its JSON lines.
+fn rerun(files: &[PathBuf], state_dir: &Path) -> Vec<Value> {
+    let output = run_coordinator(files, state_dir, &["--json", "--quiet", "--threads", "2"]);
+    json_lines(&succeeded(&output, "the run after the crash"))
+}
+
+fn assert_golden(case: &GoldenCase, lines: &[Value]) {
+    assert_eq!(lines.len(), case.after_each_text.len(), "{lines:?}");
+    for (step, (line, expected)) in lines.iter().zip(&case.after_each_text).enumerate() {
+        assert_figures(&case.name, step, line, expected);
+    }
+}
+
+fn work(line: &Value, field: &str) -> u64 {
+    line["work"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no work.{field} in {line}"))
+}
+
+/// A version's orthos are each expanded exactly once: before the checkpoint
+/// the run resumed from, or after it.
+fn assert_resumed_exactly(line: &Value) {
+    let resumed_after = work(line, "resumed_after");
+    assert!(resumed_after > 0, "the run started over: {line}");
+    let orthos = line["orthos"].as_u64().unwrap();
+    assert_eq!(work(line, "processed") + resumed_after, orthos, "{line}");
+}
+
+#[test]
+fn run_killed_mid_version_resumes_from_its_last_checkpoint() {
+    let case = common::case("ts_0_20k");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut run = BackgroundRun::start(&case.texts, &state, dir.path());
+    run.kill_when(|_, log| BackgroundRun::checkpoints(log) >= 3);
+
+    let lines = rerun(&case.texts, &state);
+    assert_golden(&case, &lines);
+    assert_resumed_exactly(&lines[0]);
+    assert!(work(&lines[0], "resumed_after") >= 300_000, "{}", lines[0]);
+
+    // Once done, the state answers without searching again.
+    let again = rerun(&case.texts, &state);
+    assert_golden(&case, &again);
+    assert!(again[0].get("work").is_none(), "{}", again[0]);
+}
+
+#[test]
+fn run_killed_between_versions_goes_on_with_the_next_one() {
+    let case = common::case("ts_incremental");
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = rerun(&case.texts, fresh_dir.path());
+    assert_golden(&case, &fresh);
+    let fresh_work: u64 = fresh.iter().map(|line| work(line, "processed")).sum();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut run = BackgroundRun::start(&case.texts, &state, dir.path());
+    run.kill_when(|out, _| out.lines().count() >= 1);
+
+    let lines = rerun(&case.texts, &state);
+    assert_golden(&case, &lines);
+    // Version 1 was recorded before the kill, so it is not searched again.
+    assert!(lines[0].get("work").is_none(), "{}", lines[0]);
+    let resumed_work: u64 = lines
+        .iter()
+        .filter(|line| line.get("work").is_some())
+        .map(|line| work(line, "processed"))
+        .sum();
+    assert!(resumed_work < fresh_work, "{resumed_work} >= {fresh_work}");
+}
+
+#[test]
+fn run_killed_after_one_second_resumes_the_large_case() {
+    let case = common::all_cases()
+        .into_iter()
+        .find(|case| case.name == "ts_0_25k")
+        .expect("the large golden case");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let started = Instant::now();
+    let mut run = BackgroundRun::start(&case.texts, &state, dir.path());
+    run.kill_when(|_, _| started.elapsed() >= Duration::from_secs(1));
+
+    let lines = rerun(&case.texts, &state);
+    assert_golden(&case, &lines);
+    assert_resumed_exactly(&lines[0]);
+}
+
+#[test]
+fn checkpoint_of_another_text_is_not_resumed() {
+    let killed = common::case("ts_0_20k");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut run = BackgroundRun::start(&killed.texts, &state, dir.path());
+    run.kill_when(|_, log| BackgroundRun::checkpoints(log) >= 2);
+
+    let other = common::case("ts_0_10k");
+    let lines = rerun(&other.texts, &state);
+    assert_golden(&other, &lines);
+    assert_eq!(work(&lines[0], "resumed_after"), 0, "{}", lines[0]);
+    assert_eq!(
+        work(&lines[0], "processed"),
+        lines[0]["orthos"].as_u64().unwrap()
+    );
+}
