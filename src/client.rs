@@ -281,6 +281,7 @@ fn shard_json(shard: &v1::ShardStatus) -> serde_json::Value {
         "frontier": shard.frontier,
         "worker": shard.worker,
         "worker_name": shard.worker_name,
+        "base_version": shard.base_version,
     })
 }
 
@@ -297,6 +298,9 @@ fn shard_line(shard: &v1::ShardStatus) -> String {
     );
     if let (Some(orthos), Some(frontier)) = (shard.orthos, shard.frontier) {
         line += &format!(", orthos {orthos}, frontier {frontier}");
+    }
+    if shard.base_version > 0 {
+        line += &format!(", brought up from version {}", shard.base_version);
     }
     line
 }

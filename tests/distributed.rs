@@ -72,7 +72,79 @@ fn every_golden_case_with(workers: usize) {
             assert_eq!(line["attempts_discarded"], 0, "no worker was lost: {line}");
         }
         assert_eq!(coordinator.workers_connected(), workers);
+        if workers == 1 {
+            // The one worker keeps every shard it searched, so each later
+            // version only brings the shards of earlier origins up to date.
+            let shards = coordinator.shard_status();
+            for (version, line) in shards.iter().enumerate().skip(1) {
+                let known = shards[version - 1]["vocabulary"].as_u64().unwrap();
+                assert_eq!(
+                    base_versions(line, |origin| origin < known),
+                    vec![version as u64; known as usize],
+                    "case {}: version {} searched a kept shard from scratch",
+                    case.name,
+                    version + 1
+                );
+            }
+        }
     }
+}
+
+/// The `base_version` of each done shard of a status line whose origin
+/// passes `which`.
+fn base_versions(line: &Value, which: impl Fn(u64) -> bool) -> Vec<u64> {
+    line["shards"]
+        .as_array()
+        .expect("shards are listed")
+        .iter()
+        .filter(|shard| which(shard["origin"].as_u64().unwrap()))
+        .map(|shard| {
+            assert_eq!(shard["state"], "done", "{shard}");
+            shard["base_version"].as_u64().unwrap()
+        })
+        .collect()
+}
+
+/// A worker killed and started again on the same data dir brings the shards
+/// it kept up to the next version; once the texts differ from those its
+/// shards were searched on (a new coordinator), it discards them.
+#[test]
+fn restarted_worker_reuses_its_kept_shards_only_for_the_same_texts() {
+    let case = common::case("ts_incremental");
+    let mut cluster = Cluster::start(1, 2, &[]);
+    let first = cluster.coordinator.submit_and_wait(&case.texts[..1]);
+    assert_figures(&case.name, 0, &first[0], &case.after_each_text[0]);
+
+    cluster.workers[0].kill();
+    let data_dir = cluster.dir.path().join("worker0");
+    cluster.workers[0] = cluster.coordinator.start_worker(&data_dir, 2);
+    let second = cluster.coordinator.submit_and_wait(&case.texts[1..]);
+    assert_figures(&case.name, 1, &second[0], &case.after_each_text[1]);
+    let shards = cluster.coordinator.shard_status();
+    let known = shards[0]["vocabulary"].as_u64().unwrap();
+    assert_eq!(
+        base_versions(&shards[1], |origin| origin < known),
+        vec![1; known as usize],
+        "the restarted worker searched kept shards from scratch"
+    );
+
+    // Another coordinator, other texts: the kept shards must not be trusted.
+    cluster.workers[0].kill();
+    let other = common::case("grid3_incremental");
+    let fresh = Coordinator::start(&cluster.dir.path().join("other"), &[]);
+    let _worker = fresh.start_worker(&data_dir, 2);
+    let reports = fresh.submit_and_wait(&other.texts);
+    for (step, (report, expected)) in reports.iter().zip(&other.after_each_text).enumerate() {
+        assert_figures(&other.name, step, report, expected);
+    }
+    let shards = fresh.shard_status();
+    assert!(
+        base_versions(&shards[0], |_| true)
+            .iter()
+            .all(|&base| base == 0),
+        "shards of other texts were reused: {}",
+        shards[0]
+    );
 }
 
 /// Submits ts_0_20k (without waiting) to a cluster of two one-thread workers

@@ -78,6 +78,8 @@ struct Shard {
     counted: u32,
     /// What the counted result added: (orthos, frontier).
     contributed: Option<(u64, u64)>,
+    /// The version the counted result was searched up from (0: from scratch).
+    base_version: u32,
 }
 
 impl Shard {
@@ -87,6 +89,7 @@ impl Shard {
         attempts_discarded: 0,
         counted: 0,
         contributed: None,
+        base_version: 0,
     };
 
     /// Marks the shard done and records that `result` was added to the
@@ -130,6 +133,8 @@ pub struct ShardSummary {
     pub times_counted: u32,
     /// Orthos and frontier it added to the version's figures, once done.
     pub contributed: Option<(u64, u64)>,
+    /// The version its result was searched up from (0: from scratch).
+    pub base_version: u32,
 }
 
 /// One version's shards and the figures of those finished.
@@ -193,6 +198,8 @@ struct WorkerEntry {
     stalled: bool,
     shards_done: u64,
     connected: Instant,
+    /// Origins whose orthos the worker keeps, and the version they are at.
+    stored: HashMap<u32, u32>,
 }
 
 struct AttemptEntry {
@@ -314,8 +321,14 @@ impl Ledger {
         self.versions.get((version as usize).checked_sub(1)?)
     }
 
-    /// Registers a worker session.
-    pub fn add_worker(&mut self, name: String, threads: u32) -> WorkerId {
+    /// Registers a worker session; `stored` lists the shards (origin,
+    /// version) whose orthos it keeps from earlier sessions.
+    pub fn add_worker(
+        &mut self,
+        name: String,
+        threads: u32,
+        stored: impl IntoIterator<Item = (u32, u32)>,
+    ) -> WorkerId {
         let id = self.next_worker;
         self.next_worker += 1;
         self.workers.insert(
@@ -327,9 +340,35 @@ impl Ledger {
                 stalled: false,
                 shards_done: 0,
                 connected: Instant::now(),
+                stored: stored.into_iter().collect(),
             },
         );
         id
+    }
+
+    /// Records how a finished shard was searched: from the orthos of
+    /// `base_version` (0: from scratch), and whether `worker` kept them.
+    pub fn record_search(
+        &mut self,
+        worker: WorkerId,
+        finished: &Finished,
+        base_version: u32,
+        stored: bool,
+    ) {
+        if let Some(shard) = self
+            .versions
+            .get_mut(finished.version as usize - 1)
+            .and_then(|version| version.shards.get_mut(finished.origin as usize))
+        {
+            shard.base_version = base_version;
+        }
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            if stored {
+                entry.stored.insert(finished.origin, finished.version);
+            } else {
+                entry.stored.remove(&finished.origin);
+            }
+        }
     }
 
     /// Ends a worker session; the shards it held go back to pending.
@@ -341,7 +380,9 @@ impl Ledger {
         }
     }
 
-    /// Hands out shards to every worker with room, oldest version first.
+    /// Hands out shards to every worker with room, oldest version first. A
+    /// worker is offered first the shards whose orthos it keeps from an
+    /// earlier version, which it can bring up to date incrementally.
     pub fn assign(&mut self, now: Instant) -> Vec<Assignment> {
         let mut assignments = Vec::new();
         let mut workers: Vec<WorkerId> = self.workers.keys().copied().collect();
@@ -357,7 +398,15 @@ impl Ledger {
                 let Some(version) = self.versions.iter_mut().find(|v| !v.pending.is_empty()) else {
                     return assignments;
                 };
-                let origin = version.pending.pop().expect("version has pending shards");
+                let stored = &entry.stored;
+                let kept = version
+                    .pending
+                    .iter()
+                    .rposition(|origin| stored.get(origin).is_some_and(|&at| at < version.version));
+                let origin = match kept {
+                    Some(index) => version.pending.remove(index),
+                    None => version.pending.pop().expect("version has pending shards"),
+                };
                 let attempt = self.next_attempt;
                 self.next_attempt += 1;
                 let shard = &mut version.shards[origin as usize];
@@ -535,6 +584,7 @@ impl Ledger {
                     attempts_discarded: shard.attempts_discarded,
                     times_counted: shard.counted,
                     contributed: shard.contributed,
+                    base_version: shard.base_version,
                 })
                 .collect(),
         )
@@ -615,7 +665,7 @@ mod tests {
     fn every_shard_is_assigned_once_and_counted_once() {
         let mut ledger = ledger_with("a b c");
         let now = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1);
+        let worker = ledger.add_worker("w".into(), 1, []);
         let mut origins = Vec::new();
         loop {
             let assignments = ledger.assign(now);
@@ -648,7 +698,7 @@ mod tests {
     fn a_lost_worker_frees_its_shards_and_its_late_reports_are_refused() {
         let mut ledger = ledger_with("a b c");
         let now = Instant::now();
-        let lost = ledger.add_worker("lost".into(), 1);
+        let lost = ledger.add_worker("lost".into(), 1, []);
         let held = ledger.assign(now);
         assert_eq!(held.len(), SHARDS_PER_WORKER);
         ledger.remove_worker(lost);
@@ -657,7 +707,7 @@ mod tests {
                 .complete(lost, held[0].attempt, &result(5, 0), now)
                 .is_err()
         );
-        let other = ledger.add_worker("other".into(), 1);
+        let other = ledger.add_worker("other".into(), 1, []);
         let again = ledger.assign(now);
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|a| a.worker == other));
@@ -669,7 +719,7 @@ mod tests {
     fn expired_leases_return_shards_unless_renewed() {
         let mut ledger = ledger_with("a b");
         let start = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1);
+        let worker = ledger.add_worker("w".into(), 1, []);
         let held = ledger.assign(start);
         let later = start + Duration::from_secs(4);
         ledger.progress(worker, held[0].attempt, 10, later).unwrap();
@@ -690,12 +740,12 @@ mod tests {
     fn a_worker_whose_lease_ran_out_gets_no_shards_until_heard_from() {
         let mut ledger = ledger_with("a b c d e");
         let start = Instant::now();
-        let frozen = ledger.add_worker("frozen".into(), 1);
+        let frozen = ledger.add_worker("frozen".into(), 1, []);
         let held = ledger.assign(start);
         assert!(held.iter().all(|a| a.worker == frozen));
         let later = start + Duration::from_secs(6);
         assert_eq!(ledger.expire_leases(later), held.len());
-        let alive = ledger.add_worker("alive".into(), 1);
+        let alive = ledger.add_worker("alive".into(), 1, []);
         let next = ledger.assign(later);
         assert!(!next.is_empty());
         assert!(
@@ -711,7 +761,7 @@ mod tests {
         let mut ledger = Ledger::new(Duration::from_secs(5));
         let interner = Arc::new(Interner::from_texts(["a b c"]));
         ledger.add_version("t".into(), interner, [(1, result(7, 1))]);
-        let worker = ledger.add_worker("w".into(), 1);
+        let worker = ledger.add_worker("w".into(), 1, []);
         let mut origins: Vec<u32> = Vec::new();
         for _ in 0..3 {
             for a in ledger.assign(Instant::now()) {
@@ -729,7 +779,7 @@ mod tests {
     #[test]
     fn the_version_optimum_is_the_best_shard_optimum() {
         let mut ledger = ledger_with("a b");
-        let worker = ledger.add_worker("w".into(), 1);
+        let worker = ledger.add_worker("w".into(), 1, []);
         for a in ledger.assign(Instant::now()) {
             ledger
                 .complete(worker, a.attempt, &result(1, a.origin), Instant::now())
@@ -754,7 +804,7 @@ mod tests {
     fn a_finished_shard_is_counted_once_and_a_repeated_report_changes_nothing() {
         let mut ledger = ledger_with("a b");
         let now = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1);
+        let worker = ledger.add_worker("w".into(), 1, []);
         let held = ledger.assign(now);
         let first = held[0];
         assert_eq!(shard(&ledger, first.origin).times_counted, 0);
@@ -781,7 +831,7 @@ mod tests {
     fn a_lost_attempt_is_discarded_and_its_late_result_is_not_counted() {
         let mut ledger = ledger_with("a");
         let start = Instant::now();
-        let frozen = ledger.add_worker("frozen".into(), 1);
+        let frozen = ledger.add_worker("frozen".into(), 1, []);
         let lost = ledger.assign(start)[0];
         assert_eq!(
             shard(&ledger, 0).phase,
@@ -799,7 +849,7 @@ mod tests {
         );
         assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 1);
 
-        let alive = ledger.add_worker("alive".into(), 1);
+        let alive = ledger.add_worker("alive".into(), 1, []);
         let retry = ledger.assign(start)[0];
         assert_eq!((retry.worker, retry.origin), (alive, 0));
         ledger
@@ -822,7 +872,7 @@ mod tests {
     fn every_way_of_losing_an_attempt_is_counted_as_discarded() {
         let mut ledger = ledger_with("a b c");
         let now = Instant::now();
-        let first = ledger.add_worker("first".into(), 1);
+        let first = ledger.add_worker("first".into(), 1, []);
         let held = ledger.assign(now);
         ledger.hand_back(first, held[0].attempt).unwrap();
         ledger.remove_worker(first);
@@ -860,5 +910,49 @@ mod tests {
         assert_eq!(shard(&ledger, 0).phase, ShardPhase::Pending);
         assert_eq!(ledger.version(1).unwrap().figures().orthos, 7);
         assert!(ledger.shards(2).is_none());
+    }
+
+    #[test]
+    fn a_worker_is_offered_the_shards_it_keeps_first() {
+        let mut ledger = ledger_with("a b c d e f");
+        let keeper = ledger.add_worker("keeper".into(), 1, []);
+        let now = Instant::now();
+        // Version 1 goes to the one worker; it keeps shards 1 and 4.
+        loop {
+            let assigned = ledger.assign(now);
+            if assigned.is_empty() {
+                break;
+            }
+            for a in assigned {
+                let finished = ledger
+                    .complete(keeper, a.attempt, &result(1, a.origin), now)
+                    .unwrap();
+                ledger.record_search(keeper, &finished, 0, [1, 4].contains(&a.origin));
+            }
+        }
+        assert!(ledger.version(1).unwrap().is_done());
+        ledger.add_version(
+            "u".into(),
+            Arc::new(Interner::from_texts(["a b c d e f", "f e"])),
+            [],
+        );
+        let other = ledger.add_worker("other".into(), 1, [(2, 1)]);
+        let offered: Vec<(WorkerId, u32)> = ledger
+            .assign(now)
+            .iter()
+            .map(|a| (a.worker, a.origin))
+            .collect();
+        // Each worker first gets a shard it keeps, whatever the size order.
+        assert!(offered.contains(&(other, 2)), "{offered:?}");
+        let kept: Vec<u32> = offered
+            .iter()
+            .filter(|(worker, _)| *worker == keeper)
+            .map(|&(_, origin)| origin)
+            .collect();
+        assert_eq!(kept.len(), SHARDS_PER_WORKER);
+        assert!(
+            kept.iter().all(|origin| [1, 4].contains(origin)),
+            "{kept:?}"
+        );
     }
 }

@@ -168,6 +168,8 @@ pub fn encode_result(result: &ShardResult) -> Vec<u8> {
         orthos: result.orthos,
         frontier: result.frontier,
         optimal: result.optimal.as_ref().map(proto::tokens_of),
+        base_version: 0,
+        stored: false,
     }
     .encode_to_vec()
 }

@@ -155,7 +155,10 @@ impl Shared {
         let finished = match persist::result_of(done, vocabulary) {
             Ok(result) => ledger
                 .complete(worker, done.attempt, &result, now)
-                .map(|finished| (finished, result)),
+                .map(|finished| {
+                    ledger.record_search(worker, &finished, done.base_version, done.stored);
+                    (finished, result)
+                }),
             Err(error) => {
                 tracing::warn!(worker, attempt = done.attempt, %error, "malformed result; shard will be redone");
                 let _ = ledger.hand_back(worker, done.attempt);
@@ -250,6 +253,7 @@ fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
         frontier: shard.contributed.map(|(_, frontier)| frontier),
         worker,
         worker_name,
+        base_version: shard.base_version,
     }
 }
 
@@ -510,7 +514,14 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let (worker, lease) = {
             let mut ledger = self.shared.ledger();
             (
-                ledger.add_worker(hello.name.clone(), hello.threads),
+                ledger.add_worker(
+                    hello.name.clone(),
+                    hello.threads,
+                    hello
+                        .stored
+                        .iter()
+                        .map(|shard| (shard.origin, shard.version)),
+                ),
                 ledger.lease(),
             )
         };

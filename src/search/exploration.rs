@@ -220,6 +220,13 @@ impl Exploration {
         Ok(exploration)
     }
 
+    /// Whether versions and checkpoints wait for the disk (they do unless
+    /// turned off: a log that is only a cache can skip it, since a crashed
+    /// process's writes survive it anyway).
+    pub fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
+    }
+
     /// The manifest as of the last finished version.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest

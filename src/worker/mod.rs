@@ -7,6 +7,7 @@
 //! shutdown hands back every shard it has not finished.
 
 mod runner;
+mod shards;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -22,7 +23,9 @@ use crate::error::{Error, Result};
 use crate::interner::Interner;
 use crate::proto::v1;
 use crate::search::SearchConfig;
+use crate::store::content_hash;
 use runner::{Job, ShardRunner};
+use shards::ShardStore;
 
 use v1::coordinator_message::Kind as FromCoordinator;
 use v1::worker_message::Kind as ToCoordinator;
@@ -38,7 +41,8 @@ const CACHED_INTERNERS: usize = 4;
 pub struct WorkerOptions {
     /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
     pub coordinator: String,
-    /// Where the worker keeps its search queue.
+    /// Where the worker keeps the shards it searched (for incremental later
+    /// versions) and its one-off search logs.
     pub data_dir: PathBuf,
     /// Search threads; 0 means one per core.
     pub threads: usize,
@@ -59,11 +63,15 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
     let spill_dir = options.data_dir.join("queue");
     // Queue files of a worker that was killed are of no further use.
     let _ = std::fs::remove_dir_all(&spill_dir);
-    let runner = ShardRunner::start(SearchConfig {
-        threads: options.threads,
-        spill_dir,
-        ..SearchConfig::default()
-    })?;
+    let store = ShardStore::new(options.data_dir.join("shards"), spill_dir.clone())?;
+    let runner = ShardRunner::start(
+        SearchConfig {
+            threads: options.threads,
+            spill_dir,
+            ..SearchConfig::default()
+        },
+        store,
+    )?;
     let token = BearerToken::new(options.token.as_deref())?;
     let mut interners = HashMap::new();
     let mut backoff = Duration::from_millis(100);
@@ -104,7 +112,7 @@ async fn session(
     options: &WorkerOptions,
     token: &BearerToken,
     runner: &ShardRunner,
-    interners: &mut HashMap<u32, Arc<Interner>>,
+    interners: &mut HashMap<u32, Texts>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
     let mut client = client::connect(&options.coordinator, token.clone()).await?;
@@ -114,6 +122,11 @@ async fn session(
         kind: Some(ToCoordinator::Hello(v1::Hello {
             name: options.name.clone(),
             threads: runner.threads() as u32,
+            stored: runner
+                .kept_shards()
+                .into_iter()
+                .map(|(origin, version)| v1::StoredShard { origin, version })
+                .collect(),
         })),
     };
     let _ = outbound.send(hello).await;
@@ -143,8 +156,8 @@ async fn session(
                         tracing::info!(worker_id = %welcome.worker_id, lease_ms = welcome.lease_ms, "connected");
                     }
                     Some(FromCoordinator::Assign(assign)) => {
-                        let interner = match interner_for(&mut client, interners, assign.version).await {
-                            Ok(interner) => interner,
+                        let texts = match interner_for(&mut client, interners, assign.version).await {
+                            Ok(texts) => texts,
                             Err(error) => {
                                 tracing::warn!(%error, version = assign.version, "cannot get the texts; handing the shard back");
                                 let failed = failed(assign.attempt, &format!("cannot get texts: {error}"));
@@ -157,7 +170,8 @@ async fn session(
                             session,
                             attempt: assign.attempt,
                             origin: assign.origin,
-                            interner,
+                            interner: texts.interner,
+                            texts: texts.hashes,
                             events: events.clone(),
                         });
                     }
@@ -210,21 +224,28 @@ fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
     }
 }
 
+/// The interner of a version and the content hashes of its texts.
+#[derive(Clone)]
+struct Texts {
+    interner: Arc<Interner>,
+    hashes: Arc<Vec<String>>,
+}
+
 /// The interner of `version`: from the cache, or built on the newest cached
 /// older interner with only the texts it lacks, fetched from the coordinator.
 async fn interner_for(
     client: &mut Client,
-    cache: &mut HashMap<u32, Arc<Interner>>,
+    cache: &mut HashMap<u32, Texts>,
     version: u32,
-) -> Result<Arc<Interner>> {
-    if let Some(interner) = cache.get(&version) {
-        return Ok(interner.clone());
+) -> Result<Texts> {
+    if let Some(texts) = cache.get(&version) {
+        return Ok(texts.clone());
     }
     let base = cache
         .iter()
         .filter(|(cached, _)| **cached < version)
         .max_by_key(|(cached, _)| **cached)
-        .map(|(cached, interner)| (*cached, interner.clone()));
+        .map(|(cached, texts)| (*cached, texts.clone()));
     let after = base.as_ref().map_or(0, |(cached, _)| *cached);
     let fail = |status: tonic::Status| {
         Error::io("GetTexts failed", std::io::Error::other(status.to_string()))
@@ -259,23 +280,30 @@ async fn interner_for(
             String::from_utf8(bytes).map_err(|_| Error::BadText("a text is not UTF-8".into()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let interner = tokio::task::spawn_blocking(move || {
-        let mut interner = base.map_or_else(Interner::new, |(_, interner)| (*interner).clone());
+    let (interner, hashes) = tokio::task::spawn_blocking(move || {
+        let (mut interner, mut hashes) = base.map_or_else(
+            || (Interner::new(), Vec::new()),
+            |(_, texts)| ((*texts.interner).clone(), (*texts.hashes).clone()),
+        );
         for text in &texts {
             interner.ingest(text);
+            hashes.push(content_hash(text));
         }
-        interner
+        (interner, hashes)
     })
     .await
     .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
-    let interner = Arc::new(interner);
+    let texts = Texts {
+        interner: Arc::new(interner),
+        hashes: Arc::new(hashes),
+    };
     if cache.len() >= CACHED_INTERNERS
         && let Some(&oldest) = cache.keys().min()
     {
         cache.remove(&oldest);
     }
-    cache.insert(version, interner.clone());
-    Ok(interner)
+    cache.insert(version, texts.clone());
+    Ok(texts)
 }
 
 /// A default worker name: host name and process id.

@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::shards::ShardStore;
 use crate::error::{Error, Result};
-use crate::interner::{Interner, Token};
+use crate::interner::Interner;
 use crate::ortho::Ortho;
 use crate::proto::{self, v1};
-use crate::search::{Progress, Scope, SearchConfig, SearchObserver, Searcher};
+use crate::search::{Figures, Progress, SearchConfig, SearchObserver, Searcher};
 
 use v1::worker_message::Kind as ToCoordinator;
 
@@ -28,6 +29,8 @@ pub struct Job {
     pub origin: u32,
     /// The interner of the shard's version.
     pub interner: Arc<Interner>,
+    /// Content hashes of the texts of versions 1 to the shard's version.
+    pub texts: Arc<Vec<String>>,
     /// Where reports go.
     pub events: UnboundedSender<v1::WorkerMessage>,
 }
@@ -39,13 +42,16 @@ pub struct ShardRunner {
     live_from: Arc<AtomicU64>,
     next_session: AtomicU64,
     threads: usize,
+    kept: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
 }
 
 impl ShardRunner {
-    /// Starts the search thread and its pool.
-    pub fn start(config: SearchConfig) -> Result<Self> {
+    /// Starts the search thread and its pool; searched shards are kept in `store`.
+    pub fn start(config: SearchConfig, store: ShardStore) -> Result<Self> {
         let searcher = Searcher::new(config)?;
         let threads = searcher.threads();
+        let kept = Arc::new(std::sync::Mutex::new(store.kept()));
+        let kept_now = kept.clone();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let live_from = Arc::new(AtomicU64::new(0));
         let live = live_from.clone();
@@ -56,7 +62,7 @@ impl ShardRunner {
                     if job.session < live.load(Ordering::Acquire) {
                         continue;
                     }
-                    run_job(&searcher, &job, &live);
+                    run_job(&searcher, &store, &job, &live, &kept_now);
                 }
             })
             .map_err(|e| Error::io("cannot start the search thread", e))?;
@@ -65,7 +71,13 @@ impl ShardRunner {
             live_from,
             next_session: AtomicU64::new(0),
             threads,
+            kept,
         })
+    }
+
+    /// The shards kept on disk: (origin, version).
+    pub fn kept_shards(&self) -> Vec<(u32, u32)> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Search threads.
@@ -89,7 +101,13 @@ impl ShardRunner {
     }
 }
 
-fn run_job(searcher: &Searcher, job: &Job, live_from: &AtomicU64) {
+fn run_job(
+    searcher: &Searcher,
+    store: &ShardStore,
+    job: &Job,
+    live_from: &AtomicU64,
+    kept: &std::sync::Mutex<Vec<(u32, u32)>>,
+) {
     let mut reporter = Reporter {
         job,
         live_from,
@@ -97,13 +115,22 @@ fn run_job(searcher: &Searcher, job: &Job, live_from: &AtomicU64) {
         frontier_reported: 0,
         optimal_reported: None,
     };
-    let scope = Scope::Origin(Token(job.origin));
-    let message = match searcher.run(&job.interner, scope, &mut reporter) {
-        Ok(outcome) => ToCoordinator::Done(v1::ShardDone {
+    let searched = search_shard(searcher, store, job, &mut reporter);
+    if let Ok((_, _, stored)) = &searched {
+        let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|&(origin, _)| origin != job.origin);
+        if *stored {
+            kept.push((job.origin, job.texts.len() as u32));
+        }
+    }
+    let message = match searched {
+        Ok((figures, base_version, stored)) => ToCoordinator::Done(v1::ShardDone {
             attempt: job.attempt,
-            orthos: outcome.figures.orthos,
-            frontier: outcome.figures.frontier,
-            optimal: outcome.figures.optimal.as_ref().map(proto::tokens_of),
+            orthos: figures.orthos,
+            frontier: figures.frontier,
+            optimal: figures.optimal.as_ref().map(proto::tokens_of),
+            base_version,
+            stored,
         }),
         Err(Error::Cancelled) => return,
         Err(error) => ToCoordinator::Failed(v1::ShardFailed {
@@ -114,6 +141,23 @@ fn run_job(searcher: &Searcher, job: &Job, live_from: &AtomicU64) {
     let _ = job.events.send(v1::WorkerMessage {
         kind: Some(message),
     });
+}
+
+/// Searches a job's shard, from its kept orthos when they are usable, and
+/// keeps the result. Returns the figures, the version searched up from (0:
+/// from scratch) and whether the shard is kept.
+fn search_shard(
+    searcher: &Searcher,
+    store: &ShardStore,
+    job: &Job,
+    reporter: &mut Reporter<'_>,
+) -> Result<(Figures, u32, bool)> {
+    let mut search = store.open(job.origin, &job.texts)?;
+    let advanced = searcher.advance(&mut search.exploration, &job.interner, reporter)?;
+    if search.kept {
+        store.keep(job.origin, &job.texts, &search.exploration)?;
+    }
+    Ok((advanced.figures, search.base_version, search.kept))
 }
 
 /// Turns engine progress into Progress reports, at most every [`REPORT_EVERY`].
@@ -141,8 +185,9 @@ impl SearchObserver for Reporter<'_> {
         let report = v1::Progress {
             attempt: self.job.attempt,
             orthos: progress.orthos,
-            frontier_added: progress.frontier - self.frontier_reported,
-            frontier_removed: 0,
+            // A new version can turn former leaves into inner orthos.
+            frontier_added: progress.frontier.saturating_sub(self.frontier_reported),
+            frontier_removed: self.frontier_reported.saturating_sub(progress.frontier),
             queued: progress.queued,
             optimal_candidate: candidate,
         };
