@@ -164,8 +164,17 @@ impl Interner {
     /// completions it gained.
     pub fn growth_since(&self, version: u32) -> Growth {
         let trie = &self.phrases;
-        let gained = (0..trie.keys.len())
-            .filter(|&node| trie.grown_in[node] > version)
+        let mut grown: Vec<usize> = trie
+            .grown_by_version
+            .iter()
+            .skip(version as usize)
+            .flatten()
+            .map(|&node| node as usize)
+            .collect();
+        grown.sort_unstable();
+        grown.dedup();
+        let gained = grown
+            .into_iter()
             .map(|node| {
                 let tokens = trie.keys[node]
                     .iter()
@@ -313,6 +322,8 @@ struct PhraseTrie {
     grown_in: Vec<u32>,
     /// The version that created each node (0 for the root).
     born_in: Vec<u32>,
+    /// The nodes that gained a completion in each version, version 1 first.
+    grown_by_version: Vec<Vec<u32>>,
 }
 
 impl Default for PhraseTrie {
@@ -325,6 +336,7 @@ impl Default for PhraseTrie {
             bits_words: 0,
             grown_in: vec![0],
             born_in: vec![0],
+            grown_by_version: Vec::new(),
         }
     }
 }
@@ -343,6 +355,8 @@ impl PhraseTrie {
         for &node in &changed.0 {
             self.grown_in[node as usize] = version;
         }
+        self.grown_by_version.resize(version as usize, Vec::new());
+        self.grown_by_version[version as usize - 1] = changed.0.iter().copied().collect();
     }
 
     /// Rebuilds the bitsets for a vocabulary of `vocabulary` tokens.

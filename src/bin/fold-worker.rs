@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fold::client::DEFAULT_COORDINATOR;
-use fold::worker::{self, WorkerOptions};
+use fold::worker::{self, DEFAULT_KEEP_SHARDS_FROM, WorkerOptions};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,9 +21,14 @@ struct Cli {
     /// The coordinator's URL.
     #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
-    /// Where the worker keeps its search queue.
+    /// Where the worker keeps the shards it searched (to search their next
+    /// versions incrementally, also after a restart) and its scratch files.
     #[arg(long, value_name = "DIR", default_value = "fold_worker")]
     data_dir: PathBuf,
+    /// Keep shards with at least N orthos on disk for incremental later
+    /// versions; smaller ones are searched again from scratch.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_SHARDS_FROM)]
+    keep_shards_from: u64,
     /// Search threads (default: one per core).
     #[arg(long, value_name = "N", default_value_t = 0)]
     threads: usize,
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         threads: cli.threads,
         token: cli.token,
         name: cli.name.unwrap_or_else(worker::default_name),
+        keep_shards_from: cli.keep_shards_from,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| fold::Error::io("cannot start the async runtime", e))

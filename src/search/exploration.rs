@@ -22,13 +22,14 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::backing::Backing;
 use super::batch::{better, expand_batch};
 use super::log::{
     OrthoQueue, RecordAt, RecordWriter, read_overrides, scan_orthos, scan_segment, segment_paths,
 };
 use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Interner, TrieNode};
+use crate::interner::{Growth, Interner, TrieNode};
 use crate::ortho::{Expansion, Ortho, Scratch, expand};
 use crate::spatial::shapes;
 
@@ -161,6 +162,9 @@ pub struct Exploration {
     seen: SeenSet,
     /// Whether the directory is removed on drop.
     temporary: bool,
+    /// The files of a temporary exploration's only segment, possibly still
+    /// in memory.
+    unsaved: Option<[Backing; 3]>,
     /// Whether files are synced to disk at checkpoints and versions.
     durable: bool,
 }
@@ -178,12 +182,15 @@ impl Exploration {
             overrides: Vec::new(),
             seen: SeenSet::new(),
             temporary: false,
+            unsaved: None,
             durable: true,
         })
     }
 
-    /// Starts an exploration for one search, in a fresh directory under
-    /// `parent` that is removed when it is dropped; nothing is synced.
+    /// Starts an exploration for one search, in a directory under `parent`
+    /// that is removed when it is dropped (unless [`Exploration::persist`]
+    /// moves it). Nothing is synced, and its log stays in memory while it is
+    /// small, so a small search touches no disk.
     pub fn temporary(parent: &Path, scope: Scope) -> Result<Self> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -192,10 +199,45 @@ impl Exploration {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        let mut exploration = Self::create(&parent.join(name), scope)?;
-        exploration.temporary = true;
-        exploration.durable = false;
-        Ok(exploration)
+        Ok(Self {
+            dir: parent.join(name),
+            scope,
+            manifest: Manifest::default(),
+            overrides: Vec::new(),
+            seen: SeenSet::new(),
+            temporary: true,
+            unsaved: None,
+            durable: false,
+        })
+    }
+
+    /// Moves the exploration to `dir` (which must not exist), where it
+    /// stays when dropped and can be reopened with its manifest.
+    pub fn persist(&mut self, dir: &Path) -> Result<()> {
+        let fail = |e| Error::io(format!("cannot create {}", dir.display()), e);
+        match self.unsaved.take() {
+            Some(mut files) => {
+                std::fs::create_dir_all(dir).map_err(fail)?;
+                for (file, path) in files.iter_mut().zip(segment_paths(dir, 0)) {
+                    file.persist(&path)?;
+                }
+            }
+            None => std::fs::rename(&self.dir, dir).map_err(fail)?,
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir = dir.to_owned();
+        self.temporary = false;
+        Ok(())
+    }
+
+    /// Writes a temporary exploration's in-memory files to its directory.
+    fn materialize(&mut self) -> Result<()> {
+        if let Some(mut files) = self.unsaved.take() {
+            for (file, path) in files.iter_mut().zip(segment_paths(&self.dir, 0)) {
+                file.persist(&path)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reopens the exploration in `dir` as `manifest` describes it: every
@@ -210,6 +252,7 @@ impl Exploration {
             overrides: Vec::new(),
             seen: SeenSet::new(),
             temporary: false,
+            unsaved: None,
             durable: true,
         };
         for (segment, extent) in manifest.segments.iter().enumerate() {
@@ -278,6 +321,8 @@ impl Exploration {
         checkpoints: &mut dyn Checkpoints,
     ) -> Result<Advanced> {
         let started = Instant::now();
+        self.materialize()?;
+        let in_memory = self.temporary && self.manifest.segments.is_empty() && resume.is_none();
         let base = self.manifest.version;
         if interner.version() < base {
             return Err(Error::BadState(format!(
@@ -309,11 +354,25 @@ impl Exploration {
         let (mut queue, mut expansions, mut overrides, mut expanded) = match resume {
             None => {
                 round.figures = self.manifest.figures.figures()?;
-                let mut queue = OrthoQueue::open(&orthos_path, 0, 0, 0)?;
-                let mut overrides = RecordWriter::open(&overrides_path, 0)?;
+                let (mut queue, mut overrides) = if in_memory {
+                    (
+                        OrthoQueue::in_memory(&orthos_path),
+                        RecordWriter::in_memory(&overrides_path),
+                    )
+                } else {
+                    (
+                        OrthoQueue::open(&orthos_path, 0, 0, 0)?,
+                        RecordWriter::open(&overrides_path, 0)?,
+                    )
+                };
                 round.expand_empty(self.scope, &mut queue)?;
                 let mut revisits = Revisits::default();
-                let growth = interner.growth_since(base);
+                // Nothing is stored before the first version: no growth to look at.
+                let growth = if self.manifest.segments.is_empty() {
+                    Growth::default()
+                } else {
+                    interner.growth_since(base)
+                };
                 tracing::debug!(elapsed = ?started.elapsed(), nodes = growth.nodes(), "growth");
                 for (old, extent) in self.manifest.segments.iter().enumerate() {
                     let [orthos, expansions, _] = segment_paths(&self.dir, old as u32);
@@ -360,7 +419,11 @@ impl Exploration {
                 for (at, expansion) in std::mem::take(&mut revisits.expanded) {
                     set_override(&mut self.overrides, segment, at, expansion)?;
                 }
-                let expansions = RecordWriter::open(&expansions_path, 0)?;
+                let expansions = if in_memory {
+                    RecordWriter::in_memory(&expansions_path)
+                } else {
+                    RecordWriter::open(&expansions_path, 0)?
+                };
                 (queue, expansions, overrides, 0)
             }
             Some(checkpoint) => {
@@ -455,6 +518,13 @@ impl Exploration {
         }
         let extent = sync(&mut queue, &mut expansions, &mut overrides, self.durable)?;
         round.stats.stored = extent.orthos;
+        if in_memory {
+            self.unsaved = Some([
+                queue.into_backing()?,
+                expansions.into_backing()?,
+                overrides.into_backing()?,
+            ]);
+        }
         let figures = round.figures;
         self.manifest.segments.push(extent);
         self.manifest.version = interner.version();

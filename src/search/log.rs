@@ -16,10 +16,10 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::FileExt;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::backing::Backing;
 use crate::error::{Error, Result};
 use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, Watch};
 use crate::spatial::{ShapeId, shapes};
@@ -38,27 +38,6 @@ fn storage(path: &Path, error: impl std::fmt::Display) -> Error {
 
 fn io(path: &Path, what: &str, error: std::io::Error) -> Error {
     Error::io(format!("cannot {what} {}", path.display()), error)
-}
-
-/// Opens `path` for appending after truncating it to `len` bytes (creating
-/// it when `len` is 0), so a torn tail left by a crash disappears.
-fn open_truncated(path: &Path, len: u64) -> Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(len == 0)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| io(path, "open", e))?;
-    let actual = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
-    if actual < len {
-        return Err(storage(
-            path,
-            format!("holds {actual} bytes but {len} were recorded as written"),
-        ));
-    }
-    file.set_len(len).map_err(|e| io(path, "truncate", e))?;
-    Ok(file)
 }
 
 /// Opens the first `len` bytes of `path` for buffered reading.
@@ -174,8 +153,7 @@ impl FrameReader {
 /// from), chunks on disk not yet read back, and `tail` (in memory, not yet
 /// written). Every ortho reaches the disk exactly once.
 pub(crate) struct OrthoQueue {
-    file: File,
-    path: PathBuf,
+    file: Backing,
     front: VecDeque<Ortho>,
     unread: VecDeque<(u64, u32)>,
     tail: Vec<Ortho>,
@@ -189,18 +167,8 @@ impl OrthoQueue {
     /// Reopens the orthos file `path` at `len` bytes holding `count` orthos,
     /// of which the first `expanded` are done; the rest are queued again.
     pub fn open(path: &Path, len: u64, count: u64, expanded: u64) -> Result<Self> {
-        let file = open_truncated(path, len)?;
-        let mut queue = Self {
-            file,
-            path: path.to_owned(),
-            front: VecDeque::new(),
-            unread: VecDeque::new(),
-            tail: Vec::new(),
-            bytes: len,
-            written: count,
-            queued: count.saturating_sub(expanded),
-            encoded: Vec::new(),
-        };
+        let file = Backing::open(path, len)?;
+        let mut queue = Self::over(file, count, expanded);
         let mut seen = 0u64;
         let mut skip = expanded;
         let mut frames = FrameReader::open(path, len)?;
@@ -231,6 +199,30 @@ impl OrthoQueue {
             ));
         }
         Ok(queue)
+    }
+
+    /// A new orthos file that stays in memory while small (see [`Backing`]).
+    pub fn in_memory(path: &Path) -> Self {
+        Self::over(Backing::in_memory(path), 0, 0)
+    }
+
+    fn over(file: Backing, count: u64, expanded: u64) -> Self {
+        Self {
+            bytes: file.len(),
+            file,
+            front: VecDeque::new(),
+            unread: VecDeque::new(),
+            tail: Vec::new(),
+            written: count,
+            queued: count.saturating_sub(expanded),
+            encoded: Vec::new(),
+        }
+    }
+
+    /// The file, once every found ortho is written to it.
+    pub fn into_backing(mut self) -> Result<Backing> {
+        self.write_tail()?;
+        Ok(self.file)
     }
 
     /// Orthos found and not yet popped.
@@ -274,11 +266,7 @@ impl OrthoQueue {
     /// `durable`, and returns the file's length in bytes and in orthos.
     pub fn sync(&mut self, durable: bool) -> Result<(u64, u64)> {
         self.write_tail()?;
-        if durable {
-            self.file
-                .sync_data()
-                .map_err(|e| io(&self.path, "sync", e))?;
-        }
+        self.file.sync(durable)?;
         Ok((self.bytes, self.written))
     }
 
@@ -292,9 +280,7 @@ impl OrthoQueue {
         let payload = (self.encoded.len() - FRAME_HEADER) as u32;
         self.encoded[..4].copy_from_slice(&payload.to_le_bytes());
         self.encoded[4..FRAME_HEADER].copy_from_slice(&(self.tail.len() as u32).to_le_bytes());
-        self.file
-            .write_all_at(&self.encoded, self.bytes)
-            .map_err(|e| io(&self.path, "write", e))?;
+        self.file.append(&self.encoded)?;
         let offset = self.bytes + FRAME_HEADER as u64;
         self.bytes += self.encoded.len() as u64;
         self.written += self.tail.len() as u64;
@@ -311,13 +297,12 @@ impl OrthoQueue {
 
     fn read_chunk(&mut self, offset: u64, len: u32) -> Result<()> {
         let mut bytes = vec![0; len as usize];
-        self.file
-            .read_exact_at(&mut bytes, offset)
-            .map_err(|e| io(&self.path, "read", e))?;
-        for raw in RawOrthos::new(&bytes).map_err(|e| storage(&self.path, e))? {
+        self.file.read_at(&mut bytes, offset)?;
+        let path = self.file.path();
+        for raw in RawOrthos::new(&bytes).map_err(|e| storage(path, e))? {
             let ortho = raw
                 .and_then(RawOrtho::decode)
-                .map_err(|e| storage(&self.path, e))?;
+                .map_err(|e| storage(path, e))?;
             self.front.push_back(ortho);
         }
         Ok(())
@@ -326,60 +311,72 @@ impl OrthoQueue {
 
 /// An append-only file of records (expansions or overrides).
 pub(crate) struct RecordWriter {
-    file: BufWriter<File>,
-    path: PathBuf,
-    bytes: u64,
+    file: Backing,
+    buffer: Vec<u8>,
 }
 
 impl RecordWriter {
+    /// Bytes buffered before they are appended to the file.
+    const BUFFER: usize = 1 << 16;
+
     /// Reopens `path` for appending at `len` bytes (a new file when 0).
     pub fn open(path: &Path, len: u64) -> Result<Self> {
-        let mut file = open_truncated(path, len)?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
-            .map_err(|e| io(path, "seek", e))?;
-        Ok(Self {
-            file: BufWriter::with_capacity(1 << 16, file),
-            path: path.to_owned(),
-            bytes: len,
-        })
+        Ok(Self::over(Backing::open(path, len)?))
+    }
+
+    /// A new record file that stays in memory while small (see [`Backing`]).
+    pub fn in_memory(path: &Path) -> Self {
+        Self::over(Backing::in_memory(path))
+    }
+
+    fn over(file: Backing) -> Self {
+        Self {
+            file,
+            buffer: Vec::with_capacity(Self::BUFFER),
+        }
+    }
+
+    /// The file, with everything written to it.
+    pub fn into_backing(mut self) -> Result<Backing> {
+        self.flush()?;
+        Ok(self.file)
     }
 
     /// Appends the expansions of a batch.
     pub fn expansions(&mut self, expansions: &[Expansion]) -> Result<()> {
-        let mut bytes = Vec::with_capacity(expansions.len() * 9);
         for expansion in expansions {
-            encode_expansion(expansion, &mut bytes);
+            encode_expansion(expansion, &mut self.buffer);
         }
-        self.write(&bytes)
+        self.flush_when_full()
     }
 
     /// Appends one override: ortho `index` of segment `segment` now expands as `expansion`.
     pub fn override_of(&mut self, at: RecordAt, expansion: &Expansion) -> Result<()> {
-        let mut bytes = Vec::with_capacity(16);
-        bytes.extend_from_slice(&at.segment.to_le_bytes());
-        bytes.extend_from_slice(&at.index.to_le_bytes());
-        encode_expansion(expansion, &mut bytes);
-        self.write(&bytes)
+        self.buffer.extend_from_slice(&at.segment.to_le_bytes());
+        self.buffer.extend_from_slice(&at.index.to_le_bytes());
+        encode_expansion(expansion, &mut self.buffer);
+        self.flush_when_full()
     }
 
-    fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .map_err(|e| io(&self.path, "write", e))?;
-        self.bytes += bytes.len() as u64;
+    fn flush_when_full(&mut self) -> Result<()> {
+        if self.buffer.len() >= Self::BUFFER {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Flushes, waits for the disk when `durable`, and returns the file's length.
+    fn flush(&mut self) -> Result<()> {
+        self.file.append(&self.buffer)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes everything out, waits for the disk when `durable`, and
+    /// returns the file's length.
     pub fn sync(&mut self, durable: bool) -> Result<u64> {
-        self.file.flush().map_err(|e| io(&self.path, "write", e))?;
-        if durable {
-            self.file
-                .get_ref()
-                .sync_data()
-                .map_err(|e| io(&self.path, "sync", e))?;
-        }
-        Ok(self.bytes)
+        self.flush()?;
+        self.file.sync(durable)?;
+        Ok(self.file.len())
     }
 }
 

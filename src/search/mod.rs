@@ -6,6 +6,7 @@
 //! The engine knows nothing of files, processes or the network; callers watch
 //! it through [`SearchObserver`].
 
+mod backing;
 mod batch;
 pub mod exploration;
 mod log;

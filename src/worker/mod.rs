@@ -50,7 +50,14 @@ pub struct WorkerOptions {
     pub token: Option<String>,
     /// The name the worker reports.
     pub name: String,
+    /// Shards with at least this many orthos are kept on disk, so their
+    /// next versions are searched incrementally; smaller ones are searched
+    /// again from scratch.
+    pub keep_shards_from: u64,
 }
+
+/// Default for [`WorkerOptions::keep_shards_from`].
+pub const DEFAULT_KEEP_SHARDS_FROM: u64 = 1_000;
 
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -63,7 +70,11 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
     let spill_dir = options.data_dir.join("queue");
     // Queue files of a worker that was killed are of no further use.
     let _ = std::fs::remove_dir_all(&spill_dir);
-    let store = ShardStore::new(options.data_dir.join("shards"), spill_dir.clone())?;
+    let store = ShardStore::new(
+        options.data_dir.join("shards"),
+        spill_dir.clone(),
+        options.keep_shards_from,
+    )?;
     let runner = ShardRunner::start(
         SearchConfig {
             threads: options.threads,

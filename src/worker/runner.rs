@@ -154,10 +154,8 @@ fn search_shard(
 ) -> Result<(Figures, u32, bool)> {
     let mut search = store.open(job.origin, &job.texts)?;
     let advanced = searcher.advance(&mut search.exploration, &job.interner, reporter)?;
-    if search.kept {
-        store.keep(job.origin, &job.texts, &search.exploration)?;
-    }
-    Ok((advanced.figures, search.base_version, search.kept))
+    let kept = store.keep(job.origin, &job.texts, &mut search)?;
+    Ok((advanced.figures, search.base_version, kept))
 }
 
 /// Turns engine progress into Progress reports, at most every [`REPORT_EVERY`].

@@ -37,22 +37,30 @@ pub struct ShardSearch {
     pub exploration: Exploration,
     /// The version it starts from (0: from scratch).
     pub base_version: u32,
-    /// Whether it is kept for later versions.
-    pub kept: bool,
+    /// Whether it is a kept shard (or may become one once searched).
+    kept: bool,
+    may_keep: bool,
 }
 
 /// The kept shards under one directory.
 pub struct ShardStore {
     dir: PathBuf,
     scratch: PathBuf,
+    keep_from: u64,
 }
 
 impl ShardStore {
-    /// Kept shards live in `dir`; one-off searches go under `scratch`.
-    pub fn new(dir: PathBuf, scratch: PathBuf) -> Result<Self> {
+    /// Kept shards live in `dir`; one-off searches go under `scratch`. A
+    /// shard searched from scratch is kept if it has at least `keep_from`
+    /// orthos: smaller ones cost less to search again than to store.
+    pub fn new(dir: PathBuf, scratch: PathBuf, keep_from: u64) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        Ok(Self { dir, scratch })
+        Ok(Self {
+            dir,
+            scratch,
+            keep_from,
+        })
     }
 
     fn shard_dir(&self, origin: u32) -> PathBuf {
@@ -73,21 +81,24 @@ impl ShardStore {
 
     /// The exploration to search shard `origin` at version `texts.len()`
     /// with: the kept one when it is complete for a prefix of `texts`,
-    /// otherwise an empty one (kept from now on), or a temporary one when
-    /// the kept shard is already past this version.
+    /// otherwise a temporary one, kept afterwards if it is large enough
+    /// (unless the kept shard is already past this version).
     pub fn open(&self, origin: u32, texts: &[String]) -> Result<ShardSearch> {
         let dir = self.shard_dir(origin);
         let scope = Scope::Origin(Token(origin));
         let version = texts.len() as u32;
+        let fresh = |may_keep| -> Result<ShardSearch> {
+            Ok(ShardSearch {
+                exploration: Exploration::temporary(&self.scratch, scope)?,
+                base_version: 0,
+                kept: false,
+                may_keep,
+            })
+        };
         match read_record(&dir) {
             Ok(record) if record.origin == origin && record.manifest.version >= version => {
                 // A newer search is kept; leave it be.
-                let exploration = Exploration::temporary(&self.scratch, scope)?;
-                return Ok(ShardSearch {
-                    exploration,
-                    base_version: 0,
-                    kept: false,
-                });
+                return fresh(false);
             }
             Ok(record)
                 if record.origin == origin
@@ -105,6 +116,7 @@ impl ShardStore {
                             exploration,
                             base_version,
                             kept: true,
+                            may_keep: true,
                         });
                     }
                     Err(error) => {
@@ -115,29 +127,39 @@ impl ShardStore {
             Ok(_) => tracing::info!(origin, "kept shard is for other texts; searching afresh"),
             Err(_) => {}
         }
-        let mut exploration = Exploration::create(&dir, scope)?;
-        exploration.set_durable(false);
-        Ok(ShardSearch {
-            exploration,
-            base_version: 0,
-            kept: true,
-        })
+        // Whatever is there is of no use: discard it.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
+        }
+        fresh(true)
     }
 
-    /// Records that the kept shard `origin` is complete for `texts`.
-    pub fn keep(&self, origin: u32, texts: &[String], exploration: &Exploration) -> Result<()> {
+    /// After `search` brought shard `origin` up to `texts`, keeps it if it
+    /// is a kept shard or large enough to become one. Returns whether it is kept.
+    pub fn keep(&self, origin: u32, texts: &[String], search: &mut ShardSearch) -> Result<bool> {
+        let dir = self.shard_dir(origin);
+        let exploration = &mut search.exploration;
+        if !search.kept {
+            let orthos = exploration.manifest().orthos();
+            if !search.may_keep || orthos < self.keep_from {
+                return Ok(false);
+            }
+            exploration.persist(&dir)?;
+            search.kept = true;
+        }
         let record = ShardRecord {
             origin,
             texts: texts.to_vec(),
             manifest: exploration.manifest().clone(),
         };
-        let dir = self.shard_dir(origin);
         let json = serde_json::to_vec(&record).expect("records serialise");
         let temporary = dir.join(format!("{RECORD}.new"));
         let fail = |e| Error::io(format!("cannot write {}", temporary.display()), e);
         let file = std::fs::File::create(&temporary).map_err(fail)?;
         std::io::Write::write_all(&mut &file, &json).map_err(fail)?;
-        std::fs::rename(&temporary, dir.join(RECORD)).map_err(fail)
+        std::fs::rename(&temporary, dir.join(RECORD)).map_err(fail)?;
+        Ok(true)
     }
 }
 

@@ -275,8 +275,14 @@ impl Coordinator {
 
     /// Starts a `fold-worker` with `threads` search threads, data in `data_dir`.
     pub fn start_worker(&self, data_dir: &Path, threads: usize) -> Process {
+        self.start_worker_with(data_dir, threads, &[])
+    }
+
+    /// Like [`Coordinator::start_worker`], with extra worker flags.
+    pub fn start_worker_with(&self, data_dir: &Path, threads: usize, flags: &[&str]) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_fold-worker"));
         command
+            .args(flags)
             .arg("--coordinator")
             .arg(self.url())
             .arg("--data-dir")
@@ -513,6 +519,8 @@ pub fn shard(line: &Value, origin: u64) -> &Value {
 pub struct Cluster {
     /// Its workers.
     pub workers: Vec<Process>,
+    /// Flags every worker it starts gets.
+    pub worker_flags: Vec<String>,
     /// Its coordinator.
     pub coordinator: Coordinator,
     /// Holds the state and data directories.
@@ -526,9 +534,21 @@ impl Cluster {
         let coordinator = Coordinator::start(&dir.path().join("coordinator"), flags);
         let mut cluster = Self {
             workers: Vec::new(),
+            worker_flags: Vec::new(),
             coordinator,
             dir,
         };
+        for _ in 0..workers {
+            cluster.add_worker(threads);
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::start`], with workers that keep every shard of at
+    /// least `keep_from` orthos for incremental later versions.
+    pub fn start_keeping(workers: usize, threads: usize, keep_from: u64) -> Self {
+        let mut cluster = Self::start(0, threads, &[]);
+        cluster.worker_flags = vec!["--keep-shards-from".into(), keep_from.to_string()];
         for _ in 0..workers {
             cluster.add_worker(threads);
         }
@@ -553,8 +573,11 @@ impl Cluster {
     pub fn add_worker(&mut self, threads: usize) -> usize {
         let index = self.workers.len();
         let data_dir = self.dir.path().join(format!("worker{index}"));
-        self.workers
-            .push(self.coordinator.start_worker(&data_dir, threads));
+        let flags: Vec<&str> = self.worker_flags.iter().map(String::as_str).collect();
+        self.workers.push(
+            self.coordinator
+                .start_worker_with(&data_dir, threads, &flags),
+        );
         index
     }
 

@@ -1,0 +1,192 @@
+//! An append-only file of the exploration log that may live in memory while
+//! it is small: a one-off search of a few thousand orthos then touches no
+//! disk at all, and one that grows spills to its file once and goes on there.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Bytes an in-memory file may hold before it moves to disk.
+const SPILL_AT: usize = 4 << 20;
+
+/// One append-only file, in memory or on disk.
+pub(crate) struct Backing {
+    path: PathBuf,
+    state: State,
+    len: u64,
+}
+
+enum State {
+    Memory(Vec<u8>),
+    Disk(File),
+}
+
+fn io(path: &Path, what: &str, error: std::io::Error) -> Error {
+    Error::io(format!("cannot {what} {}", path.display()), error)
+}
+
+impl Backing {
+    /// The file `path`, cut back to `len` bytes (created when `len` is 0),
+    /// so a torn tail left by a crash disappears.
+    pub fn open(path: &Path, len: u64) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(len == 0)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io(path, "open", e))?;
+        let actual = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
+        if actual < len {
+            return Err(Error::storage(
+                path,
+                format!("holds {actual} bytes but {len} were recorded as written"),
+            ));
+        }
+        file.set_len(len).map_err(|e| io(path, "truncate", e))?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: State::Disk(file),
+            len,
+        })
+    }
+
+    /// A new, empty file that stays in memory until it outgrows a few
+    /// megabytes; then it is created at `path` (and its directory with it).
+    pub fn in_memory(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            state: State::Memory(Vec::new()),
+            len: 0,
+        }
+    }
+
+    /// Where the file is (or will be, while in memory).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes written.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `bytes`.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        match &mut self.state {
+            State::Memory(memory) => {
+                memory.extend_from_slice(bytes);
+                if memory.len() > SPILL_AT {
+                    let memory = std::mem::take(memory);
+                    self.state = State::Disk(self.create(&memory)?);
+                }
+            }
+            State::Disk(file) => file
+                .write_all_at(bytes, self.len)
+                .map_err(|e| io(&self.path, "write", e))?,
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Fills `out` from `offset`.
+    pub fn read_at(&self, out: &mut [u8], offset: u64) -> Result<()> {
+        match &self.state {
+            State::Memory(memory) => {
+                let bytes = usize::try_from(offset)
+                    .ok()
+                    .and_then(|start| memory.get(start..start + out.len()))
+                    .ok_or_else(|| Error::storage(&self.path, "read past the end"))?;
+                out.copy_from_slice(bytes);
+                Ok(())
+            }
+            State::Disk(file) => file
+                .read_exact_at(out, offset)
+                .map_err(|e| io(&self.path, "read", e)),
+        }
+    }
+
+    /// Waits for the disk when `durable` and the file is on disk.
+    pub fn sync(&mut self, durable: bool) -> Result<()> {
+        match &self.state {
+            State::Disk(file) if durable => file.sync_data().map_err(|e| io(&self.path, "sync", e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves the file to `path`: writes it there from memory, or renames it.
+    pub fn persist(&mut self, path: &Path) -> Result<()> {
+        match &self.state {
+            State::Memory(memory) => {
+                let memory = memory.clone();
+                self.path = path.to_owned();
+                self.state = State::Disk(self.create(&memory)?);
+            }
+            State::Disk(_) => {
+                std::fs::rename(&self.path, path).map_err(|e| io(path, "move a file to", e))?;
+                self.path = path.to_owned();
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the file at `self.path` holding `bytes`.
+    fn create(&self, bytes: &[u8]) -> Result<File> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, "create", e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&self.path)
+            .map_err(|e| io(&self.path, "create", e))?;
+        file.write_all_at(bytes, 0)
+            .map_err(|e| io(&self.path, "write", e))?;
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_file_stays_in_memory_and_a_large_one_spills_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("file");
+        let mut file = Backing::in_memory(&path);
+        file.append(b"hello").unwrap();
+        assert!(!path.exists());
+        let mut out = [0; 3];
+        file.read_at(&mut out, 1).unwrap();
+        assert_eq!(&out, b"ell");
+        assert!(file.read_at(&mut out, 4).is_err());
+        file.append(&vec![7; SPILL_AT]).unwrap();
+        assert!(path.exists());
+        file.append(b"!").unwrap();
+        file.read_at(&mut out, file.len() - 3).unwrap();
+        assert_eq!(&out, &[7, 7, b'!']);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), file.len());
+    }
+
+    #[test]
+    fn persisting_writes_memory_out_or_moves_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut small = Backing::in_memory(&dir.path().join("a"));
+        small.append(b"abc").unwrap();
+        small.persist(&dir.path().join("kept")).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("kept")).unwrap(), b"abc");
+        small.append(b"d").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("kept")).unwrap(), b"abcd");
+
+        let mut large = Backing::open(&dir.path().join("b"), 0).unwrap();
+        large.append(b"xyz").unwrap();
+        large.persist(&dir.path().join("moved")).unwrap();
+        assert!(!dir.path().join("b").exists());
+        assert_eq!(std::fs::read(dir.path().join("moved")).unwrap(), b"xyz");
+    }
+}
