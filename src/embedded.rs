@@ -139,6 +139,15 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         let work = Work::of(&advanced.stats, resumed_after);
         print_searched(out, &record.report, &work, options.json)?;
         summary.searched += 1;
+        if exploration.wants_compaction() {
+            exploration.compact()?;
+            state.save_manifest(exploration.manifest())?;
+            exploration.remove_stale_files()?;
+            tracing::info!(
+                bytes = exploration.manifest().bytes(),
+                "search log compacted"
+            );
+        }
     }
     Ok(summary)
 }

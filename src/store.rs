@@ -255,6 +255,19 @@ impl StateDir {
         txn.commit().map_err(|e| self.fail(e))
     }
 
+    /// Durably replaces the search manifest (after the log was compacted).
+    pub fn save_manifest(&mut self, manifest: &Manifest) -> Result<()> {
+        let json = serde_json::to_string(manifest).expect("manifests serialise");
+        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
+            search
+                .insert("manifest", json.as_str())
+                .map_err(|e| self.fail(e))?;
+        }
+        txn.commit().map_err(|e| self.fail(e))
+    }
+
     /// Forgets the search manifest, before the log it described is
     /// overwritten: the next version is then searched from scratch.
     pub fn forget_manifest(&mut self) -> Result<()> {

@@ -478,3 +478,46 @@ fn thread_count_does_not_change_the_output() {
     }
     assert_eq!(outputs[0], outputs[1]);
 }
+
+/// Many versions, run in two goes: the search log is compacted along the way
+/// (its file count stays bounded), survives the restart, and every version
+/// still has the figures of a fresh search.
+#[test]
+fn many_versions_keep_a_compact_log_and_exact_figures() {
+    let text = &common::case("ts_0_5k").contents()[0];
+    let sentences: Vec<&str> = text.split_inclusive(['.', '?', '!', ';']).collect();
+    let temp = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = sentences
+        .chunks(sentences.len() / 14)
+        .enumerate()
+        .map(|(index, chunk)| {
+            let path = temp.path().join(format!("part{index:02}.txt"));
+            std::fs::write(&path, chunk.concat()).unwrap();
+            path
+        })
+        .collect();
+    let state = temp.path().join("state");
+    let half = files.len() / 2;
+    let first = succeeded(&run_coordinator(&files[..half], &state, JSON), "first half");
+    let second = succeeded(&run_coordinator(&files, &state, JSON), "all");
+    let lines = figures(&second);
+    assert_eq!(figures(&first), lines[..half]);
+    assert_eq!(lines.len(), files.len());
+    for (count, line) in (1..).zip(&lines) {
+        let texts: Vec<String> = files[..count]
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        assert_eq!(*line, library_figures(&texts), "version {count}");
+    }
+    let log_files = std::fs::read_dir(state.join("log")).unwrap().count();
+    assert!(log_files <= 3 * 9, "{log_files} files in the search log");
+    let compacted = std::fs::read_dir(state.join("log")).unwrap().any(|entry| {
+        entry
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('g')
+    });
+    assert!(compacted, "{} versions and never compacted", files.len());
+}

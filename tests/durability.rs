@@ -171,3 +171,39 @@ fn checkpoint_of_another_text_is_not_resumed() {
         lines[0]["orthos"].as_u64().unwrap()
     );
 }
+
+/// A disk that fills up mid-search, simulated with a file size limit (the
+/// log's writes fail with EFBIG as they would with ENOSPC): the run stops
+/// with a clear error and a non-zero exit, and the state it leaves resumes
+/// to the golden figures.
+#[test]
+fn run_that_cannot_write_fails_clearly_and_the_state_recovers() {
+    let case = common::case("ts_0_20k");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let command = format!(
+        "trap '' XFSZ; ulimit -f 16384; exec '{}' run '{}' --state-dir '{}' --json --quiet",
+        env!("CARGO_BIN_EXE_fold-coordinator"),
+        case.texts[0].display(),
+        state.display()
+    );
+    let output = Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .expect("sh runs");
+    assert!(
+        !output.status.success(),
+        "the run succeeded despite the limit"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("fold-coordinator: error: cannot write")
+            && stderr.contains("File too large"),
+        "unclear error: {stderr}"
+    );
+    assert!(output.stdout.is_empty(), "figures printed by a failed run");
+
+    let lines = rerun(&case.texts, &state);
+    assert_golden(&case, &lines);
+    assert_resumed_exactly(&lines[0]);
+}

@@ -73,6 +73,52 @@ fn incremental_versions_reproduce_every_golden_case() {
     );
 }
 
+/// Many versions through one exploration, compacted whenever it asks and
+/// reopened from its manifest half way: every version still equals a fresh
+/// search, and the log keeps a bounded number of files.
+#[test]
+fn compacted_and_reopened_exploration_stays_exact_over_many_versions() {
+    use fold::search::{Exploration, Scope, Searcher};
+    let text = &common::case("ts_0_10k").contents()[0];
+    let sentences: Vec<&str> = text.split_inclusive(['.', '?', '!', ';']).collect();
+    let parts: Vec<String> = sentences
+        .chunks(sentences.len() / 20)
+        .map(|chunk| chunk.concat())
+        .collect();
+    assert!(parts.len() >= 20, "{} parts", parts.len());
+    let searcher = Searcher::new(SearchConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut exploration = Exploration::create(dir.path(), Scope::All).unwrap();
+    let mut interner = Interner::new();
+    let mut compactions = 0;
+    for (step, part) in parts.iter().enumerate() {
+        interner.ingest(part);
+        let advanced = searcher
+            .advance(&mut exploration, &interner, &mut Unobserved)
+            .unwrap();
+        let fresh = fold::search(&interner, &SearchConfig::default(), &mut Unobserved).unwrap();
+        assert_eq!(advanced.figures, fresh.figures, "version {}", step + 1);
+        if exploration.wants_compaction() {
+            exploration.compact().unwrap();
+            exploration.remove_stale_files().unwrap();
+            compactions += 1;
+        }
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(
+            files <= 3 * 9,
+            "{files} log files after version {}",
+            step + 1
+        );
+        if step == parts.len() / 2 {
+            let manifest = exploration.manifest().clone();
+            drop(exploration);
+            exploration = Exploration::open(dir.path(), Scope::All, manifest).unwrap();
+            assert_eq!(exploration.seen().len() as u64, fresh.figures.orthos);
+        }
+    }
+    assert!(compactions >= 2, "only {compactions} compactions");
+}
+
 #[test]
 fn process_text_reproduces_every_golden_case() {
     for case in common::test_cases() {

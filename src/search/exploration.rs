@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::backing::Backing;
 use super::batch::{better, expand_batch};
 use super::log::{
-    OrthoQueue, RecordAt, RecordWriter, read_overrides, scan_orthos, scan_segment, segment_paths,
+    OrthoQueue, RecordAt, RecordWriter, copy_segment, parse_segment_path, read_overrides,
+    scan_orthos, scan_segment, segment_paths,
 };
 use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
@@ -101,10 +102,13 @@ impl StoredFigures {
 pub struct Manifest {
     /// The interner version the log is complete for (0: nothing searched).
     pub version: u32,
-    /// One extent per searched version, oldest first.
+    /// One extent per searched version since the last compaction, oldest first.
     pub segments: Vec<SegmentExtent>,
     /// The figures at `version`.
     figures: StoredFigures,
+    /// Compactions so far; the log's file names carry it.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 impl Manifest {
@@ -112,7 +116,18 @@ impl Manifest {
     pub fn orthos(&self) -> u64 {
         self.segments.iter().map(|segment| segment.orthos).sum()
     }
+
+    /// Bytes of the log's files.
+    pub fn bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.orthos_bytes + s.expansions_bytes + s.overrides_bytes)
+            .sum()
+    }
 }
+
+/// Segments a log may have before it is compacted into one.
+const MAX_SEGMENTS: usize = 8;
 
 /// A consistent point inside a version's search: resuming from it loses only
 /// the work done after it.
@@ -218,7 +233,7 @@ impl Exploration {
         match self.unsaved.take() {
             Some(mut files) => {
                 std::fs::create_dir_all(dir).map_err(fail)?;
-                for (file, path) in files.iter_mut().zip(segment_paths(dir, 0)) {
+                for (file, path) in files.iter_mut().zip(segment_paths(dir, 0, 0)) {
                     file.persist(&path)?;
                 }
             }
@@ -233,7 +248,7 @@ impl Exploration {
     /// Writes a temporary exploration's in-memory files to its directory.
     fn materialize(&mut self) -> Result<()> {
         if let Some(mut files) = self.unsaved.take() {
-            for (file, path) in files.iter_mut().zip(segment_paths(&self.dir, 0)) {
+            for (file, path) in files.iter_mut().zip(segment_paths(&self.dir, 0, 0)) {
                 file.persist(&path)?;
             }
         }
@@ -248,7 +263,10 @@ impl Exploration {
         let mut exploration = Self {
             dir: dir.to_owned(),
             scope,
-            manifest: Manifest::default(),
+            manifest: Manifest {
+                generation: manifest.generation,
+                ..Manifest::default()
+            },
             overrides: Vec::new(),
             seen: SeenSet::new(),
             temporary: false,
@@ -258,8 +276,8 @@ impl Exploration {
         for (segment, extent) in manifest.segments.iter().enumerate() {
             exploration.load_segment(segment as u32, extent)?;
         }
-        remove_segments_after(dir, manifest.segments.len() as u32)?;
         exploration.manifest = manifest;
+        exploration.remove_stale_files()?;
         Ok(exploration)
     }
 
@@ -268,6 +286,86 @@ impl Exploration {
     /// process's writes survive it anyway).
     pub fn set_durable(&mut self, durable: bool) {
         self.durable = durable;
+    }
+
+    /// The files of `segment` in the current generation.
+    fn paths(&self, segment: u32) -> [PathBuf; 3] {
+        segment_paths(&self.dir, self.manifest.generation, segment)
+    }
+
+    /// Whether the log has grown enough segments, or enough overrides of
+    /// old expansions, to be worth compacting.
+    pub fn wants_compaction(&self) -> bool {
+        let segments = &self.manifest.segments;
+        let overrides: u64 = segments.iter().map(|s| s.overrides_bytes).sum();
+        let expansions: u64 = segments.iter().map(|s| s.expansions_bytes).sum();
+        segments.len() > MAX_SEGMENTS || overrides * 4 > expansions.max(1 << 16)
+    }
+
+    /// Rewrites the whole log as one segment of a new generation, with
+    /// every override applied. The old generation's files stay until
+    /// [`Exploration::remove_stale_files`]: the owner calls it once it has
+    /// durably recorded the new manifest, so a crash in between leaves the
+    /// old manifest and its files intact.
+    pub fn compact(&mut self) -> Result<()> {
+        let generation = self.manifest.generation + 1;
+        let [orthos_path, expansions_path, overrides_path] =
+            segment_paths(&self.dir, generation, 0);
+        let mut orthos = Backing::open(&orthos_path, 0)?;
+        let mut expansions = RecordWriter::open(&expansions_path, 0)?;
+        let mut overrides = RecordWriter::open(&overrides_path, 0)?;
+        let mut count = 0;
+        for (segment, extent) in self.manifest.segments.iter().enumerate() {
+            let [old_orthos, old_expansions, _] = self.paths(segment as u32);
+            let changed = self.overrides.get(segment);
+            count += copy_segment(
+                (&old_orthos, extent.orthos_bytes),
+                (&old_expansions, extent.expansions_bytes),
+                &mut orthos,
+                &mut expansions,
+                |index| changed.and_then(|changed| changed.get(&index)).copied(),
+            )?;
+        }
+        orthos.sync(self.durable)?;
+        let extent = SegmentExtent {
+            orthos_bytes: orthos.len(),
+            orthos: count,
+            expansions_bytes: expansions.sync(self.durable)?,
+            overrides_bytes: overrides.sync(self.durable)?,
+        };
+        if count != self.manifest.orthos() {
+            return Err(Error::storage(
+                &orthos_path,
+                format!(
+                    "compaction copied {count} of {} orthos",
+                    self.manifest.orthos()
+                ),
+            ));
+        }
+        self.manifest.generation = generation;
+        self.manifest.segments = vec![extent];
+        self.overrides.clear();
+        Ok(())
+    }
+
+    /// Removes log files the manifest does not name: older generations, and
+    /// segments past the next one (the next may hold a checkpointed search).
+    pub fn remove_stale_files(&self) -> Result<()> {
+        let next = self.manifest.segments.len() as u32;
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| Error::io(format!("cannot list {}", self.dir.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((generation, segment)) = name.to_str().and_then(parse_segment_path) else {
+                continue;
+            };
+            if generation != self.manifest.generation || segment > next {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The manifest as of the last finished version.
@@ -291,7 +389,7 @@ impl Exploration {
     }
 
     fn load_segment(&mut self, segment: u32, extent: &SegmentExtent) -> Result<()> {
-        let [orthos, _, overrides] = segment_paths(&self.dir, segment);
+        let [orthos, _, overrides] = self.paths(segment);
         let seen = &self.seen;
         let count = scan_orthos(&orthos, extent.orthos_bytes, |ortho| {
             seen.insert(ortho.id());
@@ -331,7 +429,7 @@ impl Exploration {
             )));
         }
         let segment = self.manifest.segments.len() as u32;
-        let [orthos_path, expansions_path, overrides_path] = segment_paths(&self.dir, segment);
+        let [orthos_path, expansions_path, overrides_path] = self.paths(segment);
         if let Some(checkpoint) = resume {
             if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
                 return Err(Error::BadState(format!(
@@ -375,7 +473,7 @@ impl Exploration {
                 };
                 tracing::debug!(elapsed = ?started.elapsed(), nodes = growth.nodes(), "growth");
                 for (old, extent) in self.manifest.segments.iter().enumerate() {
-                    let [orthos, expansions, _] = segment_paths(&self.dir, old as u32);
+                    let [orthos, expansions, _] = self.paths(old as u32);
                     let mut known = self.overrides.get(old).into_iter().flatten().peekable();
                     let scanned = scan_segment(
                         (&orthos, extent.orthos_bytes),
@@ -549,25 +647,6 @@ impl Drop for Exploration {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// Removes the files of segments after `next` in `dir`.
-fn remove_segments_after(dir: &Path, next: u32) -> Result<()> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let segment = name
-            .to_str()
-            .and_then(|name| name.rsplit_once('-'))
-            .and_then(|(_, number)| number.parse::<u32>().ok());
-        if segment.is_some_and(|segment| segment > next) {
-            let path = entry.path();
-            std::fs::remove_file(&path)
-                .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
-        }
-    }
-    Ok(())
 }
 
 /// Records that ortho `at` now expands as `expansion`; only segments before

@@ -27,9 +27,69 @@ use crate::spatial::{ShapeId, shapes};
 /// Orthos per chunk of an `orthos` file.
 const CHUNK: usize = 2_500;
 
-/// The three file names of segment `segment`.
-pub(crate) fn segment_paths(dir: &Path, segment: u32) -> [PathBuf; 3] {
-    ["orthos", "expansions", "overrides"].map(|kind| dir.join(format!("{kind}-{segment}")))
+/// The three file names of segment `segment` of generation `generation`
+/// (compaction starts a new generation; see [`copy_segment`]).
+pub(crate) fn segment_paths(dir: &Path, generation: u32, segment: u32) -> [PathBuf; 3] {
+    ["orthos", "expansions", "overrides"].map(|kind| {
+        dir.join(match generation {
+            0 => format!("{kind}-{segment}"),
+            _ => format!("g{generation}-{kind}-{segment}"),
+        })
+    })
+}
+
+/// The generation and segment a log file name belongs to, if it is one.
+pub(crate) fn parse_segment_path(name: &str) -> Option<(u32, u32)> {
+    let (generation, rest) = match name.strip_prefix('g') {
+        Some(rest) => {
+            let (generation, rest) = rest.split_once('-')?;
+            (generation.parse().ok()?, rest)
+        }
+        None => (0, name),
+    };
+    let (kind, segment) = rest.rsplit_once('-')?;
+    ["orthos", "expansions", "overrides"]
+        .contains(&kind)
+        .then_some(())?;
+    Some((generation, segment.parse().ok()?))
+}
+
+/// Appends a finished segment to compacted files: its orthos chunk by chunk,
+/// and for each its current expansion (`current` returns an override, if
+/// any). Returns the number of orthos copied.
+pub(crate) fn copy_segment(
+    orthos: (&Path, u64),
+    expansions: (&Path, u64),
+    out_orthos: &mut Backing,
+    out_expansions: &mut RecordWriter,
+    mut current: impl FnMut(u32) -> Option<Expansion>,
+) -> Result<u64> {
+    let mut frames = FrameReader::open(orthos.0, orthos.1)?;
+    let mut records = RecordBlocks::open(expansions.0, expansions.1)?;
+    let mut index = 0u32;
+    while let Some(count) = frames.advance()? {
+        let (_, len, _) = frames.current;
+        let mut header = [0u8; FRAME_HEADER];
+        header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        header[4..].copy_from_slice(&count.to_le_bytes());
+        frames.read()?;
+        out_orthos.append(&header)?;
+        out_orthos.append(&frames.payload)?;
+        for _ in 0..count {
+            let recorded = records
+                .next()?
+                .ok_or_else(|| storage(expansions.0, format!("record {index} is missing")))?;
+            match current(index) {
+                Some(expansion) => out_expansions.expansions(&[expansion])?,
+                None => out_expansions.raw(recorded.0)?,
+            }
+            index += 1;
+        }
+    }
+    if records.next()?.is_some() {
+        return Err(storage(expansions.0, "more records than orthos"));
+    }
+    Ok(u64::from(index))
 }
 
 fn storage(path: &Path, error: impl std::fmt::Display) -> Error {
@@ -347,6 +407,12 @@ impl RecordWriter {
         for expansion in expansions {
             encode_expansion(expansion, &mut self.buffer);
         }
+        self.flush_when_full()
+    }
+
+    /// Appends an encoded expansion as it is.
+    fn raw(&mut self, record: &[u8]) -> Result<()> {
+        self.buffer.extend_from_slice(record);
         self.flush_when_full()
     }
 
@@ -776,7 +842,7 @@ mod tests {
     #[test]
     fn expansions_and_overrides_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let [orthos, expansions, overrides] = segment_paths(dir.path(), 3);
+        let [orthos, expansions, overrides] = segment_paths(dir.path(), 0, 3);
         let mut queue = OrthoQueue::open(&orthos, 0, 0, 0).unwrap();
         let records: Vec<Expansion> = (0..5u32)
             .map(|n| Expansion {
@@ -820,6 +886,31 @@ mod tests {
         let len = writer.sync(true).unwrap();
         assert_eq!(read_overrides(&overrides, len).unwrap(), [(at, records[3])]);
         assert!(read_overrides(&overrides, len - 1).is_err());
+    }
+
+    #[test]
+    fn log_file_names_carry_generation_and_segment() {
+        let dir = Path::new("/x");
+        for (generation, segment) in [(0, 0), (0, 12), (3, 0), (41, 7)] {
+            for path in segment_paths(dir, generation, segment) {
+                let name = path.file_name().unwrap().to_str().unwrap();
+                assert_eq!(
+                    parse_segment_path(name),
+                    Some((generation, segment)),
+                    "{name}"
+                );
+            }
+        }
+        for other in [
+            "shard.json",
+            "orthos",
+            "g-orthos-1",
+            "gx-orthos-1",
+            "tmp-3",
+            "orthos-x",
+        ] {
+            assert_eq!(parse_segment_path(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -148,6 +148,10 @@ impl ShardStore {
             exploration.persist(&dir)?;
             search.kept = true;
         }
+        let compacted = exploration.wants_compaction();
+        if compacted {
+            exploration.compact()?;
+        }
         let record = ShardRecord {
             origin,
             texts: texts.to_vec(),
@@ -159,6 +163,9 @@ impl ShardStore {
         let file = std::fs::File::create(&temporary).map_err(fail)?;
         std::io::Write::write_all(&mut &file, &json).map_err(fail)?;
         std::fs::rename(&temporary, dir.join(RECORD)).map_err(fail)?;
+        if compacted {
+            exploration.remove_stale_files()?;
+        }
         Ok(true)
     }
 }
