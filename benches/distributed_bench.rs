@@ -3,8 +3,11 @@
 //! two `fold-worker --threads 1`, each on ts_0_20k (1,280,079 orthos).
 //!
 //! The coordinator and workers start once; every iteration submits the text
-//! again as a new version (same text, same interner content, same search) and
-//! waits for it.
+//! again as a new version (same text, same interner content, same figures)
+//! and waits for it. In `coordinator_2_workers_1_thread` the workers keep no
+//! shard, so every version is searched from scratch, like the embedded run;
+//! in `..._kept_shards` they keep their large shards (the default), so each
+//! new version only rescans those and searches the small ones again.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -57,8 +60,9 @@ fn embedded(c: &mut Criterion) {
     });
 }
 
-fn distributed(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
+/// A coordinator and two one-thread workers that keep shards of at least
+/// `keep_from` orthos; returns the coordinator's URL and the processes.
+fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
     let mut coordinator = Command::new(COORDINATOR)
         .args([
             "serve",
@@ -68,7 +72,7 @@ fn distributed(c: &mut Criterion) {
             TOKEN,
             "--state-dir",
         ])
-        .arg(dir.path().join("coordinator"))
+        .arg(dir.join("coordinator"))
         .stdout(Stdio::piped())
         .spawn()
         .expect("coordinator starts");
@@ -76,30 +80,26 @@ fn distributed(c: &mut Criterion) {
     BufReader::new(coordinator.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _coordinator = Running(coordinator);
+    let mut running = vec![Running(coordinator)];
     let address = line.trim().rsplit(' ').next().unwrap().to_owned();
     let url = format!("http://{address}");
-    let _workers: Vec<Running> = (0..2)
-        .map(|index| {
-            Running(
-                Command::new(WORKER)
-                    .args([
-                        "--coordinator",
-                        &url,
-                        "--threads",
-                        "1",
-                        "--token",
-                        TOKEN,
-                        "--data-dir",
-                    ])
-                    .arg(dir.path().join(format!("worker{index}")))
-                    .spawn()
-                    .expect("worker starts"),
-            )
-        })
-        .collect();
+    for index in 0..2 {
+        let worker = Command::new(WORKER)
+            .args(["--coordinator", &url, "--threads", "1", "--token", TOKEN])
+            .args(["--keep-shards-from", &keep_from.to_string(), "--data-dir"])
+            .arg(dir.join(format!("worker{index}")))
+            .spawn()
+            .expect("worker starts");
+        running.push(Running(worker));
+    }
     std::thread::sleep(Duration::from_millis(500));
-    c.bench_function("ts_0_20k/coordinator_2_workers_1_thread", |b| {
+    (url, running)
+}
+
+fn distributed_with(c: &mut Criterion, name: &str, keep_from: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _running) = cluster(dir.path(), keep_from);
+    c.bench_function(name, |b| {
         b.iter(|| {
             succeed(
                 Command::new(COORDINATOR)
@@ -130,9 +130,21 @@ fn distributed(c: &mut Criterion) {
     );
 }
 
+fn distributed(c: &mut Criterion) {
+    distributed_with(c, "ts_0_20k/coordinator_2_workers_1_thread", u64::MAX);
+}
+
+fn distributed_kept(c: &mut Criterion) {
+    distributed_with(
+        c,
+        "ts_0_20k/coordinator_2_workers_1_thread_kept_shards",
+        fold::worker::DEFAULT_KEEP_SHARDS_FROM,
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(15));
-    targets = embedded, distributed
+    targets = embedded, distributed, distributed_kept
 }
 criterion_main!(benches);
