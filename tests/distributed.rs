@@ -326,6 +326,32 @@ fn worker_reconnects_after_the_coordinator_restarts() {
     assert_eq!(cluster.coordinator.workers_connected(), 1);
 }
 
+/// A worker whose coordinator is replaced by one with other texts under the
+/// same version numbers (same port, fresh state) must not reuse what it
+/// built for the old one: the new version 1 comes out golden.
+#[test]
+fn worker_moved_to_a_coordinator_with_other_texts_searches_those() {
+    let square = common::case("square");
+    let fox = common::case("fox");
+    let mut cluster = Cluster::start_keeping(1, 1, 1);
+    let first = cluster.coordinator.submit_and_wait(&square.texts);
+    assert_figures("square", 0, &first[0], &square.after_each_text[0]);
+
+    cluster.coordinator.process.kill();
+    let other_state = cluster.dir.path().join("other-coordinator");
+    cluster.coordinator = Coordinator::start_on(cluster.coordinator.port, &other_state, &[]);
+    let second = cluster.coordinator.submit_and_wait(&fox.texts);
+    assert_figures("fox", 0, &second[0], &fox.after_each_text[0]);
+    let shards = cluster.coordinator.shard_status();
+    assert!(
+        base_versions(&shards[0], |_| true)
+            .iter()
+            .all(|&base| base == 0),
+        "{}",
+        shards[0]
+    );
+}
+
 /// Submits every text of `case` with one `submit` (no `--wait`) and checks
 /// its reply: versions 1, 2, ... named after the files.
 fn submit_case(coordinator: &Coordinator, case: &common::GoldenCase) {

@@ -164,6 +164,11 @@ async fn session(
                 match message.kind {
                     Some(FromCoordinator::Welcome(welcome)) => {
                         welcomed = true;
+                        // Another coordinator (or the same one on other state)
+                        // may number other texts as the same versions: trust
+                        // no interner of an earlier session. Kept shards check
+                        // their texts' hashes themselves.
+                        interners.clear();
                         tracing::info!(worker_id = %welcome.worker_id, lease_ms = welcome.lease_ms, "connected");
                     }
                     Some(FromCoordinator::Assign(assign)) => {
