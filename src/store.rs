@@ -145,7 +145,13 @@ impl StateDir {
             // Release the read-only handle (and its lock) before opening for writing.
             self.handle = None;
             let db = if self.file.exists() {
-                Database::open(&self.file).map_err(|e| self.not_ours(e))?
+                Database::open(&self.file).map_err(|e| match e {
+                    redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(
+                        format!("cannot open {} for writing", self.file.display()),
+                        io,
+                    ),
+                    other => self.not_ours(other),
+                })?
             } else {
                 std::fs::create_dir_all(&self.dir).map_err(|e| {
                     Error::io(format!("cannot create state dir {}", self.dir.display()), e)

@@ -207,3 +207,74 @@ fn run_that_cannot_write_fails_clearly_and_the_state_recovers() {
     assert_golden(&case, &lines);
     assert_resumed_exactly(&lines[0]);
 }
+
+/// A state dir the run may not write to: the run stops with a clear error
+/// and a non-zero exit, and the versions recorded before are intact. Run as
+/// an unprivileged user (through `setpriv` when the tests run as root, for
+/// whom permissions do not apply).
+#[test]
+fn state_dir_without_write_permission_fails_clearly_and_keeps_its_versions() {
+    use std::os::unix::fs::PermissionsExt;
+    let case = common::case("ts_incremental");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    let first = rerun(&case.texts[..1], &state);
+    assert_golden(
+        &common::GoldenCase {
+            after_each_text: case.after_each_text[..1].to_vec(),
+            ..case.clone()
+        },
+        &first,
+    );
+    let read_only = std::fs::Permissions::from_mode(0o555);
+    for path in [state.clone(), state.join("log")] {
+        std::fs::set_permissions(&path, read_only.clone()).unwrap();
+    }
+
+    let binary = env!("CARGO_BIN_EXE_fold-coordinator");
+    let mut command = if is_root() {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        command
+    } else {
+        Command::new(binary)
+    };
+    let output = command
+        .arg("run")
+        .args(&case.texts)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("the run starts");
+    assert!(
+        !output.status.success(),
+        "the run wrote to a read-only state dir"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("fold-coordinator: error:") && stderr.contains("ermission denied"),
+        "unclear error: {stderr}"
+    );
+
+    for path in [state.clone(), state.join("log")] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let lines = rerun(&case.texts, &state);
+    assert_golden(&case, &lines);
+    assert!(
+        lines[0].get("work").is_none(),
+        "version 1 was lost: {}",
+        lines[0]
+    );
+}
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        == Some("0")
+}
