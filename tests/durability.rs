@@ -232,17 +232,32 @@ fn state_dir_without_write_permission_fails_clearly_and_keeps_its_versions() {
         std::fs::set_permissions(&path, read_only.clone()).unwrap();
     }
 
-    let binary = env!("CARGO_BIN_EXE_fold-coordinator");
+    // The unprivileged user must reach the binary and the texts: copies in
+    // the (world-readable) temporary dir, wherever the checkout lives.
+    let binary = dir.path().join("fold-coordinator");
+    std::fs::copy(env!("CARGO_BIN_EXE_fold-coordinator"), &binary).unwrap();
+    let texts: Vec<PathBuf> = case
+        .texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let copy = dir.path().join(format!("text{index}.txt"));
+            std::fs::copy(text, &copy).unwrap();
+            copy
+        })
+        .collect();
     let mut command = if is_root() {
         let mut command = Command::new("setpriv");
-        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", binary]);
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&binary);
         command
     } else {
-        Command::new(binary)
+        Command::new(&binary)
     };
     let output = command
         .arg("run")
-        .args(&case.texts)
+        .args(&texts)
         .arg("--state-dir")
         .arg(&state)
         .args(["--json", "--quiet"])
@@ -254,7 +269,8 @@ fn state_dir_without_write_permission_fails_clearly_and_keeps_its_versions() {
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.starts_with("fold-coordinator: error:") && stderr.contains("ermission denied"),
+        stderr.starts_with("fold-coordinator: error: cannot open")
+            && stderr.contains("for writing: Permission denied"),
         "unclear error: {stderr}"
     );
 
