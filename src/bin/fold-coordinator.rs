@@ -35,11 +35,15 @@ enum Command {
     /// process and print its figures. Texts already recorded in the state dir
     /// are not searched again: their stored figures are printed. The list must
     /// agree with the record, in order (it may be shorter, or go on past it).
+    ///
+    /// The search is kept in the state dir too, so a new version explores only
+    /// what its text makes new. A run that is killed resumes from its last
+    /// checkpoint when the same command is run again.
     Run {
         /// Text files, ingested in the order given.
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
-        /// Where texts and figures are kept between runs.
+        /// Where texts, figures and the search log are kept between runs.
         #[arg(long, value_name = "DIR", default_value = "fold_state")]
         state_dir: PathBuf,
         /// Search threads (default: one per core).
