@@ -149,10 +149,10 @@ fn every_golden_case_prints_one_matching_json_line_per_text() {
         for (step, (actual, expected)) in lines.iter().zip(&case.after_each_text).enumerate() {
             common::assert_figures(&case.name, step, actual, expected);
         }
-        // The state file, and the search log: three files per version.
+        // The state file, and the search log: four files per version.
         let mut expected = vec![state.join(STATE_FILE), state.join("log")];
         for segment in 0..case.texts.len() {
-            for kind in ["orthos", "expansions", "overrides"] {
+            for kind in ["orthos", "expansions", "overrides", "ids"] {
                 expected.push(state.join("log").join(format!("{kind}-{segment}")));
             }
         }
@@ -511,7 +511,7 @@ fn many_versions_keep_a_compact_log_and_exact_figures() {
         assert_eq!(*line, library_figures(&texts), "version {count}");
     }
     let log_files = std::fs::read_dir(state.join("log")).unwrap().count();
-    assert!(log_files <= 3 * 9, "{log_files} files in the search log");
+    assert!(log_files <= 4 * 9, "{log_files} files in the search log");
     let compacted = std::fs::read_dir(state.join("log")).unwrap().any(|entry| {
         entry
             .unwrap()

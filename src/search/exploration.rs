@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::backing::Backing;
 use super::batch::{better, expand_batch};
 use super::log::{
-    OrthoQueue, RecordAt, RecordWriter, copy_segment, parse_segment_path, read_overrides,
-    scan_orthos, scan_segment, segment_paths,
+    OrthoQueue, RecordAt, RecordWriter, copy_prefix, copy_segment, parse_segment_path,
+    read_overrides, scan_ids, scan_orthos, scan_segment, segment_paths,
 };
 use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
@@ -179,7 +179,7 @@ pub struct Exploration {
     temporary: bool,
     /// The files of a temporary exploration's only segment, possibly still
     /// in memory.
-    unsaved: Option<[Backing; 3]>,
+    unsaved: Option<[Backing; 4]>,
     /// Whether files are synced to disk at checkpoints and versions.
     durable: bool,
 }
@@ -289,7 +289,7 @@ impl Exploration {
     }
 
     /// The files of `segment` in the current generation.
-    fn paths(&self, segment: u32) -> [PathBuf; 3] {
+    fn paths(&self, segment: u32) -> [PathBuf; 4] {
         segment_paths(&self.dir, self.manifest.generation, segment)
     }
 
@@ -309,14 +309,16 @@ impl Exploration {
     /// old manifest and its files intact.
     pub fn compact(&mut self) -> Result<()> {
         let generation = self.manifest.generation + 1;
-        let [orthos_path, expansions_path, overrides_path] =
+        let [orthos_path, expansions_path, overrides_path, ids_path] =
             segment_paths(&self.dir, generation, 0);
         let mut orthos = Backing::open(&orthos_path, 0)?;
+        let mut ids = Backing::open(&ids_path, 0)?;
         let mut expansions = RecordWriter::open(&expansions_path, 0)?;
         let mut overrides = RecordWriter::open(&overrides_path, 0)?;
         let mut count = 0;
         for (segment, extent) in self.manifest.segments.iter().enumerate() {
-            let [old_orthos, old_expansions, _] = self.paths(segment as u32);
+            let [old_orthos, old_expansions, _, old_ids] = self.paths(segment as u32);
+            copy_prefix(&old_ids, extent.orthos * 8, &mut ids)?;
             let changed = self.overrides.get(segment);
             count += copy_segment(
                 (&old_orthos, extent.orthos_bytes),
@@ -327,6 +329,7 @@ impl Exploration {
             )?;
         }
         orthos.sync(self.durable)?;
+        ids.sync(self.durable)?;
         let extent = SegmentExtent {
             orthos_bytes: orthos.len(),
             orthos: count,
@@ -389,16 +392,24 @@ impl Exploration {
     }
 
     fn load_segment(&mut self, segment: u32, extent: &SegmentExtent) -> Result<()> {
-        let [orthos, _, overrides] = self.paths(segment);
+        let [orthos, _, overrides, ids] = self.paths(segment);
         let seen = &self.seen;
-        let count = scan_orthos(&orthos, extent.orthos_bytes, |ortho| {
-            seen.insert(ortho.id());
+        let recorded = scan_ids(&ids, extent.orthos, |block| {
+            for &id in block {
+                seen.insert(id);
+            }
         })?;
-        if count != extent.orthos {
-            return Err(Error::storage(
-                &orthos,
-                format!("holds {count} orthos but {} were recorded", extent.orthos),
-            ));
+        if !recorded {
+            // No ids file (a log written before they were kept): hash.
+            let count = scan_orthos(&orthos, extent.orthos_bytes, |ortho| {
+                seen.insert(ortho.id());
+            })?;
+            if count != extent.orthos {
+                return Err(Error::storage(
+                    &orthos,
+                    format!("holds {count} orthos but {} were recorded", extent.orthos),
+                ));
+            }
         }
         for (at, expansion) in read_overrides(&overrides, extent.overrides_bytes)? {
             set_override(&mut self.overrides, segment, at, expansion)?;
@@ -429,7 +440,7 @@ impl Exploration {
             )));
         }
         let segment = self.manifest.segments.len() as u32;
-        let [orthos_path, expansions_path, overrides_path] = self.paths(segment);
+        let [orthos_path, expansions_path, overrides_path, ids_path] = self.paths(segment);
         if let Some(checkpoint) = resume {
             if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
                 return Err(Error::BadState(format!(
@@ -454,12 +465,12 @@ impl Exploration {
                 round.figures = self.manifest.figures.figures()?;
                 let (mut queue, mut overrides) = if in_memory {
                     (
-                        OrthoQueue::in_memory(&orthos_path),
+                        OrthoQueue::in_memory(&orthos_path, &ids_path),
                         RecordWriter::in_memory(&overrides_path),
                     )
                 } else {
                     (
-                        OrthoQueue::open(&orthos_path, 0, 0, 0)?,
+                        OrthoQueue::open(&orthos_path, &ids_path, 0, 0, 0)?,
                         RecordWriter::open(&overrides_path, 0)?,
                     )
                 };
@@ -473,7 +484,7 @@ impl Exploration {
                 };
                 tracing::debug!(elapsed = ?started.elapsed(), nodes = growth.nodes(), "growth");
                 for (old, extent) in self.manifest.segments.iter().enumerate() {
-                    let [orthos, expansions, _] = self.paths(old as u32);
+                    let [orthos, expansions, _, _] = self.paths(old as u32);
                     let mut known = self.overrides.get(old).into_iter().flatten().peekable();
                     let scanned = scan_segment(
                         (&orthos, extent.orthos_bytes),
@@ -529,6 +540,7 @@ impl Exploration {
                 round.figures = checkpoint.figures.figures()?;
                 let queue = OrthoQueue::open(
                     &orthos_path,
+                    &ids_path,
                     extent.orthos_bytes,
                     extent.orthos,
                     checkpoint.expanded,
@@ -617,10 +629,12 @@ impl Exploration {
         let extent = sync(&mut queue, &mut expansions, &mut overrides, self.durable)?;
         round.stats.stored = extent.orthos;
         if in_memory {
+            let (orthos, ids) = queue.into_backing()?;
             self.unsaved = Some([
-                queue.into_backing()?,
+                orthos,
                 expansions.into_backing()?,
                 overrides.into_backing()?,
+                ids,
             ]);
         }
         let figures = round.figures;

@@ -10,6 +10,8 @@
 //! * `expansions-N` — one [`Expansion`] per expanded ortho, in the same order.
 //! * `overrides-N` — orthos of older segments re-expanded in that version
 //!   (their watched trie nodes grew), each with its new [`Expansion`].
+//! * `ids-N` — the 64-bit id of each ortho of `orthos-N`, in the same order,
+//!   so that reopening a log refills the seen set without hashing.
 //!
 //! A file is only ever appended to; a crash leaves at most a torn tail that
 //! the owner truncates back to the lengths it recorded at a checkpoint.
@@ -27,10 +29,13 @@ use crate::spatial::{ShapeId, shapes};
 /// Orthos per chunk of an `orthos` file.
 const CHUNK: usize = 2_500;
 
-/// The three file names of segment `segment` of generation `generation`
+/// The files of a segment, in the order [`segment_paths`] names them.
+const KINDS: [&str; 4] = ["orthos", "expansions", "overrides", "ids"];
+
+/// The four file names of segment `segment` of generation `generation`
 /// (compaction starts a new generation; see [`copy_segment`]).
-pub(crate) fn segment_paths(dir: &Path, generation: u32, segment: u32) -> [PathBuf; 3] {
-    ["orthos", "expansions", "overrides"].map(|kind| {
+pub(crate) fn segment_paths(dir: &Path, generation: u32, segment: u32) -> [PathBuf; 4] {
+    KINDS.map(|kind| {
         dir.join(match generation {
             0 => format!("{kind}-{segment}"),
             _ => format!("g{generation}-{kind}-{segment}"),
@@ -48,9 +53,7 @@ pub(crate) fn parse_segment_path(name: &str) -> Option<(u32, u32)> {
         None => (0, name),
     };
     let (kind, segment) = rest.rsplit_once('-')?;
-    ["orthos", "expansions", "overrides"]
-        .contains(&kind)
-        .then_some(())?;
+    KINDS.contains(&kind).then_some(())?;
     Some((generation, segment.parse().ok()?))
 }
 
@@ -214,6 +217,7 @@ impl FrameReader {
 /// written). Every ortho reaches the disk exactly once.
 pub(crate) struct OrthoQueue {
     file: Backing,
+    ids: Backing,
     front: VecDeque<Ortho>,
     unread: VecDeque<(u64, u32)>,
     tail: Vec<Ortho>,
@@ -226,9 +230,10 @@ pub(crate) struct OrthoQueue {
 impl OrthoQueue {
     /// Reopens the orthos file `path` at `len` bytes holding `count` orthos,
     /// of which the first `expanded` are done; the rest are queued again.
-    pub fn open(path: &Path, len: u64, count: u64, expanded: u64) -> Result<Self> {
+    pub fn open(path: &Path, ids: &Path, len: u64, count: u64, expanded: u64) -> Result<Self> {
         let file = Backing::open(path, len)?;
-        let mut queue = Self::over(file, count, expanded);
+        let ids = Backing::open(ids, count * 8)?;
+        let mut queue = Self::over(file, ids, count, expanded);
         let mut seen = 0u64;
         let mut skip = expanded;
         let mut frames = FrameReader::open(path, len)?;
@@ -262,14 +267,15 @@ impl OrthoQueue {
     }
 
     /// A new orthos file that stays in memory while small (see [`Backing`]).
-    pub fn in_memory(path: &Path) -> Self {
-        Self::over(Backing::in_memory(path), 0, 0)
+    pub fn in_memory(path: &Path, ids: &Path) -> Self {
+        Self::over(Backing::in_memory(path), Backing::in_memory(ids), 0, 0)
     }
 
-    fn over(file: Backing, count: u64, expanded: u64) -> Self {
+    fn over(file: Backing, ids: Backing, count: u64, expanded: u64) -> Self {
         Self {
             bytes: file.len(),
             file,
+            ids,
             front: VecDeque::new(),
             unread: VecDeque::new(),
             tail: Vec::new(),
@@ -279,10 +285,10 @@ impl OrthoQueue {
         }
     }
 
-    /// The file, once every found ortho is written to it.
-    pub fn into_backing(mut self) -> Result<Backing> {
+    /// The orthos and ids files, once every found ortho is written to them.
+    pub fn into_backing(mut self) -> Result<(Backing, Backing)> {
         self.write_tail()?;
-        Ok(self.file)
+        Ok((self.file, self.ids))
     }
 
     /// Orthos found and not yet popped.
@@ -327,6 +333,7 @@ impl OrthoQueue {
     pub fn sync(&mut self, durable: bool) -> Result<(u64, u64)> {
         self.write_tail()?;
         self.file.sync(durable)?;
+        self.ids.sync(durable)?;
         Ok((self.bytes, self.written))
     }
 
@@ -343,6 +350,11 @@ impl OrthoQueue {
         self.file.append(&self.encoded)?;
         let offset = self.bytes + FRAME_HEADER as u64;
         self.bytes += self.encoded.len() as u64;
+        self.encoded.clear();
+        for ortho in &self.tail {
+            self.encoded.extend_from_slice(&ortho.id().to_le_bytes());
+        }
+        self.ids.append(&self.encoded)?;
         self.written += self.tail.len() as u64;
         // Orthos that are next in line anyway stay in memory instead of
         // being read back.
@@ -613,6 +625,51 @@ impl RawExpansion<'_> {
     }
 }
 
+/// Calls `visit` with each of the first `count` ids of an ids file, in
+/// blocks; `Ok(false)` (having visited none) if the file holds fewer.
+pub(crate) fn scan_ids(path: &Path, count: u64, mut visit: impl FnMut(&[u64])) -> Result<bool> {
+    let len = count * 8;
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() >= len => {}
+        _ => return Ok(false),
+    }
+    let mut reader = open_prefix(path, len)?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut ids = Vec::with_capacity(block.len() / 8);
+    let mut left = len as usize;
+    while left > 0 {
+        let take = left.min(block.len());
+        reader
+            .read_exact(&mut block[..take])
+            .map_err(|e| io(path, "read", e))?;
+        ids.clear();
+        ids.extend(
+            block[..take]
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        );
+        visit(&ids);
+        left -= take;
+    }
+    Ok(true)
+}
+
+/// Appends the first `len` bytes of `path` to `out`.
+pub(crate) fn copy_prefix(path: &Path, len: u64, out: &mut Backing) -> Result<()> {
+    let mut reader = open_prefix(path, len)?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len as usize;
+    while left > 0 {
+        let take = left.min(block.len());
+        reader
+            .read_exact(&mut block[..take])
+            .map_err(|e| io(path, "read", e))?;
+        out.append(&block[..take])?;
+        left -= take;
+    }
+    Ok(())
+}
+
 /// Calls `visit` with every ortho in the first `len` bytes of an orthos file.
 pub(crate) fn scan_orthos(path: &Path, len: u64, mut visit: impl FnMut(Ortho)) -> Result<u64> {
     let mut count = 0;
@@ -790,7 +847,8 @@ mod tests {
     fn queue_is_fifo_bounded_in_memory_and_keeps_every_ortho_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orthos-1");
-        let mut queue = OrthoQueue::open(&path, 0, 0, 0).unwrap();
+        let ids = dir.path().join("ids-1");
+        let mut queue = OrthoQueue::open(&path, &ids, 0, 0, 0).unwrap();
         let mut expected = Vec::new();
         let mut popped = Vec::new();
         for round in 0..40u32 {
@@ -809,15 +867,25 @@ mod tests {
         let (bytes, count) = queue.sync(true).unwrap();
         assert_eq!(count, expected.len() as u64);
         let mut stored = Vec::new();
-        scan_orthos(&path, bytes, |o| stored.push(o.raw_slots()[0])).unwrap();
+        let mut hashed = Vec::new();
+        scan_orthos(&path, bytes, |o| {
+            stored.push(o.raw_slots()[0]);
+            hashed.push(o.id());
+        })
+        .unwrap();
         assert_eq!(stored, expected);
+        let mut recorded = Vec::new();
+        assert!(scan_ids(&ids, count, |block| recorded.extend_from_slice(block)).unwrap());
+        assert_eq!(recorded, hashed);
+        assert!(!scan_ids(&ids, count + 1, |_| unreachable!()).unwrap());
     }
 
     #[test]
     fn reopened_queue_resumes_after_the_expanded_orthos_and_drops_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orthos-1");
-        let mut queue = OrthoQueue::open(&path, 0, 0, 0).unwrap();
+        let ids = dir.path().join("ids-1");
+        let mut queue = OrthoQueue::open(&path, &ids, 0, 0, 0).unwrap();
         for n in 0..7_000 {
             queue.push(ortho(n)).unwrap();
         }
@@ -828,22 +896,22 @@ mod tests {
         queue.sync(true).unwrap();
         drop(queue);
         for expanded in [0, 1, 2_499, 2_500, 2_501, 6_999, 7_000] {
-            let mut queue = OrthoQueue::open(&path, bytes, count, expanded).unwrap();
+            let mut queue = OrthoQueue::open(&path, &ids, bytes, count, expanded).unwrap();
             assert_eq!(queue.len(), 7_000 - expanded);
             assert_eq!(
                 drain(&mut queue, 999),
                 (expanded as u32..7_000).collect::<Vec<_>>()
             );
         }
-        assert!(OrthoQueue::open(&path, bytes, count + 1, 0).is_err());
-        assert!(OrthoQueue::open(&path, bytes * 10, count, 0).is_err());
+        assert!(OrthoQueue::open(&path, &ids, bytes, count + 1, 0).is_err());
+        assert!(OrthoQueue::open(&path, &ids, bytes * 10, count, 0).is_err());
     }
 
     #[test]
     fn expansions_and_overrides_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let [orthos, expansions, overrides] = segment_paths(dir.path(), 0, 3);
-        let mut queue = OrthoQueue::open(&orthos, 0, 0, 0).unwrap();
+        let [orthos, expansions, overrides, ids] = segment_paths(dir.path(), 0, 3);
+        let mut queue = OrthoQueue::open(&orthos, &ids, 0, 0, 0).unwrap();
         let records: Vec<Expansion> = (0..5u32)
             .map(|n| Expansion {
                 leaf: n % 2 == 0,
