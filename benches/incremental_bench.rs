@@ -105,7 +105,11 @@ impl Checkpoints for OneCheckpoint {
         let record = serde_json::to_vec(checkpoint).expect("checkpoints serialize");
         self.took = self.started.map(|started| started.elapsed());
         let segment = &checkpoint.segment;
-        self.bytes = segment.orthos_bytes + segment.expansions_bytes + segment.overrides_bytes;
+        // The ids file holds 8 bytes per ortho.
+        self.bytes = segment.orthos_bytes
+            + segment.expansions_bytes
+            + segment.overrides_bytes
+            + 8 * segment.orthos;
         self.record = record.len();
         Ok(())
     }

@@ -12,8 +12,8 @@ use crate::search::seen::SeenSet;
 /// What expanding one batch produced.
 #[derive(Default)]
 pub(crate) struct BatchOutcome {
-    /// Children never seen before, to be counted and queued.
-    pub new_orthos: Vec<Ortho>,
+    /// Children never seen before, with their ids, to be counted and queued.
+    pub new_orthos: Vec<(OrthoId, Ortho)>,
     /// Number of expanded orthos that had no candidate.
     pub leaves: u64,
     /// The leaves themselves, when the caller asked for them.
@@ -97,7 +97,7 @@ impl BatchOutcome {
             self.best = Some(child.clone());
             self.best_key = key;
         }
-        self.new_orthos.push(child);
+        self.new_orthos.push((id, child));
     }
 
     /// Settles every child still waiting for its prefetch.

@@ -31,7 +31,7 @@ use super::log::{
 use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
 use crate::interner::{Growth, Interner, TrieNode};
-use crate::ortho::{Expansion, Ortho, Scratch, expand};
+use crate::ortho::{Expansion, Ortho, OrthoId, Scratch, expand};
 use crate::spatial::shapes;
 
 /// The files of one searched version, as far as they are known to be written.
@@ -612,8 +612,8 @@ impl Exploration {
             };
             observer.on_batch(&progress)?;
             if checkpoints.due(&progress) {
-                for ortho in pending.drain(..) {
-                    queue.push(ortho)?;
+                for (id, ortho) in pending.drain(..) {
+                    queue.push(id, ortho)?;
                 }
                 let segment = sync(&mut queue, &mut expansions, &mut overrides, self.durable)?;
                 checkpoints.save(&Checkpoint {
@@ -745,8 +745,9 @@ impl Round<'_> {
                     Scope::Origin(token) => child.raw_slots()[0] == token.0,
                 };
                 self.stats.generated += 1;
-                if in_scope && self.seen.insert(child.id()) {
-                    children.push(child);
+                let id = child.id();
+                if in_scope && self.seen.insert(id) {
+                    children.push((id, child));
                 }
             },
         )?;
@@ -754,11 +755,11 @@ impl Round<'_> {
     }
 
     /// Counts and queues new orthos.
-    fn found(&mut self, orthos: Vec<Ortho>, queue: &mut OrthoQueue) -> Result<()> {
+    fn found(&mut self, orthos: Vec<(OrthoId, Ortho)>, queue: &mut OrthoQueue) -> Result<()> {
         self.figures.orthos += orthos.len() as u64;
-        for ortho in orthos {
+        for (id, ortho) in orthos {
             self.figures.optimal = better(self.figures.optimal.take(), Some(ortho.clone()));
-            queue.push(ortho)?;
+            queue.push(id, ortho)?;
         }
         Ok(())
     }
@@ -811,12 +812,12 @@ impl Round<'_> {
 /// Queues `pending` and pops the next batch into `batch`.
 fn push_and_pop(
     queue: &mut OrthoQueue,
-    pending: &mut Vec<Ortho>,
+    pending: &mut Vec<(OrthoId, Ortho)>,
     batch_size: usize,
     batch: &mut Vec<Ortho>,
 ) -> Result<()> {
-    for ortho in pending.drain(..) {
-        queue.push(ortho)?;
+    for (id, ortho) in pending.drain(..) {
+        queue.push(id, ortho)?;
     }
     queue.pop_batch(batch_size, batch)
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::backing::Backing;
 use crate::error::{Error, Result};
-use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, Watch};
+use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, OrthoId, Watch};
 use crate::spatial::{ShapeId, shapes};
 
 /// Orthos per chunk of an `orthos` file.
@@ -221,6 +221,8 @@ pub(crate) struct OrthoQueue {
     front: VecDeque<Ortho>,
     unread: VecDeque<(u64, u32)>,
     tail: Vec<Ortho>,
+    /// The ids of `tail`, in the same order.
+    tail_ids: Vec<OrthoId>,
     bytes: u64,
     written: u64,
     queued: u64,
@@ -279,6 +281,7 @@ impl OrthoQueue {
             front: VecDeque::new(),
             unread: VecDeque::new(),
             tail: Vec::new(),
+            tail_ids: Vec::new(),
             written: count,
             queued: count.saturating_sub(expanded),
             encoded: Vec::new(),
@@ -301,9 +304,11 @@ impl OrthoQueue {
         self.queued == 0
     }
 
-    /// Appends a newly found ortho.
-    pub fn push(&mut self, ortho: Ortho) -> Result<()> {
+    /// Appends a newly found ortho and its id.
+    pub fn push(&mut self, id: OrthoId, ortho: Ortho) -> Result<()> {
+        debug_assert_eq!(id, ortho.id());
         self.tail.push(ortho);
+        self.tail_ids.push(id);
         self.queued += 1;
         if self.tail.len() >= CHUNK {
             self.write_tail()?;
@@ -351,8 +356,8 @@ impl OrthoQueue {
         let offset = self.bytes + FRAME_HEADER as u64;
         self.bytes += self.encoded.len() as u64;
         self.encoded.clear();
-        for ortho in &self.tail {
-            self.encoded.extend_from_slice(&ortho.id().to_le_bytes());
+        for id in self.tail_ids.drain(..) {
+            self.encoded.extend_from_slice(&id.to_le_bytes());
         }
         self.ids.append(&self.encoded)?;
         self.written += self.tail.len() as u64;
@@ -854,7 +859,7 @@ mod tests {
         for round in 0..40u32 {
             for n in 0..900 {
                 let value = round * 1000 + n;
-                queue.push(ortho(value)).unwrap();
+                queue.push(ortho(value).id(), ortho(value)).unwrap();
                 expected.push(value);
                 assert!(queue.front.len() + queue.tail.len() <= 3 * CHUNK);
             }
@@ -887,11 +892,11 @@ mod tests {
         let ids = dir.path().join("ids-1");
         let mut queue = OrthoQueue::open(&path, &ids, 0, 0, 0).unwrap();
         for n in 0..7_000 {
-            queue.push(ortho(n)).unwrap();
+            queue.push(ortho(n).id(), ortho(n)).unwrap();
         }
         let (bytes, count) = queue.sync(true).unwrap();
         for n in 7_000..9_000 {
-            queue.push(ortho(n)).unwrap();
+            queue.push(ortho(n).id(), ortho(n)).unwrap();
         }
         queue.sync(true).unwrap();
         drop(queue);
@@ -919,7 +924,7 @@ mod tests {
             })
             .collect();
         for n in 0..5 {
-            queue.push(ortho(n)).unwrap();
+            queue.push(ortho(n).id(), ortho(n)).unwrap();
         }
         let (ortho_bytes, _) = queue.sync(true).unwrap();
         let mut writer = RecordWriter::open(&expansions, 0).unwrap();
