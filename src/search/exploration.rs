@@ -190,16 +190,27 @@ impl Exploration {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        Ok(Self {
-            dir: dir.to_owned(),
+        Ok(Self::empty(
+            dir.to_owned(),
             scope,
-            manifest: Manifest::default(),
+            Manifest::default(),
+            false,
+        ))
+    }
+
+    /// An exploration of nothing yet, at `manifest`'s generation; temporary
+    /// ones are not synced.
+    fn empty(dir: PathBuf, scope: Scope, manifest: Manifest, temporary: bool) -> Self {
+        Self {
+            dir,
+            scope,
+            manifest,
             overrides: Vec::new(),
             seen: SeenSet::new(),
-            temporary: false,
+            temporary,
             unsaved: None,
-            durable: true,
-        })
+            durable: !temporary,
+        }
     }
 
     /// Starts an exploration for one search, in a directory under `parent`
@@ -214,33 +225,26 @@ impl Exploration {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
-        Ok(Self {
-            dir: parent.join(name),
+        Ok(Self::empty(
+            parent.join(name),
             scope,
-            manifest: Manifest::default(),
-            overrides: Vec::new(),
-            seen: SeenSet::new(),
-            temporary: true,
-            unsaved: None,
-            durable: false,
-        })
+            Manifest::default(),
+            true,
+        ))
     }
 
     /// Moves the exploration to `dir` (which must not exist), where it
     /// stays when dropped and can be reopened with its manifest.
     pub fn persist(&mut self, dir: &Path) -> Result<()> {
         let fail = |e| Error::io(format!("cannot create {}", dir.display()), e);
-        match self.unsaved.take() {
-            Some(mut files) => {
-                std::fs::create_dir_all(dir).map_err(fail)?;
-                for (file, path) in files.iter_mut().zip(segment_paths(dir, 0, 0)) {
-                    file.persist(&path)?;
-                }
-            }
-            None => std::fs::rename(&self.dir, dir).map_err(fail)?,
+        let old = std::mem::replace(&mut self.dir, dir.to_owned());
+        if self.unsaved.is_some() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+            self.materialize()?;
+        } else {
+            std::fs::rename(&old, dir).map_err(fail)?;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
-        self.dir = dir.to_owned();
+        let _ = std::fs::remove_dir_all(&old);
         self.temporary = false;
         Ok(())
     }
@@ -260,19 +264,11 @@ impl Exploration {
     /// removed, except those of the next one, which a checkpoint may resume
     /// (and which a new version truncates).
     pub fn open(dir: &Path, scope: Scope, manifest: Manifest) -> Result<Self> {
-        let mut exploration = Self {
-            dir: dir.to_owned(),
-            scope,
-            manifest: Manifest {
-                generation: manifest.generation,
-                ..Manifest::default()
-            },
-            overrides: Vec::new(),
-            seen: SeenSet::new(),
-            temporary: false,
-            unsaved: None,
-            durable: true,
+        let generation = Manifest {
+            generation: manifest.generation,
+            ..Manifest::default()
         };
+        let mut exploration = Self::empty(dir.to_owned(), scope, generation, false);
         for (segment, extent) in manifest.segments.iter().enumerate() {
             exploration.load_segment(segment as u32, extent)?;
         }

@@ -590,15 +590,10 @@ impl RecordBlocks {
         if self.end - self.start < LONGEST && !self.fill(LONGEST)? && self.start == self.end {
             return Ok(None);
         }
-        let head = self.block[self.start];
-        let count = usize::from(head & 0x7f);
-        let len = 1 + 4 * count;
-        if count > MAX_PREFIXES || self.start + len > self.end {
-            return Err(storage(&self.path, "truncated or corrupt expansion record"));
-        }
-        let record = &self.block[self.start..self.start + len];
-        self.start += len;
-        Ok(Some(RawExpansion(record)))
+        let (record, _) = RawExpansion::split(&self.block[self.start..self.end])
+            .map_err(|e| storage(&self.path, e))?;
+        self.start += record.0.len();
+        Ok(Some(record))
     }
 }
 
@@ -606,7 +601,20 @@ impl RecordBlocks {
 #[derive(Clone, Copy)]
 pub(crate) struct RawExpansion<'a>(&'a [u8]);
 
-impl RawExpansion<'_> {
+impl<'a> RawExpansion<'a> {
+    /// The record at the start of `bytes`, and what follows it.
+    fn split(bytes: &'a [u8]) -> std::result::Result<(Self, &'a [u8]), String> {
+        let &head = bytes.first().ok_or("missing expansion record")?;
+        let count = usize::from(head & 0x7f);
+        if count > MAX_PREFIXES {
+            return Err("too many watched nodes".into());
+        }
+        let (record, rest) = bytes
+            .split_at_checked(1 + 4 * count)
+            .ok_or("truncated expansion record")?;
+        Ok((Self(record), rest))
+    }
+
     /// The watched node ids.
     #[inline]
     pub fn nodes(&self) -> impl Iterator<Item = u32> + '_ {
@@ -630,6 +638,22 @@ impl RawExpansion<'_> {
     }
 }
 
+/// Calls `visit` with the first `len` bytes of `path`, a block at a time.
+fn read_blocks(path: &Path, len: u64, mut visit: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut reader = open_prefix(path, len)?;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len as usize;
+    while left > 0 {
+        let take = left.min(block.len());
+        reader
+            .read_exact(&mut block[..take])
+            .map_err(|e| io(path, "read", e))?;
+        visit(&block[..take])?;
+        left -= take;
+    }
+    Ok(())
+}
+
 /// Calls `visit` with each of the first `count` ids of an ids file, in
 /// blocks; `Ok(false)` (having visited none) if the file holds fewer.
 pub(crate) fn scan_ids(path: &Path, count: u64, mut visit: impl FnMut(&[u64])) -> Result<bool> {
@@ -638,41 +662,23 @@ pub(crate) fn scan_ids(path: &Path, count: u64, mut visit: impl FnMut(&[u64])) -
         Ok(meta) if meta.len() >= len => {}
         _ => return Ok(false),
     }
-    let mut reader = open_prefix(path, len)?;
-    let mut block = vec![0u8; 1 << 20];
-    let mut ids = Vec::with_capacity(block.len() / 8);
-    let mut left = len as usize;
-    while left > 0 {
-        let take = left.min(block.len());
-        reader
-            .read_exact(&mut block[..take])
-            .map_err(|e| io(path, "read", e))?;
+    let mut ids = Vec::new();
+    read_blocks(path, len, |block| {
         ids.clear();
         ids.extend(
-            block[..take]
+            block
                 .chunks_exact(8)
                 .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))),
         );
         visit(&ids);
-        left -= take;
-    }
+        Ok(())
+    })?;
     Ok(true)
 }
 
 /// Appends the first `len` bytes of `path` to `out`.
 pub(crate) fn copy_prefix(path: &Path, len: u64, out: &mut Backing) -> Result<()> {
-    let mut reader = open_prefix(path, len)?;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len as usize;
-    while left > 0 {
-        let take = left.min(block.len());
-        reader
-            .read_exact(&mut block[..take])
-            .map_err(|e| io(path, "read", e))?;
-        out.append(&block[..take])?;
-        left -= take;
-    }
-    Ok(())
+    read_blocks(path, len, |block| out.append(block))
 }
 
 /// Calls `visit` with every ortho in the first `len` bytes of an orthos file.
@@ -807,24 +813,8 @@ fn encode_expansion(expansion: &Expansion, bytes: &mut Vec<u8>) {
 }
 
 fn decode_expansion(bytes: &[u8]) -> std::result::Result<(Expansion, &[u8]), String> {
-    let (&head, rest) = bytes.split_first().ok_or("missing expansion record")?;
-    let count = usize::from(head & 0x7f);
-    let (nodes, rest) = rest
-        .split_at_checked(count * 4)
-        .ok_or("truncated expansion record")?;
-    let mut ids = [0u32; MAX_PREFIXES];
-    let ids = ids.get_mut(..count).ok_or("too many watched nodes")?;
-    for (id, b) in ids.iter_mut().zip(nodes.chunks_exact(4)) {
-        *id = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
-    let watch = Watch::new(ids).ok_or("too many watched nodes")?;
-    Ok((
-        Expansion {
-            leaf: head >> 7 == 1,
-            watch,
-        },
-        rest,
-    ))
+    let (record, rest) = RawExpansion::split(bytes)?;
+    Ok((record.decode(), rest))
 }
 
 #[cfg(test)]
