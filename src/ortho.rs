@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use crate::error::Error;
-use crate::interner::{Completions, Growth, Interner, Token, TrieNode};
+use crate::interner::{Completions, Growth, Interner, PhraseNode, Token};
 use crate::spatial::{ShapeId, ShapeTable, shapes};
 
 /// The raw value of an empty slot.
@@ -250,7 +250,7 @@ impl Watch {
             if usize::from(watch.len) == MAX_PREFIXES {
                 return None;
             }
-            watch.push(TrieNode(node));
+            watch.push(PhraseNode(node));
         }
         Some(watch)
     }
@@ -274,23 +274,29 @@ impl Watch {
         let nodes = self.nodes();
         if !nodes
             .iter()
-            .any(|&node| interner.grew_since(TrieNode(node), since))
+            .any(|&node| interner.grew_since(PhraseNode(node), since))
         {
             return false;
         }
-        if nodes.len() == 1 {
+        // A split node may no longer be its prefix's node: nothing recorded
+        // about it can be trusted, so the ortho must be looked at again.
+        if nodes.len() == 1
+            || nodes
+                .iter()
+                .any(|&node| interner.split_since(PhraseNode(node), since))
+        {
             return true;
         }
         nodes.iter().enumerate().any(|(index, &node)| {
-            growth.gained(TrieNode(node)).iter().any(|&token| {
+            growth.gained(PhraseNode(node)).iter().any(|&token| {
                 nodes.iter().enumerate().all(|(other, &peer)| {
-                    other == index || interner.node_completions(TrieNode(peer)).contains(token)
+                    other == index || interner.node_completions(PhraseNode(peer)).contains(token)
                 })
             })
         })
     }
 
-    fn push(&mut self, node: TrieNode) {
+    fn push(&mut self, node: PhraseNode) {
         self.nodes[usize::from(self.len)] = node.0;
         self.len += 1;
     }
@@ -348,7 +354,7 @@ pub fn expand_since(
         scratch.candidates.retain(|&token| {
             watch.nodes().iter().any(|&node| {
                 interner
-                    .completion_added_in(TrieNode(node), token)
+                    .completion_added_in(PhraseNode(node), token)
                     .is_some_and(|added| added > since)
             })
         });

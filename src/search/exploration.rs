@@ -30,7 +30,7 @@ use super::log::{
 };
 use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Growth, Interner, TrieNode};
+use crate::interner::{Growth, Interner, PhraseNode};
 use crate::ortho::{Expansion, Ortho, OrthoId, Scratch, expand};
 use crate::spatial::shapes;
 
@@ -492,7 +492,7 @@ impl Exploration {
                                 // Nearly every ortho is dismissed here, undecoded.
                                 None if !recorded
                                     .nodes()
-                                    .any(|node| interner.grew_since(TrieNode(node), base)) =>
+                                    .any(|node| interner.grew_since(PhraseNode(node), base)) =>
                                 {
                                     return None;
                                 }

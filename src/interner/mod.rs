@@ -1,14 +1,19 @@
 //! Versions, token ids and phrase completions (ORTHO.md §2).
 //!
-//! The interner owns the vocabulary (word <-> token id) and a trie of every
-//! phrase seen so far, from which `completions(prefix)` is answered. It grows
-//! one version per ingested text and never renumbers a token.
+//! The interner owns the vocabulary (word <-> token id) and the phrase
+//! automaton ([`phrases`]) from which `completions(prefix)` is answered. It
+//! grows one version per ingested text and never renumbers a token. Its size
+//! is linear in the texts: a single sentence of a million characters costs a
+//! few megabytes, not the square of its length.
+
+mod phrases;
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use crate::text;
+use phrases::PhraseAutomaton;
 
 /// A token id: the index of a word in the vocabulary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -31,7 +36,7 @@ pub struct Interner {
     version: u32,
     words: Vec<String>,
     ids: HashMap<String, u32>,
-    phrases: PhraseTrie,
+    phrases: PhraseAutomaton,
 }
 
 impl Interner {
@@ -63,20 +68,18 @@ impl Interner {
             self.ids.insert(word.to_owned(), self.words.len() as u32);
             self.words.push(word.to_owned());
         }
-
-        let mut changed = ChangedPrefixes::default();
-        for sentence in &sentences {
-            let tokens: Vec<u32> = sentence.iter().map(|word| self.ids[word]).collect();
-            self.phrases
-                .insert_sentence(&tokens, self.version + 1, &mut changed);
-        }
+        let sentences: Vec<Vec<u32>> = sentences
+            .iter()
+            .map(|sentence| sentence.iter().map(|word| self.ids[word]).collect())
+            .collect();
         self.version += 1;
-        self.phrases.mark_grown(&changed, self.version);
-        self.phrases.index_large_sets(self.words.len());
+        let growth = self
+            .phrases
+            .add_version(&sentences, self.version, self.words.len());
         Ingested {
             version: self.version,
             new_tokens: first_new..self.words.len() as u32,
-            changed_prefixes: changed.count(),
+            changed_prefixes: growth.changed_prefixes,
         }
     }
 
@@ -105,6 +108,11 @@ impl Interner {
         &self.words
     }
 
+    /// States of the phrase automaton (a measure of its size).
+    pub fn phrase_states(&self) -> usize {
+        self.phrases.states()
+    }
+
     /// The sorted token ids that follow `prefix` inside some sentence.
     pub fn completions(&self, prefix: &[Token]) -> &[u32] {
         self.completions_of(prefix.iter().map(|token| token.0))
@@ -119,41 +127,38 @@ impl Interner {
         self.walk(prefix).completions
     }
 
-    /// Walks the phrase trie along `prefix`: its completions, and the node
-    /// where the walk ended (see [`PrefixWalk`]).
+    /// Walks the phrase automaton along `prefix`: its completions, and the
+    /// node where the walk ended (see [`PrefixWalk`]).
     #[inline]
     pub fn walk(&self, prefix: impl IntoIterator<Item = u32>) -> PrefixWalk<'_> {
-        let mut node = PhraseTrie::ROOT;
+        let mut node = PhraseAutomaton::ROOT;
         let mut walked = false;
         for token in prefix {
-            match self.phrases.child(node, token) {
-                Some(child) => node = child,
+            match self.phrases.transition(node, token) {
+                Some(next) => node = next,
                 None => {
                     return PrefixWalk {
                         completions: Completions::NONE,
-                        end: TrieNode(node),
+                        end: PhraseNode(node),
                     };
                 }
             }
             walked = true;
         }
         let completions = if walked {
-            Completions {
-                sorted: self.phrases.completions(node),
-                bits: self.phrases.bits(node),
-            }
+            self.node_completions(PhraseNode(node))
         } else {
             Completions::NONE
         };
         PrefixWalk {
             completions,
-            end: TrieNode(node),
+            end: PhraseNode(node),
         }
     }
 
-    /// The completions of `node`'s prefix.
+    /// The completions of `node`'s prefixes.
     #[inline]
-    pub fn node_completions(&self, node: TrieNode) -> Completions<'_> {
+    pub fn node_completions(&self, node: PhraseNode) -> Completions<'_> {
         Completions {
             sorted: self.phrases.completions(node.0),
             bits: self.phrases.bits(node.0),
@@ -163,54 +168,57 @@ impl Interner {
     /// Every node that gained completions after `version`, with the
     /// completions it gained.
     pub fn growth_since(&self, version: u32) -> Growth {
-        let trie = &self.phrases;
-        let mut grown: Vec<usize> = trie
-            .grown_by_version
-            .iter()
-            .skip(version as usize)
-            .flatten()
-            .map(|&node| node as usize)
-            .collect();
-        grown.sort_unstable();
-        grown.dedup();
-        let gained = grown
+        let gained = self
+            .phrases
+            .grown_since(version)
             .into_iter()
             .map(|node| {
-                let tokens = trie.keys[node]
+                let tokens = self
+                    .phrases
+                    .completions(node)
                     .iter()
-                    .zip(&trie.kids[node])
-                    .filter(|&(_, &kid)| trie.born_in[kid as usize] > version)
-                    .map(|(&token, _)| token)
+                    .copied()
+                    .filter(|&token| {
+                        self.completion_added_in(PhraseNode(node), token) > Some(version)
+                    })
                     .collect();
-                (node as u32, tokens)
+                (node, tokens)
             })
             .collect();
         Growth { gained }
     }
 
-    /// The version that made `token` a completion of `node`'s prefix, if it is one.
+    /// The version that made `token` a completion of `node`'s prefixes, if it is one.
     #[inline]
-    pub fn completion_added_in(&self, node: TrieNode, token: u32) -> Option<u32> {
-        let child = self.phrases.child(node.0, token)?;
-        Some(self.phrases.born_in[child as usize])
+    pub fn completion_added_in(&self, node: PhraseNode, token: u32) -> Option<u32> {
+        let next = self.phrases.transition(node.0, token)?;
+        Some(self.phrases.born(next))
     }
 
-    /// Whether `node` gained a completion in a version after `version`.
+    /// Whether a node recorded at or before `version` may no longer stand
+    /// for the same prefixes, or their completions may have grown, since then.
     ///
     /// This is what makes incremental search cheap: a prefix's completions
     /// can only differ between two versions if the node where its walk ended
     /// grew in between (a prefix that was missing appears only when its
-    /// deepest existing node gains the next token).
+    /// longest occurring beginning gains the next token), or if the node was
+    /// split, after which the recorded id is no longer trusted (see
+    /// [`Interner::split_since`]). Ids that are not nodes count as changed.
     #[inline]
-    pub fn grew_since(&self, node: TrieNode, version: u32) -> bool {
-        self.phrases
-            .grown_in
-            .get(node.0 as usize)
-            .is_some_and(|&grown| grown > version)
+    pub fn grew_since(&self, node: PhraseNode, version: u32) -> bool {
+        self.phrases.grown_in(node.0) > version || self.split_since(node, version)
+    }
+
+    /// Whether some prefixes of `node` moved to a new node after `version`:
+    /// a node id recorded then may not be their node any more, so whatever
+    /// was concluded from it must be concluded afresh.
+    #[inline]
+    pub fn split_since(&self, node: PhraseNode, version: u32) -> bool {
+        self.phrases.split_in(node.0) > version
     }
 }
 
-/// The completions gained by trie nodes since some version.
+/// The completions gained by phrase nodes since some version.
 #[derive(Clone, Debug, Default)]
 pub struct Growth {
     gained: HashMap<u32, Vec<u32>>,
@@ -219,7 +227,7 @@ pub struct Growth {
 impl Growth {
     /// The completions `node` gained (empty if it did not grow).
     #[inline]
-    pub fn gained(&self, node: TrieNode) -> &[u32] {
+    pub fn gained(&self, node: PhraseNode) -> &[u32] {
         self.gained.get(&node.0).map_or(&[], Vec::as_slice)
     }
 
@@ -229,20 +237,22 @@ impl Growth {
     }
 }
 
-/// A node of the phrase trie: one phrase prefix. Node ids are assigned in
-/// insertion order and never change, so two interners built from the same
-/// texts in the same order agree on them.
+/// A node of the phrase automaton: the prefixes that occur at exactly the
+/// same places in the texts. Node ids are assigned in construction order, so
+/// two interners built from the same texts in the same order agree on them;
+/// a later version may move some of a node's prefixes to a new node (see
+/// [`Interner::split_since`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TrieNode(pub u32);
+pub struct PhraseNode(pub u32);
 
-/// Where walking a prefix through the phrase trie led.
+/// Where walking a prefix through the phrase automaton led.
 #[derive(Clone, Copy, Debug)]
 pub struct PrefixWalk<'a> {
     /// The prefix's completions (none if the prefix never occurs).
     pub completions: Completions<'a>,
     /// The prefix's own node if it occurs; otherwise the node of its longest
     /// occurring beginning, the one that must grow for the prefix to appear.
-    pub end: TrieNode,
+    pub end: PhraseNode,
 }
 
 /// The completion set of one prefix: sorted ids, plus a bitset over the
@@ -286,148 +296,6 @@ impl Completions<'_> {
                 .get(token as usize / 64)
                 .is_some_and(|word| word >> (token % 64) & 1 == 1),
             None => self.sorted.binary_search(&token).is_ok(),
-        }
-    }
-}
-
-/// Trie nodes that gained a completion while ingesting one text, each once.
-/// The root counts as a node here (it grows when a text brings a new first
-/// word of a phrase) but not in [`Ingested::changed_prefixes`], since the
-/// empty sequence is not a phrase prefix.
-#[derive(Default)]
-struct ChangedPrefixes(std::collections::HashSet<u32>);
-
-impl ChangedPrefixes {
-    fn count(&self) -> usize {
-        self.0.len() - usize::from(self.0.contains(&PhraseTrie::ROOT))
-    }
-}
-
-/// A trie over token sequences: the children of the node for prefix `p` are
-/// exactly `completions(p)`, kept sorted so they double as the answer.
-#[derive(Clone, Debug)]
-struct PhraseTrie {
-    /// Sorted completion tokens of each node.
-    keys: Vec<Vec<u32>>,
-    /// Child node of each completion, parallel to `keys`.
-    kids: Vec<Vec<u32>>,
-    /// Vocabulary bitsets of the nodes with many completions, where a bit
-    /// test beats a binary search, stored back to back.
-    bits: Vec<u64>,
-    /// Start of each node's bitset in `bits`, or [`PhraseTrie::NO_BITS`].
-    bits_at: Vec<u32>,
-    /// Length of every bitset, in words.
-    bits_words: usize,
-    /// The last version in which each node gained a completion (0: never).
-    grown_in: Vec<u32>,
-    /// The version that created each node (0 for the root).
-    born_in: Vec<u32>,
-    /// The nodes that gained a completion in each version, version 1 first.
-    grown_by_version: Vec<Vec<u32>>,
-}
-
-impl Default for PhraseTrie {
-    fn default() -> Self {
-        Self {
-            keys: vec![Vec::new()],
-            kids: vec![Vec::new()],
-            bits: Vec::new(),
-            bits_at: vec![Self::NO_BITS],
-            bits_words: 0,
-            grown_in: vec![0],
-            born_in: vec![0],
-            grown_by_version: Vec::new(),
-        }
-    }
-}
-
-impl PhraseTrie {
-    const ROOT: u32 = 0;
-
-    /// Completion sets at least this large get a bitset.
-    const BITSET_FROM: usize = 16;
-
-    const NO_BITS: u32 = u32::MAX;
-
-    /// Records that the nodes in `changed` grew in `version`.
-    fn mark_grown(&mut self, changed: &ChangedPrefixes, version: u32) {
-        self.grown_in.resize(self.keys.len(), 0);
-        for &node in &changed.0 {
-            self.grown_in[node as usize] = version;
-        }
-        self.grown_by_version.resize(version as usize, Vec::new());
-        self.grown_by_version[version as usize - 1] = changed.0.iter().copied().collect();
-    }
-
-    /// Rebuilds the bitsets for a vocabulary of `vocabulary` tokens.
-    fn index_large_sets(&mut self, vocabulary: usize) {
-        self.bits_words = vocabulary.div_ceil(64);
-        self.bits.clear();
-        self.bits_at.clear();
-        for keys in &self.keys {
-            if keys.len() < Self::BITSET_FROM {
-                self.bits_at.push(Self::NO_BITS);
-                continue;
-            }
-            let start = self.bits.len();
-            self.bits_at.push(start as u32);
-            self.bits.resize(start + self.bits_words, 0);
-            for &token in keys {
-                self.bits[start + token as usize / 64] |= 1 << (token % 64);
-            }
-        }
-    }
-
-    #[inline]
-    fn bits(&self, node: u32) -> Option<&[u64]> {
-        let start = *self.bits_at.get(node as usize)?;
-        (start != Self::NO_BITS)
-            .then(|| &self.bits[start as usize..start as usize + self.bits_words])
-    }
-
-    #[inline]
-    fn child(&self, node: u32, token: u32) -> Option<u32> {
-        let keys = &self.keys[node as usize];
-        keys.binary_search(&token)
-            .ok()
-            .map(|index| self.kids[node as usize][index])
-    }
-
-    #[inline]
-    fn completions(&self, node: u32) -> &[u32] {
-        &self.keys[node as usize]
-    }
-
-    /// Inserts every suffix of the sentence, so every contiguous phrase is a path.
-    fn insert_sentence(&mut self, tokens: &[u32], version: u32, changed: &mut ChangedPrefixes) {
-        for start in 0..tokens.len() {
-            let mut node = Self::ROOT;
-            for &token in &tokens[start..] {
-                node = self.child_or_insert(node, token, version, changed);
-            }
-        }
-    }
-
-    fn child_or_insert(
-        &mut self,
-        node: u32,
-        token: u32,
-        version: u32,
-        changed: &mut ChangedPrefixes,
-    ) -> u32 {
-        let slot = node as usize;
-        match self.keys[slot].binary_search(&token) {
-            Ok(index) => self.kids[slot][index],
-            Err(index) => {
-                let child = self.keys.len() as u32;
-                self.keys.push(Vec::new());
-                self.kids.push(Vec::new());
-                self.born_in.push(version);
-                self.keys[slot].insert(index, token);
-                self.kids[slot].insert(index, child);
-                changed.0.insert(node);
-                child
-            }
         }
     }
 }
@@ -511,5 +379,118 @@ mod tests {
         // "a" gains "c"; "b" gains "c"; "a b" gains "c".
         assert_eq!(interner.ingest("a b c. a c").changed_prefixes, 3);
         assert_eq!(interner.ingest("a b c").changed_prefixes, 0);
+    }
+
+    /// Every phrase of `texts` (as token ids of `interner`) with the version
+    /// of its first occurrence, by brute force.
+    fn phrases_by_version(interner: &Interner, texts: &[String]) -> HashMap<Vec<u32>, u32> {
+        let mut first = HashMap::new();
+        for (version, text) in (1u32..).zip(texts) {
+            for sentence in crate::text::sentences(text) {
+                let tokens: Vec<u32> = sentence
+                    .iter()
+                    .map(|w| interner.token(w).unwrap().0)
+                    .collect();
+                for start in 0..tokens.len() {
+                    for end in start + 1..=tokens.len() {
+                        first.entry(tokens[start..end].to_vec()).or_insert(version);
+                    }
+                }
+            }
+        }
+        first
+    }
+
+    use proptest::prelude::*;
+
+    fn texts() -> impl Strategy<Value = Vec<String>> {
+        let word = (b'a'..b'f').prop_map(|letter| char::from(letter).to_string());
+        let sentence = prop::collection::vec(word, 1..=7).prop_map(|words| words.join(" "));
+        let text =
+            prop::collection::vec(sentence, 0..=4).prop_map(|sentences| sentences.join(". "));
+        prop::collection::vec(text, 1..=4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Completions, the version each completion appeared in, growth and
+        /// the count of changed prefixes all agree with a brute-force list of
+        /// every phrase, after every version.
+        #[test]
+        fn the_automaton_agrees_with_every_phrase_listed_by_brute_force(texts in texts()) {
+            let mut interner = Interner::new();
+            for (index, text) in texts.iter().enumerate() {
+                let before = interner.clone();
+                let ingested = interner.ingest(text);
+                let version = ingested.version;
+                let phrases = phrases_by_version(&interner, &texts[..=index]);
+                let vocabulary = interner.vocabulary() as u32;
+                // Every occurring sequence (and some that do not occur).
+                let mut prefixes: Vec<Vec<u32>> = phrases.keys().cloned().collect();
+                prefixes.extend((0..vocabulary).flat_map(|a| (0..vocabulary).map(move |b| vec![a, b, a])));
+                prefixes.sort();
+                prefixes.dedup();
+                let mut changed = 0;
+                for prefix in &prefixes {
+                    let expected: Vec<u32> = (0..vocabulary)
+                        .filter(|&w| {
+                            let mut longer = prefix.clone();
+                            longer.push(w);
+                            phrases.contains_key(&longer)
+                        })
+                        .collect();
+                    let walk = interner.walk(prefix.iter().copied());
+                    prop_assert_eq!(walk.completions.sorted, &expected[..], "prefix {:?}", prefix);
+                    for w in 0..vocabulary + 2 {
+                        prop_assert_eq!(walk.completions.contains(w), expected.contains(&w));
+                    }
+                    if !phrases.contains_key(prefix) {
+                        continue;
+                    }
+                    for &w in &expected {
+                        let mut longer = prefix.clone();
+                        longer.push(w);
+                        prop_assert_eq!(
+                            interner.completion_added_in(walk.end, w),
+                            Some(phrases[&longer]),
+                            "{:?} + {}", prefix, w
+                        );
+                    }
+                    let old: Vec<u32> = before.completions_of(prefix.iter().copied()).sorted.to_vec();
+                    let grew = old != expected;
+                    changed += usize::from(grew);
+                    if grew {
+                        // Growth is always seen, through the node of the
+                        // prefix now and the node recorded before.
+                        prop_assert!(interner.grew_since(walk.end, version - 1));
+                        let recorded = before.walk(prefix.iter().copied()).end;
+                        prop_assert!(interner.grew_since(recorded, version - 1), "{:?}", prefix);
+                        let gained: Vec<u32> = expected.iter().copied().filter(|w| !old.contains(w)).collect();
+                        let growth = interner.growth_since(version - 1);
+                        prop_assert_eq!(growth.gained(walk.end), &gained[..]);
+                    }
+                }
+                prop_assert_eq!(ingested.changed_prefixes, changed);
+            }
+        }
+    }
+
+    #[test]
+    fn a_long_sentence_costs_states_linear_in_its_length() {
+        // 20,000 words of 300 kinds in one sentence: a trie of its phrases
+        // would hold about 2e8 nodes.
+        let word = |n: u32| {
+            let kind = (n.wrapping_mul(2_654_435_761) >> 7) % 300;
+            let letter = |k: u32| char::from(b'a' + k as u8);
+            format!("{}{}", letter(kind / 26), letter(kind % 26))
+        };
+        let words: Vec<String> = (0..20_000u32).map(word).collect();
+        let interner = Interner::from_texts([words.join(" ").as_str()]);
+        assert!(
+            interner.phrase_states() <= 2 * words.len() + 1,
+            "{}",
+            interner.phrase_states()
+        );
     }
 }
