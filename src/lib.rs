@@ -9,6 +9,7 @@
 //! * [`interner`] — versions, token ids and phrase completions.
 //! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
 //! * [`ortho`] — the compact ortho value, its identity and its children.
+//! * [`canonical`] — which parent accepts each ortho, so the search is a tree.
 //! * [`search`](mod@search) — the engine: parallel batches, seen set, leaves, optimum,
 //!   and the on-disk log of found orthos that makes later versions incremental.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
@@ -27,6 +28,7 @@
 
 #![warn(missing_docs)]
 
+pub mod canonical;
 pub mod client;
 pub mod coordinator;
 pub mod embedded;

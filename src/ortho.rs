@@ -446,16 +446,22 @@ fn reshape_children(
         emit(moved(&full, reshape)?);
     }
     if !table.up.is_empty() {
-        let k = table.dims.len();
-        let p = (1..=k)
-            .take_while(|&position| {
-                let slot = ortho.slots[position];
-                slot == EMPTY || slot <= token
-            })
-            .count();
+        let p = up_position(&ortho.slots, table.dims.len(), token);
         emit(moved(&full, &table.up[p])?);
     }
     Ok(())
+}
+
+/// The up position `p` of ORTHO.md §5 for adding `token` as the last slot
+/// of a `k`-axis grid of twos: the number of its axis slots (positions `1..=k`)
+/// before the first one whose token is greater.
+pub(crate) fn up_position(slots: &[u32], k: usize, token: u32) -> usize {
+    (1..=k)
+        .take_while(|&position| {
+            let slot = slots[position];
+            slot == EMPTY || slot <= token
+        })
+        .count()
 }
 
 fn moved(full: &[u32], reshape: &crate::spatial::Reshape) -> Result<Ortho, Error> {

@@ -35,6 +35,41 @@ pub struct Reshape {
     pub target_dims: Box<[usize]>,
     /// `map[old_position] = new_position`.
     pub map: Box<[u16]>,
+    /// This reshaping's index among the target's [`ShapeTable::sources`].
+    pub source_index: usize,
+}
+
+/// How a shape is reached from a smaller one (ORTHO.md §5 read backwards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// The source is this shape with `axis` one shorter (an over-reshaping).
+    Over {
+        /// The axis that grew.
+        axis: usize,
+    },
+    /// The source has one axis fewer, all sizes 2 (an up-reshaping that
+    /// inserted this shape's `axis`).
+    Up {
+        /// The new axis.
+        axis: usize,
+    },
+}
+
+/// One shape a shape can be reshaped from, with the geometry of that step.
+#[derive(Debug)]
+pub struct Source {
+    /// The smaller shape.
+    pub shape: ShapeId,
+    /// Which reshaping leads from it.
+    pub kind: SourceKind,
+    /// `map[source_position] = position here`: where a full source grid lands.
+    pub map: Box<[u16]>,
+    /// The positions here that the source grid lands on (its footprint),
+    /// ascending.
+    pub footprint: Box<[u16]>,
+    /// The other positions, ascending: after the reshaping they are empty,
+    /// and the search fills them in this order.
+    pub outside: Box<[u16]>,
 }
 
 /// Everything the search needs to know about one shape.
@@ -54,6 +89,9 @@ pub struct ShapeTable {
     pub over: Vec<Reshape>,
     /// Up-reshapings indexed by `p` (`0..=k`); empty unless every size is 2.
     pub up: Vec<Reshape>,
+    /// The shapes this one is reshaped from: over sources by axis, then up
+    /// sources by axis. Empty for the start shape `[2, 2]`.
+    pub sources: Vec<Source>,
     /// Seed of the ortho id hash: a stable hash of `dims`.
     pub id_seed: u64,
 }
@@ -150,13 +188,17 @@ impl Spatial {
 
         let over = over_targets(dims)
             .into_iter()
-            .map(|target| self.reshape(&order, target, |coord| coord.to_vec()))
+            .map(|(axis, target)| {
+                let kind = SourceKind::Over { axis };
+                self.reshape(&order, target, kind, |coord| coord.to_vec())
+            })
             .collect();
         let up = if dims.iter().all(|&size| size == 2) {
             (0..=k)
                 .map(|p| {
                     let target = vec![2; k + 1];
-                    self.reshape(&order, target, |coord| {
+                    let kind = SourceKind::Up { axis: k - p };
+                    self.reshape(&order, target, kind, |coord| {
                         let mut moved = coord.to_vec();
                         moved.insert(k - p, 0);
                         moved
@@ -166,6 +208,37 @@ impl Spatial {
         } else {
             Vec::new()
         };
+        let sources = source_list(dims)
+            .into_iter()
+            .map(|(source, kind)| {
+                let from = PositionOrder::new(&source);
+                let map: Box<[u16]> = from
+                    .coords
+                    .iter()
+                    .map(|coord| {
+                        let mut moved = coord.to_vec();
+                        if let SourceKind::Up { axis } = kind {
+                            moved.insert(axis, 0);
+                        }
+                        order.position(&moved) as u16
+                    })
+                    .collect();
+                let mut footprint = map.to_vec();
+                footprint.sort_unstable();
+                let outside = (0..order.coords.len() as u16)
+                    .filter(|position| footprint.binary_search(position).is_err())
+                    .collect();
+                Source {
+                    shape: self
+                        .id(&source)
+                        .expect("a source is smaller than its shape"),
+                    kind,
+                    map,
+                    footprint: footprint.into(),
+                    outside,
+                }
+            })
+            .collect();
 
         ShapeTable {
             capacity: order.coords.len(),
@@ -176,6 +249,7 @@ impl Spatial {
             slots,
             over,
             up,
+            sources,
         }
     }
 
@@ -183,6 +257,7 @@ impl Spatial {
         &self,
         from: &PositionOrder,
         target: Vec<usize>,
+        kind: SourceKind,
         move_coord: impl Fn(&[usize]) -> Vec<usize>,
     ) -> Reshape {
         let to = PositionOrder::new(&target);
@@ -191,17 +266,22 @@ impl Spatial {
             .iter()
             .map(|coord| to.position(&move_coord(coord)) as u16)
             .collect();
+        let source_index = source_list(&target)
+            .iter()
+            .position(|(_, listed)| *listed == kind)
+            .expect("every reshaping is a source of its target");
         Reshape {
             target: self.id(&target),
             target_dims: target.into(),
             map,
+            source_index,
         }
     }
 }
 
 /// The over-reshapings of a shape: for each distinct size in order of first
 /// appearance, the first axis of that size grown by one.
-fn over_targets(dims: &[usize]) -> Vec<Vec<usize>> {
+fn over_targets(dims: &[usize]) -> Vec<(usize, Vec<usize>)> {
     let mut seen_sizes = Vec::new();
     let mut targets = Vec::new();
     for (axis, &size) in dims.iter().enumerate() {
@@ -209,10 +289,34 @@ fn over_targets(dims: &[usize]) -> Vec<Vec<usize>> {
             seen_sizes.push(size);
             let mut grown = dims.to_vec();
             grown[axis] += 1;
-            targets.push(grown);
+            targets.push((axis, grown));
         }
     }
     targets
+}
+
+/// The shapes `dims` is reshaped from, in the order of
+/// [`ShapeTable::sources`]: an over-reshaping grows the first axis of its
+/// size, so `dims` came from shrinking the *last* axis of each size of at
+/// least 3; an up-reshaping (three or more axes, all of size 2) may have
+/// inserted any axis.
+fn source_list(dims: &[usize]) -> Vec<(Vec<usize>, SourceKind)> {
+    let k = dims.len();
+    let mut sources = Vec::new();
+    for axis in 0..k {
+        let last_of_its_size = axis + 1 == k || dims[axis + 1] < dims[axis];
+        if dims[axis] >= 3 && last_of_its_size {
+            let mut smaller = dims.to_vec();
+            smaller[axis] -= 1;
+            sources.push((smaller, SourceKind::Over { axis }));
+        }
+    }
+    if k >= 3 && dims.iter().all(|&size| size == 2) {
+        for axis in 0..k {
+            sources.push((vec![2; k - 1], SourceKind::Up { axis }));
+        }
+    }
+    sources
 }
 
 /// Every non-increasing list of sizes >= 2, of length >= 2, with product <= [`MAX_CAPACITY`].
@@ -361,6 +465,69 @@ mod tests {
     fn no_shape_has_more_axes_than_a_slot_has_prefix_room_for() {
         let most_axes = shapes().dims.iter().map(|d| d.len()).max().unwrap();
         assert_eq!(most_axes, 10, "ortho::MAX_PREFIXES assumes at most 10 axes");
+    }
+
+    #[test]
+    fn sources_are_the_reshapings_read_backwards() {
+        let kinds = |dims: &[usize]| -> Vec<(Vec<usize>, SourceKind)> {
+            table(dims)
+                .sources
+                .iter()
+                .map(|s| (shapes().table(s.shape).dims.to_vec(), s.kind))
+                .collect()
+        };
+        assert!(kinds(&[2, 2]).is_empty());
+        assert_eq!(
+            kinds(&[3, 2]),
+            vec![(vec![2, 2], SourceKind::Over { axis: 0 })]
+        );
+        assert_eq!(
+            kinds(&[3, 3]),
+            vec![(vec![3, 2], SourceKind::Over { axis: 1 })]
+        );
+        assert_eq!(
+            kinds(&[4, 3]),
+            vec![
+                (vec![3, 3], SourceKind::Over { axis: 0 }),
+                (vec![4, 2], SourceKind::Over { axis: 1 })
+            ]
+        );
+        assert_eq!(
+            kinds(&[2, 2, 2]),
+            (0..3)
+                .map(|axis| (vec![2, 2], SourceKind::Up { axis }))
+                .collect::<Vec<_>>()
+        );
+        // Every reshaping of every shape up to 64 slots is one of its
+        // target's sources, with the same geometry.
+        for (index, dims) in shapes().dims.iter().enumerate() {
+            if dims.iter().product::<usize>() > 64 {
+                continue;
+            }
+            let from = shapes().table(ShapeId(index as u16));
+            for reshape in from.over.iter().chain(&from.up) {
+                let Some(target) = reshape.target else {
+                    continue;
+                };
+                let source = &shapes().table(target).sources[reshape.source_index];
+                assert_eq!(source.shape, ShapeId(index as u16));
+                assert_eq!(source.map, reshape.map);
+                assert_eq!(
+                    source.footprint.len() + source.outside.len(),
+                    shapes().table(target).capacity
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_position_is_never_in_a_footprint() {
+        for dims in [&[3, 2][..], &[4, 3], &[2, 2, 2], &[3, 3, 2], &[2, 2, 2, 2]] {
+            let shape = table(dims);
+            for source in &shape.sources {
+                assert_eq!(*source.outside.last().unwrap() as usize, shape.capacity - 1);
+            }
+        }
     }
 
     #[test]
