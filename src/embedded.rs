@@ -21,8 +21,8 @@ use crate::interner::Interner;
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
 use crate::search::{
-    Checkpoint, Checkpoints, Exploration, Manifest, Progress, Scope, SearchConfig, SearchStats,
-    Searcher,
+    Checkpoint, Checkpoints, Dedup, Exploration, Manifest, Progress, Scope, SearchConfig,
+    SearchStats, Searcher,
 };
 use crate::store::{RunCheckpoint, StateDir, VersionRecord, content_hash};
 
@@ -43,6 +43,12 @@ pub struct RunOptions {
     /// Orthos expanded between two checkpoints of a version's search; 0
     /// checkpoints only when a version is done.
     pub checkpoint_every: u64,
+    /// Keep the search's history, so later versions are incremental (the
+    /// default); without it only checkpoints touch the disk and every
+    /// version is searched afresh.
+    pub history: bool,
+    /// How the search avoids finding an ortho twice.
+    pub dedup: Dedup,
 }
 
 /// The work one version's search did in this run.
@@ -103,10 +109,11 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     state.begin_writing()?;
     let _ = std::fs::remove_dir_all(state.dir().join("tmp"));
     let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
-    let mut exploration = open_exploration(&mut state, interner.version())?;
+    let mut exploration = open_exploration(&mut state, interner.version(), options.history)?;
     let mut resume = pending_checkpoint(&state, &inputs[recorded.len()], &exploration)?;
     let searcher = Searcher::new(SearchConfig {
         threads: options.threads,
+        dedup: options.dedup,
         ..SearchConfig::default()
     })?;
     for input in &inputs[recorded.len()..] {
@@ -119,7 +126,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             every: options.checkpoint_every,
             next: options.checkpoint_every,
         };
-        let resumed_after = resume.as_ref().map_or(0, |c| c.expanded);
+        let resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
         let advanced = searcher.advance_durably(
             &mut exploration,
             &interner,
@@ -153,23 +160,37 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
 }
 
 /// Opens the state's exploration if it is complete for `version`, the last
-/// recorded one; otherwise an empty one (the next version is then searched
-/// from scratch, or resumed from a checkpoint of such a search).
-fn open_exploration(state: &mut StateDir, version: u32) -> Result<Exploration> {
-    let dir = state.log_dir();
-    if let Some(manifest) = state.manifest()?.filter(|m| m.version == version) {
+/// recorded one, and keeps (or starts) a history as `history` asks;
+/// otherwise an empty one (the next version is then searched from scratch,
+/// or resumed from a checkpoint of such a search).
+fn open_exploration(state: &mut StateDir, version: u32, history: bool) -> Result<Exploration> {
+    let dir = state.history_dir();
+    let usable = state
+        .manifest()?
+        .filter(|m| m.version == version && (m.history || !history));
+    if let Some(manifest) = usable {
         match Exploration::open(&dir, Scope::All, manifest) {
-            Ok(exploration) => return Ok(exploration),
+            Ok(mut exploration) => {
+                if !history && exploration.manifest().history {
+                    exploration.discard_history();
+                    exploration.remove_stale_files()?;
+                }
+                return Ok(exploration);
+            }
             Err(error) => {
-                tracing::warn!(%error, "the stored search log is unusable; searching afresh");
+                tracing::warn!(%error, "the stored search history is unusable; searching afresh");
             }
         }
     }
-    // Forget a manifest the log will no longer match before touching the log.
+    // Forget a manifest the history will no longer match before touching it.
     state.forget_manifest()?;
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-    Exploration::open(&dir, Scope::All, Manifest::default())
+    let mut exploration = Exploration::open(&dir, Scope::All, Manifest::default())?;
+    if !history {
+        exploration.discard_history();
+    }
+    Ok(exploration)
 }
 
 /// The checkpoint to resume the next version from, if the state holds one
@@ -191,7 +212,7 @@ fn pending_checkpoint(
     }
     tracing::info!(
         version = checkpoint.version,
-        expanded = checkpoint.expanded,
+        expanded = checkpoint.expanded(),
         "resuming from a checkpoint"
     );
     Ok(Some(checkpoint))
@@ -221,7 +242,7 @@ impl Checkpoints for StateCheckpoints<'_> {
         })?;
         tracing::info!(
             version = checkpoint.version,
-            expanded = checkpoint.expanded,
+            expanded = checkpoint.expanded(),
             "checkpoint saved"
         );
         Ok(())

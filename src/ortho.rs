@@ -6,6 +6,7 @@
 
 use std::cmp::Ordering;
 
+use crate::canonical;
 use crate::error::Error;
 use crate::interner::{Completions, Growth, Interner, PhraseNode, Token};
 use crate::spatial::{ShapeId, ShapeTable, shapes};
@@ -202,12 +203,23 @@ impl Ortho {
         mine.volume
             .cmp(&theirs.volume)
             .then_with(|| self.fullness().cmp(&other.fullness()))
-            .then_with(|| theirs.dims.cmp(&mine.dims))
-            .then_with(|| {
-                // An empty slot is smaller than any token.
-                let key = |slot: &u32| slot.wrapping_add(1);
-                other.slots.iter().map(key).cmp(self.slots.iter().map(key))
-            })
+            .then_with(|| self.tie_cmp(other))
+    }
+
+    /// The §7 tie-break alone, for orthos of equal `(volume, fullness)`:
+    /// greater when `self` has the smaller `(dims, payload)`.
+    #[inline]
+    pub fn tie_cmp(&self, other: &Self) -> Ordering {
+        if self.shape != other.shape {
+            return other.dims().cmp(self.dims());
+        }
+        // An empty slot is smaller than any token.
+        for (&mine, &theirs) in self.slots.iter().zip(other.slots.iter()) {
+            if mine != theirs {
+                return theirs.wrapping_add(1).cmp(&mine.wrapping_add(1));
+            }
+        }
+        Ordering::Equal
     }
 
     /// The payload as words, `None` for empty slots.
@@ -311,28 +323,99 @@ pub struct Expansion {
     pub watch: Watch,
 }
 
+/// Which children of an expansion are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Every child (a search that deduplicates them itself).
+    Every,
+    /// Only the children whose canonical parent is the ortho expanded (see
+    /// [`crate::canonical`]): each ortho is then accepted exactly once.
+    Canonical,
+}
+
+/// How a child is made from its parent: the token added to the parent's
+/// next slot and, when that was the parent's last empty slot, the reshaping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Step {
+    /// The token added.
+    pub token: u32,
+    /// The reshaping of the full grid, if the token filled it.
+    pub reshape: Option<ReshapeKind>,
+}
+
+/// One of the reshapings of ORTHO.md §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReshapeKind {
+    /// The over-reshaping at this index of the shape's list.
+    Over(u8),
+    /// The up-reshaping.
+    Up,
+}
+
+impl Step {
+    /// The child this step makes from `parent` (the same child expansion
+    /// hands over; no candidate check).
+    pub fn apply(&self, parent: &Ortho) -> Result<Ortho, Error> {
+        let table = parent.table();
+        let next = parent
+            .slots
+            .iter()
+            .position(|&slot| slot == EMPTY)
+            .ok_or_else(|| Error::BadOrtho("a full grid has no next slot".into()))?;
+        match self.reshape {
+            None => Ok(fill(parent, table, next, self.token).0),
+            Some(kind) => {
+                let mut full = parent.slots.clone();
+                full[next] = self.token;
+                let reshape = match kind {
+                    ReshapeKind::Over(index) => table.over.get(usize::from(index)),
+                    ReshapeKind::Up => {
+                        table
+                            .up
+                            .get(up_position(&parent.slots, table.dims.len(), self.token))
+                    }
+                };
+                let reshape = reshape.ok_or_else(|| {
+                    Error::BadOrtho(format!("no {kind:?} reshaping of {:?}", table.dims))
+                })?;
+                moved(&full, reshape)
+            }
+        }
+    }
+}
+
 /// Computes the candidates of `ortho`'s next slot and hands every child to
 /// `emit`.
 pub fn expand(
     ortho: &Ortho,
     interner: &Interner,
     scratch: &mut Scratch,
-    emit: impl FnMut(Ortho),
+    mut emit: impl FnMut(Ortho),
 ) -> Result<Expansion, Error> {
-    expand_since(ortho, interner, 0, scratch, emit)
+    expand_since(
+        ortho,
+        interner,
+        0,
+        Acceptance::Every,
+        scratch,
+        |_, child| emit(child),
+    )
 }
 
-/// Like [`expand`], but hands over only the children of candidates that are
-/// new since interner version `since`: those that some required prefix
-/// gained after it. The expansion describes every candidate.
+/// Expands `ortho`, handing over the children that `acceptance` keeps, each
+/// with the step that made it, and only those of candidates that are new
+/// since interner version `since` (those that some required prefix gained
+/// after it; every candidate when `since` is 0). The expansion describes
+/// every candidate.
 ///
 /// Re-expanding a stored ortho this way skips the children it already had.
 pub fn expand_since(
     ortho: &Ortho,
     interner: &Interner,
     since: u32,
+    acceptance: Acceptance,
     scratch: &mut Scratch,
-    mut emit: impl FnMut(Ortho),
+    mut emit: impl FnMut(Step, Ortho),
 ) -> Result<Expansion, Error> {
     let table = ortho.table();
     let Some(next) = ortho.slots.iter().position(|&slot| slot == EMPTY) else {
@@ -359,23 +442,68 @@ pub fn expand_since(
             })
         });
     }
+    let canonical = acceptance == Acceptance::Canonical;
     let last_empty = ortho.fullness() + 1 == table.capacity;
-    for &token in &scratch.candidates {
-        if last_empty {
-            reshape_children(ortho, table, next, token, &mut emit)?;
-        } else {
-            let mut slots = ortho.slots.clone();
-            slots[next] = token;
-            if next == 2 && table.is_start() && slots[1] > slots[2] {
-                slots.swap(1, 2);
-            }
-            emit(Ortho {
-                shape: ortho.shape,
-                slots,
-            });
+    if last_empty {
+        for &token in &scratch.candidates {
+            reshape_children(ortho, table, next, token, |kind, child| {
+                let source = match kind {
+                    ReshapeKind::Over(index) => table.over[usize::from(index)].source_index,
+                    ReshapeKind::Up => {
+                        table.up[up_position(&ortho.slots, table.dims.len(), token)].source_index
+                    }
+                };
+                if !canonical || canonical::accepts_reshape(child.table(), &child.slots, source) {
+                    emit(
+                        Step {
+                            token,
+                            reshape: Some(kind),
+                        },
+                        child,
+                    );
+                }
+            })?;
         }
+        return Ok(expansion);
+    }
+    // A fill child can only have another fill parent beyond `next` when the
+    // slot after it is already filled (see `canonical`).
+    let check_fill = canonical && ortho.slots.get(next + 1).is_some_and(|&slot| slot != EMPTY);
+    for &token in &scratch.candidates {
+        let (child, mirrored) = fill(ortho, table, next, token);
+        if canonical
+            && (mirrored
+                || (check_fill && !canonical::accepts_fill(table, &child.slots, next, false)))
+        {
+            continue;
+        }
+        emit(
+            Step {
+                token,
+                reshape: None,
+            },
+            child,
+        );
     }
     Ok(expansion)
+}
+
+/// The child of putting `token` into slot `next` (not the last empty one),
+/// and whether the `[2, 2]` mirror swap was applied.
+fn fill(ortho: &Ortho, table: &ShapeTable, next: usize, token: u32) -> (Ortho, bool) {
+    let mut slots = ortho.slots.clone();
+    slots[next] = token;
+    let mirrored = next == 2 && table.is_start() && slots[1] > slots[2];
+    if mirrored {
+        slots.swap(1, 2);
+    }
+    (
+        Ortho {
+            shape: ortho.shape,
+            slots,
+        },
+        mirrored,
+    )
 }
 
 /// Fills `scratch.candidates` with the sorted candidates of slot `next` (§4),
@@ -422,7 +550,15 @@ fn candidates(
         watch.push(walk.end);
     }
     let sets = &mut sets[..count];
-    sets.sort_unstable_by_key(|set| set.len());
+    match count {
+        1 => {}
+        2 => {
+            if sets[1].len() < sets[0].len() {
+                sets.swap(0, 1);
+            }
+        }
+        _ => sets.sort_unstable_by_key(|set| set.len()),
+    }
     let (smallest, rest) = sets.split_first().expect("at least one prefix");
     candidates.extend(
         smallest.sorted.iter().copied().filter(|token| {
@@ -438,16 +574,16 @@ fn reshape_children(
     table: &ShapeTable,
     next: usize,
     token: u32,
-    emit: &mut impl FnMut(Ortho),
+    mut emit: impl FnMut(ReshapeKind, Ortho),
 ) -> Result<(), Error> {
     let mut full = ortho.slots.clone();
     full[next] = token;
-    for reshape in &table.over {
-        emit(moved(&full, reshape)?);
+    for (index, reshape) in table.over.iter().enumerate() {
+        emit(ReshapeKind::Over(index as u8), moved(&full, reshape)?);
     }
     if !table.up.is_empty() {
         let p = up_position(&ortho.slots, table.dims.len(), token);
-        emit(moved(&full, &table.up[p])?);
+        emit(ReshapeKind::Up, moved(&full, &table.up[p])?);
     }
     Ok(())
 }

@@ -74,11 +74,13 @@ where
     let mut interner = interner.unwrap_or_default();
     let ingested = interner.ingest(text);
 
+    seen_ids.clear();
     let mut observer = SeedObserver {
         interner: &interner,
         checkpoint_fn,
         next_checkpoint: CHECKPOINT_EVERY,
         leaves: HashMap::new(),
+        seen_ids,
     };
     let outcome = search(&interner, &SearchConfig::default(), &mut observer)?;
     let leaves = observer.leaves;
@@ -87,8 +89,6 @@ where
         .iter()
         .filter(|id| !leaves.contains_key(id))
         .count();
-    seen_ids.clear();
-    seen_ids.extend(outcome.seen.into_ids());
     frontier.clear();
     frontier.extend(leaves.keys().copied());
     *frontier_orthos_saved = leaves;
@@ -108,6 +108,7 @@ struct SeedObserver<'a, F> {
     checkpoint_fn: F,
     next_checkpoint: u64,
     leaves: HashMap<OrthoId, Ortho>,
+    seen_ids: &'a mut HashSet<OrthoId>,
 }
 
 impl<F> SearchObserver for SeedObserver<'_, F>
@@ -121,6 +122,15 @@ where
     fn on_leaves(&mut self, leaves: Vec<Ortho>) -> Result<()> {
         self.leaves
             .extend(leaves.into_iter().map(|leaf| (leaf.id(), leaf)));
+        Ok(())
+    }
+
+    fn wants_orthos(&self) -> bool {
+        true
+    }
+
+    fn on_orthos(&mut self, orthos: &[Ortho]) -> Result<()> {
+        self.seen_ids.extend(orthos.iter().map(Ortho::id));
         Ok(())
     }
 

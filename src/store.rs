@@ -1,10 +1,10 @@
 //! The state directory: the texts ingested so far (by content hash) and the
 //! figures of each version, in one redb file.
 //!
-//! Beside the database, `log/` holds the exploration log of the search (see
-//! [`crate::search::Exploration`]); the database records how far that log is
-//! valid (the search manifest) and, while a version is being searched, its
-//! last checkpoint.
+//! Beside the database, `history/` holds the history of the search (see
+//! [`crate::search::Exploration`]); the database records how far that
+//! history is valid (the search manifest) and, while a version is being
+//! searched, its last checkpoint with the orthos still to expand.
 //!
 //! A state directory is refused unless fold wrote it (or it is new or empty),
 //! and every version is appended in a single durable transaction, so a crash
@@ -22,7 +22,9 @@ use crate::search::{Checkpoint, Manifest};
 pub const STATE_FILE: &str = "fold-state.redb";
 
 /// Format marker stored in the database; anything else is refused.
-const FORMAT: &str = "fold-state/1";
+/// Format 1 kept a search log of whole orthos and ids; format 2 keeps the
+/// history of [`crate::search::FORMAT_VERSION`].
+const FORMAT: &str = "fold-state/2";
 
 /// The table holding a fold database's format marker.
 pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
@@ -31,9 +33,11 @@ const VERSIONS: TableDefinition<u32, &str> = TableDefinition::new("versions");
 /// The search manifest (key `manifest`) and the checkpoint of the version
 /// being searched (key `checkpoint`), as JSON.
 const SEARCH: TableDefinition<&str, &str> = TableDefinition::new("search");
+/// The checkpoint's pending orthos (key `checkpoint`), encoded with a checksum.
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 
-/// Name of the exploration log directory inside a state directory.
-pub const LOG_DIR: &str = "log";
+/// Name of the search history directory inside a state directory.
+pub const HISTORY_DIR: &str = "history";
 
 /// A checkpoint of the version being searched, and which text it is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -214,9 +218,9 @@ impl StateDir {
         Ok(texts)
     }
 
-    /// The exploration log's directory.
-    pub fn log_dir(&self) -> PathBuf {
-        self.dir.join(LOG_DIR)
+    /// The search history's directory.
+    pub fn history_dir(&self) -> PathBuf {
+        self.dir.join(HISTORY_DIR)
     }
 
     /// How far the exploration log is valid, if it was ever written.
@@ -226,7 +230,20 @@ impl StateDir {
 
     /// The checkpoint of an unfinished version, if any.
     pub fn checkpoint(&self) -> Result<Option<RunCheckpoint>> {
-        self.search_entry("checkpoint")
+        let Some(mut checkpoint) = self.search_entry::<RunCheckpoint>("checkpoint")? else {
+            return Ok(None);
+        };
+        let Some(handle) = &self.handle else {
+            return Ok(None);
+        };
+        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+        let pending = table
+            .get("checkpoint")
+            .map_err(|e| self.fail(e))?
+            .ok_or_else(|| self.corrupt("a checkpoint without its pending orthos".into()))?;
+        checkpoint.checkpoint.pending = pending.value().to_vec();
+        Ok(Some(checkpoint))
     }
 
     fn search_entry<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
@@ -256,6 +273,10 @@ impl StateDir {
             let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
             search
                 .insert("checkpoint", json.as_str())
+                .map_err(|e| self.fail(e))?;
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+            pending
+                .insert("checkpoint", checkpoint.checkpoint.pending.as_slice())
                 .map_err(|e| self.fail(e))?;
         }
         txn.commit().map_err(|e| self.fail(e))
@@ -304,6 +325,8 @@ impl StateDir {
         {
             let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
             search.remove("checkpoint").map_err(|e| self.fail(e))?;
+            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+            pending.remove("checkpoint").map_err(|e| self.fail(e))?;
             match &manifest {
                 Some(manifest) => search.insert("manifest", manifest.as_str()),
                 None => search.remove("manifest"),
@@ -348,6 +371,16 @@ pub(crate) fn expect_format(
     if format.as_deref() == Some(expected) {
         return Ok(());
     }
+    if let Some(older) = format
+        .as_deref()
+        .filter(|f| f.split('/').next() == expected.split('/').next())
+    {
+        return Err(Error::BadState(format!(
+            "{} was written by another version of fold (format {older}; this one reads {expected}); \
+             it is left as it is: use a new --state-dir, or the fold that wrote it",
+            file.display()
+        )));
+    }
     Err(Error::BadState(format!(
         "{} was not written by this version of fold (format {})",
         file.display(),
@@ -365,6 +398,7 @@ fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
     txn.open_table(TEXTS)?;
     txn.open_table(VERSIONS)?;
     txn.open_table(SEARCH)?;
+    txn.open_table(PENDING)?;
     txn.commit()?;
     Ok(())
 }

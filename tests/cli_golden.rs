@@ -149,11 +149,11 @@ fn every_golden_case_prints_one_matching_json_line_per_text() {
         for (step, (actual, expected)) in lines.iter().zip(&case.after_each_text).enumerate() {
             common::assert_figures(&case.name, step, actual, expected);
         }
-        // The state file, and the search log: four files per version.
-        let mut expected = vec![state.join(STATE_FILE), state.join("log")];
+        // The state file, and the search history: two files per version.
+        let mut expected = vec![state.join(STATE_FILE), state.join("history")];
         for segment in 0..case.texts.len() {
-            for kind in ["orthos", "expansions", "overrides", "ids"] {
-                expected.push(state.join("log").join(format!("{kind}-{segment}")));
+            for kind in ["history", "overrides"] {
+                expected.push(state.join("history").join(format!("{kind}-0-{segment}")));
             }
         }
         expected.sort();
@@ -479,11 +479,11 @@ fn thread_count_does_not_change_the_output() {
     assert_eq!(outputs[0], outputs[1]);
 }
 
-/// Many versions, run in two goes: the search log is compacted along the way
+/// Many versions, run in two goes: the search history is compacted along the way
 /// (its file count stays bounded), survives the restart, and every version
 /// still has the figures of a fresh search.
 #[test]
-fn many_versions_keep_a_compact_log_and_exact_figures() {
+fn many_versions_keep_a_compact_history_and_exact_figures() {
     let text = &common::case("ts_0_5k").contents()[0];
     let sentences: Vec<&str> = text.split_inclusive(['.', '?', '!', ';']).collect();
     let temp = tempfile::tempdir().unwrap();
@@ -510,14 +510,16 @@ fn many_versions_keep_a_compact_log_and_exact_figures() {
             .collect();
         assert_eq!(*line, library_figures(&texts), "version {count}");
     }
-    let log_files = std::fs::read_dir(state.join("log")).unwrap().count();
-    assert!(log_files <= 4 * 9, "{log_files} files in the search log");
-    let compacted = std::fs::read_dir(state.join("log")).unwrap().any(|entry| {
-        entry
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with('g')
-    });
+    let history_files = std::fs::read_dir(state.join("history")).unwrap().count();
+    assert!(
+        history_files <= 2 * 9,
+        "{history_files} files in the search history"
+    );
+    let compacted = std::fs::read_dir(state.join("history"))
+        .unwrap()
+        .any(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            !name.starts_with("history-0-") && !name.starts_with("overrides-0-")
+        });
     assert!(compacted, "{} versions and never compacted", files.len());
 }

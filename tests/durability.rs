@@ -228,7 +228,7 @@ fn state_dir_without_write_permission_fails_clearly_and_keeps_its_versions() {
         &first,
     );
     let read_only = std::fs::Permissions::from_mode(0o555);
-    for path in [state.clone(), state.join("log")] {
+    for path in [state.clone(), state.join("history")] {
         std::fs::set_permissions(&path, read_only.clone()).unwrap();
     }
 
@@ -274,7 +274,7 @@ fn state_dir_without_write_permission_fails_clearly_and_keeps_its_versions() {
         "unclear error: {stderr}"
     );
 
-    for path in [state.clone(), state.join("log")] {
+    for path in [state.clone(), state.join("history")] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let lines = rerun(&case.texts, &state);

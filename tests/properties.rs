@@ -5,8 +5,10 @@
 mod common;
 
 use fold::report::VersionReport;
-use fold::search::{SearchOutcome, Unobserved};
-use fold::{Interner, SearchConfig};
+use std::collections::HashMap;
+
+use fold::search::{Dedup, SearchObserver, SearchOutcome, Unobserved};
+use fold::{Interner, Ortho, SearchConfig};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -60,12 +62,36 @@ fn run(interner: &Interner, config: &SearchConfig) -> (Value, SearchOutcome) {
     (report, outcome)
 }
 
-fn config(threads: usize, batch_size: usize) -> SearchConfig {
+fn config(threads: usize, batch_size: usize, dedup: Dedup) -> SearchConfig {
     SearchConfig {
         threads,
         batch_size,
+        dedup,
         ..SearchConfig::default()
     }
+}
+
+/// Counts how often each ortho is accepted.
+#[derive(Default)]
+struct Acceptances(HashMap<Ortho, u32>);
+
+impl SearchObserver for Acceptances {
+    fn wants_orthos(&self) -> bool {
+        true
+    }
+
+    fn on_orthos(&mut self, orthos: &[Ortho]) -> fold::Result<()> {
+        for ortho in orthos {
+            *self.0.entry(ortho.clone()).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+fn acceptances(interner: &Interner, dedup: Dedup, batch_size: usize) -> HashMap<Ortho, u32> {
+    let mut counted = Acceptances::default();
+    fold::search(interner, &config(2, batch_size, dedup), &mut counted).expect("search succeeds");
+    counted.0
 }
 
 proptest! {
@@ -76,34 +102,34 @@ proptest! {
         let interner = Interner::from_texts([text.as_str()]);
         let (expected, _) = run(&interner, &SearchConfig::default());
         for threads in [1, 2, 4] {
-            for batch_size in [1, 1000] {
-                let (actual, _) = run(&interner, &config(threads, batch_size));
-                prop_assert_eq!(
-                    &actual,
-                    &expected,
-                    "threads {}, batch size {}",
-                    threads,
-                    batch_size
-                );
+            for batch_size in [1, 3, 1000] {
+                for dedup in [Dedup::Tree, Dedup::SeenSet] {
+                    let (actual, _) = run(&interner, &config(threads, batch_size, dedup));
+                    prop_assert_eq!(
+                        &actual,
+                        &expected,
+                        "threads {}, batch size {}, {:?}",
+                        threads,
+                        batch_size,
+                        dedup
+                    );
+                }
             }
         }
     }
 
+    /// The tree accepts every ortho exactly once, and exactly the orthos
+    /// the seen-set search finds.
     #[test]
-    fn figures_do_not_depend_on_the_batch_size_and_the_log_is_removed(text in text()) {
+    fn the_tree_accepts_each_ortho_the_seen_set_finds_exactly_once(text in text()) {
         let interner = Interner::from_texts([text.as_str()]);
-        let (expected, _) = run(&interner, &SearchConfig::default());
-        for batch_size in [1, 3, 1000] {
-            let spill = tempfile::tempdir().unwrap();
-            let config = SearchConfig {
-                threads: 2,
-                batch_size,
-                spill_dir: spill.path().to_owned(),
-            };
-            let (actual, _) = run(&interner, &config);
-            prop_assert_eq!(&actual, &expected, "batch size {}", batch_size);
-            let left = std::fs::read_dir(spill.path()).unwrap().count();
-            prop_assert_eq!(left, 0, "the search's log outlived it");
+        let reference = acceptances(&interner, Dedup::SeenSet, 1000);
+        for batch_size in [1, 1000] {
+            let tree = acceptances(&interner, Dedup::Tree, batch_size);
+            prop_assert!(tree.values().all(|&count| count == 1), "an ortho accepted twice");
+            prop_assert!(reference.values().all(|&count| count == 1));
+            prop_assert_eq!(tree.len(), reference.len());
+            prop_assert!(tree.keys().all(|ortho| reference.contains_key(ortho)));
         }
     }
 
@@ -121,17 +147,48 @@ proptest! {
         bounds.insert(0, 0);
         bounds.push(sentences.len());
         prop_assume!(bounds.len() >= 3, "no cut falls inside the text");
-        let searcher = Searcher::new(SearchConfig { threads: 2, ..SearchConfig::default() }).unwrap();
+        for dedup in [Dedup::Tree, Dedup::SeenSet] {
+            let searcher = Searcher::new(config(2, 1000, dedup)).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut exploration = Exploration::create(dir.path(), Scope::All).unwrap();
+            let mut interner = Interner::new();
+            for part in bounds.windows(2) {
+                interner.ingest(&sentences[part[0]..part[1]].join(". "));
+                let advanced = searcher.advance(&mut exploration, &interner, &mut Unobserved).unwrap();
+                let incremental = VersionReport::new(&interner, &advanced.figures).to_json();
+                let (fresh, _) = run(&interner, &SearchConfig::default());
+                prop_assert_eq!(&incremental, &fresh, "version {}, {:?}", interner.version(), dedup);
+            }
+        }
+    }
+
+    /// Versions added one by one accept each new ortho exactly once: the
+    /// orthos handed out over all versions are exactly those of a fresh
+    /// search of the last version.
+    #[test]
+    fn incremental_versions_accept_each_new_ortho_once(
+        text in text(),
+        cuts in prop::collection::btree_set(1usize..12, 1..=3),
+    ) {
+        use fold::search::{Exploration, Scope, Searcher};
+        let sentences: Vec<&str> = text.split(". ").collect();
+        let mut bounds: Vec<usize> = cuts.into_iter().filter(|&cut| cut < sentences.len()).collect();
+        bounds.insert(0, 0);
+        bounds.push(sentences.len());
+        prop_assume!(bounds.len() >= 3, "no cut falls inside the text");
+        let searcher = Searcher::new(config(2, 5, Dedup::Tree)).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut exploration = Exploration::create(dir.path(), Scope::All).unwrap();
         let mut interner = Interner::new();
+        let mut counted = Acceptances::default();
         for part in bounds.windows(2) {
             interner.ingest(&sentences[part[0]..part[1]].join(". "));
-            let advanced = searcher.advance(&mut exploration, &interner, &mut Unobserved).unwrap();
-            let incremental = VersionReport::new(&interner, &advanced.figures).to_json();
-            let (fresh, _) = run(&interner, &SearchConfig::default());
-            prop_assert_eq!(&incremental, &fresh, "version {}", interner.version());
+            searcher.advance(&mut exploration, &interner, &mut counted).unwrap();
         }
+        prop_assert!(counted.0.values().all(|&count| count == 1), "an ortho accepted twice");
+        let fresh = acceptances(&interner, Dedup::SeenSet, 1000);
+        prop_assert_eq!(counted.0.len(), fresh.len());
+        prop_assert!(counted.0.keys().all(|ortho| fresh.contains_key(ortho)));
     }
 
     #[test]
@@ -139,7 +196,7 @@ proptest! {
         let interner = Interner::from_texts([text.as_str()]);
         let (_, outcome) = run(&interner, &SearchConfig::default());
         let figures = &outcome.figures;
-        prop_assert_eq!(outcome.seen.len() as u64, figures.orthos);
+        prop_assert_eq!(acceptances(&interner, Dedup::Tree, 1000).len() as u64, figures.orthos);
         prop_assert_eq!(outcome.stats.processed, figures.orthos);
         prop_assert!(figures.frontier <= figures.orthos);
         // Each word alone in the first slot is an ortho.
@@ -166,20 +223,16 @@ proptest! {
     }
 }
 
+/// Depth-first order keeps the pending orthos to a few batches' children
+/// per level, far fewer than the orthos found.
 #[test]
-fn a_long_queue_passes_through_the_log_and_keeps_the_golden_figures() {
+fn pending_work_stays_small_however_many_orthos_are_found() {
     let case = common::case("ts_0_10k");
     let interner = Interner::from_texts(case.contents().iter().map(String::as_str));
-    let spill = tempfile::tempdir().unwrap();
-    let config = SearchConfig {
-        threads: 2,
-        batch_size: 7,
-        spill_dir: spill.path().to_owned(),
-    };
-    let (report, outcome) = run(&interner, &config);
-    common::assert_figures(&case.name, 0, &report, &case.after_each_text[0]);
-    // Far more orthos were queued at once than the log keeps in memory.
-    assert!(outcome.stats.peak_queue > 5_000, "{:?}", outcome.stats);
-    assert_eq!(outcome.stats.stored, outcome.figures.orthos);
-    assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+    for batch_size in [7, 1000] {
+        let (report, outcome) = run(&interner, &config(2, batch_size, Dedup::Tree));
+        common::assert_figures(&case.name, 0, &report, &case.after_each_text[0]);
+        let peak = outcome.stats.peak_queue;
+        assert!(peak * 4 < outcome.figures.orthos, "{peak} pending at once");
+    }
 }

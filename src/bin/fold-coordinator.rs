@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use fold::client::{self, Connection, DEFAULT_COORDINATOR, StatusOptions, SubmitOptions};
 use fold::coordinator::{self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, ServeOptions};
 use fold::embedded::{DEFAULT_CHECKPOINT_EVERY, RunOptions, run};
+use fold::search::Dedup;
 
 // The search allocates and frees millions of small values; mimalloc keeps
 // that cheap.
@@ -60,6 +61,16 @@ enum Command {
         /// one when the same command is run again.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
         checkpoint_every: u64,
+        /// Keep no search history: only checkpoints touch the disk, and every
+        /// later version is searched afresh (for a search run once).
+        #[arg(long)]
+        no_history: bool,
+        /// How the search avoids finding an ortho twice: `tree` accepts each
+        /// ortho from its canonical parent only (flat memory); `seen-set`
+        /// remembers every ortho found (the reference; memory grows with
+        /// every ortho). Figures are the same.
+        #[arg(long, value_name = "MODE", default_value = "tree", value_parser = parse_dedup)]
+        dedup: Dedup,
     },
     /// Run the gRPC coordinator that workers take shards from.
     ///
@@ -163,6 +174,8 @@ fn main() -> ExitCode {
             json,
             quiet,
             checkpoint_every,
+            no_history,
+            dedup,
         } => {
             let options = RunOptions {
                 state_dir,
@@ -170,6 +183,8 @@ fn main() -> ExitCode {
                 json,
                 progress: !quiet,
                 checkpoint_every,
+                history: !no_history,
+                dedup,
             };
             run(&files, &options, &mut std::io::stdout().lock()).map(|_| ())
         }
@@ -235,4 +250,11 @@ fn asynchronous(command: Command) -> fold::Result<()> {
             Command::Run { .. } => unreachable!("run is synchronous"),
         }
     })
+}
+
+fn parse_dedup(name: &str) -> Result<Dedup, String> {
+    [Dedup::Tree, Dedup::SeenSet]
+        .into_iter()
+        .find(|mode| mode.name() == name)
+        .ok_or_else(|| format!("unknown mode `{name}`: use `tree` or `seen-set`"))
 }

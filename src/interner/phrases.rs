@@ -44,6 +44,9 @@ pub(crate) struct PhraseAutomaton {
     split_in: Vec<u32>,
     /// The states that gained a completion in each version, version 1 first.
     grown_by_version: Vec<Vec<u32>>,
+    /// The root's transitions as a table indexed by token: every walk starts
+    /// there, and the root has a transition for every word.
+    root_targets: Vec<u32>,
     /// Vocabulary bitsets of the states with many completions, where a bit
     /// test beats a binary search, stored back to back.
     bits: Vec<u64>,
@@ -74,6 +77,7 @@ impl Default for PhraseAutomaton {
             grown_in: vec![0],
             split_in: vec![0],
             grown_by_version: Vec::new(),
+            root_targets: Vec::new(),
             bits: Vec::new(),
             bits_at: vec![NO_BITS],
             bits_words: 0,
@@ -115,6 +119,11 @@ impl PhraseAutomaton {
         let mut grown: Vec<u32> = grown.into_iter().collect();
         grown.sort_unstable();
         self.grown_by_version[version as usize - 1] = grown;
+        self.root_targets = vec![NONE; vocabulary];
+        let root = Self::ROOT as usize;
+        for (&token, &target) in self.keys[root].iter().zip(&self.targets[root]) {
+            self.root_targets[token as usize] = target;
+        }
         self.index_large_sets(vocabulary);
         VersionGrowth { changed_prefixes }
     }
@@ -122,7 +131,7 @@ impl PhraseAutomaton {
     /// Appends `token` after the sequence ending in state `last` (the
     /// generalized construction: a sequence already present is not added twice).
     fn extend(&mut self, last: u32, token: u32, version: u32, grown: &mut HashSet<u32>) -> u32 {
-        if let Some(next) = self.transition(last, token) {
+        if let Some(next) = self.transition_searched(last, token) {
             if self.len[next as usize] == self.len[last as usize] + 1 {
                 return next;
             }
@@ -130,7 +139,7 @@ impl PhraseAutomaton {
         }
         let current = self.new_state(self.len[last as usize] + 1, version);
         let mut state = last;
-        while state != NONE && self.transition(state, token).is_none() {
+        while state != NONE && self.transition_searched(state, token).is_none() {
             self.add_transition(state, token, current, version, grown);
             state = self.link[state as usize];
         }
@@ -138,7 +147,7 @@ impl PhraseAutomaton {
             self.link[current as usize] = Self::ROOT;
         } else {
             let next = self
-                .transition(state, token)
+                .transition_searched(state, token)
                 .expect("the loop stopped at a transition");
             if self.len[state as usize] + 1 == self.len[next as usize] {
                 self.link[current as usize] = next;
@@ -222,6 +231,20 @@ impl PhraseAutomaton {
     /// The state reached from `state` by `token`, if that sequence occurs.
     #[inline]
     pub fn transition(&self, state: u32, token: u32) -> Option<u32> {
+        if state == Self::ROOT {
+            return self
+                .root_targets
+                .get(token as usize)
+                .copied()
+                .filter(|&target| target != NONE);
+        }
+        self.transition_searched(state, token)
+    }
+
+    /// [`PhraseAutomaton::transition`] by binary search (also while the
+    /// root's table is being rebuilt).
+    #[inline]
+    fn transition_searched(&self, state: u32, token: u32) -> Option<u32> {
         let s = state as usize;
         self.keys[s]
             .binary_search(&token)

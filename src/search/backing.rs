@@ -53,6 +53,17 @@ impl Backing {
         })
     }
 
+    /// The file `path` as it is, for reading only.
+    pub fn open_read(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| io(path, "open", e))?;
+        let len = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            state: State::Disk(file),
+            len,
+        })
+    }
+
     /// A new, empty file that stays in memory until it outgrows a few
     /// megabytes; then it is created at `path` (and its directory with it).
     pub fn in_memory(path: &Path) -> Self {
@@ -61,11 +72,6 @@ impl Backing {
             state: State::Memory(Vec::new()),
             len: 0,
         }
-    }
-
-    /// Where the file is (or will be, while in memory).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Bytes written.

@@ -1,124 +1,292 @@
-//! One batch of the search: expand orthos in parallel, keep the new children.
+//! The batch loop (ORTHO.md §6): pop up to `batch_size` orthos from the top
+//! of the pending stack, expand them in parallel with rayon, push the
+//! children they accept, and count.
+//!
+//! Pending work is a stack, so the search goes depth-first: it holds at most
+//! a batch's children per level of fullness, however many orthos it finds.
+//! Which children are kept is the [`Dedup`] mode's business: the canonical
+//! parent (a tree, nothing to remember) or a seen set (the reference).
 
 use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-use crate::error::Error;
+use super::history::{BlockWriter, encode_record};
+use super::{Dedup, Figures, SearchStats, SeenSet};
+use crate::error::{Error, Result};
 use crate::interner::Interner;
-use crate::ortho::{Expansion, Ortho, OrthoId, Scratch, expand_since};
-use crate::search::seen::SeenSet;
+use crate::ortho::{Acceptance, Expansion, Ortho, OrthoId, Scratch, Step, expand_since};
 
-/// What expanding one batch produced.
+/// Everything one version's search shares between batches.
+pub(crate) struct Batches<'a> {
+    pub pool: &'a rayon::ThreadPool,
+    pub interner: &'a Interner,
+    pub batch_size: usize,
+    pub dedup: Dedup,
+    /// The ids of every ortho found, in seen-set mode.
+    pub seen: Option<&'a SeenSet>,
+    /// Hand leaves to the observer.
+    pub keep_leaves: bool,
+    /// Hand every accepted ortho to the observer.
+    pub keep_orthos: bool,
+    pub figures: Figures,
+    pub stats: SearchStats,
+}
+
+/// What one batch produced, in batch order.
 #[derive(Default)]
-pub(crate) struct BatchOutcome {
-    /// Children never seen before, with their ids, to be counted and queued.
-    pub new_orthos: Vec<(OrthoId, Ortho)>,
-    /// Number of expanded orthos that had no candidate.
-    pub leaves: u64,
-    /// The leaves themselves, when the caller asked for them.
-    pub leaf_orthos: Vec<Ortho>,
-    /// The best of `new_orthos` by the §7 order.
+pub(crate) struct Expanded {
+    /// The expansion of each ortho of the batch.
+    pub expansions: Vec<Expansion>,
+    /// The accepted children, ortho after ortho.
+    pub children: Vec<Ortho>,
+    /// The best of the children by the §7 order.
     pub best: Option<Ortho>,
-    /// `best`'s `(volume, fullness)`.
+    /// The history records, ortho after ortho (empty unless asked for).
+    pub records: Vec<Vec<u8>>,
+    /// How many of the batch's orthos are leaves.
+    pub leaves: u64,
+    /// The leaves, when kept.
+    pub leaf_orthos: Vec<Ortho>,
+}
+
+/// One rayon task's share of a batch.
+#[derive(Default)]
+struct Part {
+    expansions: Vec<Expansion>,
+    children: Vec<Ortho>,
+    records: Vec<u8>,
+    leaf_orthos: Vec<Ortho>,
+    leaves: u64,
+    generated: u64,
+    best: Option<Ortho>,
     best_key: (u64, usize),
-    /// Children generated, duplicates included.
-    pub generated: u64,
-    /// The first error met, if any.
-    pub error: Option<Error>,
-    scratch: Scratch,
-    /// Children whose seen-set slot is being prefetched, oldest first.
-    in_flight: VecDeque<(OrthoId, Ortho)>,
+    error: Option<Error>,
 }
 
 /// How many children wait for their prefetched seen-set slot before they are
 /// inserted: enough to hide a memory stall behind the work on the others.
 const PREFETCH_DISTANCE: usize = 8;
 
-impl BatchOutcome {
-    fn absorb(
-        &mut self,
-        ortho: Ortho,
-        interner: &Interner,
-        since: u32,
-        seen: &SeenSet,
-        keep_leaves: bool,
-    ) -> Expansion {
-        if self.error.is_some() {
-            return Expansion::default();
-        }
-        // The scratch buffers are borrowed by `expand` while the closure
-        // settles children into `self`.
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let expanded = expand_since(&ortho, interner, since, &mut scratch, |child| {
-            let id = child.id();
-            seen.prefetch(id);
-            self.in_flight.push_back((id, child));
-            if self.in_flight.len() > PREFETCH_DISTANCE
-                && let Some((id, child)) = self.in_flight.pop_front()
-            {
-                self.settle(id, child, seen);
-            }
-        });
-        self.scratch = scratch;
-        match expanded {
-            Ok(expansion) => {
-                if expansion.leaf {
-                    self.leaves += 1;
-                    if keep_leaves {
-                        self.leaf_orthos.push(ortho);
-                    }
-                }
-                expansion
-            }
-            Err(error) => {
-                self.error = Some(error);
-                Expansion::default()
-            }
-        }
-    }
-
-    /// Counts a child and keeps it if its id is new.
-    fn settle(&mut self, id: OrthoId, child: Ortho, seen: &SeenSet) {
-        self.generated += 1;
-        if !seen.insert(id) {
-            return;
-        }
+impl Part {
+    /// Keeps `child`, whose `(volume, fullness)` is `key`, as the part's best
+    /// if it beats it (§7).
+    #[inline]
+    fn consider(&mut self, child: &Ortho, key: (u64, usize)) {
         // Nearly every child loses on (volume, fullness) alone; the full
         // comparison runs only on a tie.
-        let key = child.rank_key();
         let challenges = match &self.best {
             None => true,
             Some(best) => {
-                key > self.best_key || (key == self.best_key && child.rank_cmp(best).is_gt())
+                key > self.best_key || (key == self.best_key && child.tie_cmp(best).is_gt())
             }
         };
         if challenges {
             self.best = Some(child.clone());
             self.best_key = key;
         }
-        self.new_orthos.push((id, child));
     }
+}
 
-    /// Settles every child still waiting for its prefetch.
-    fn settle_all(&mut self, seen: &SeenSet) {
-        while let Some((id, child)) = self.in_flight.pop_front() {
-            self.settle(id, child, seen);
+impl Batches<'_> {
+    /// Counts newly found orthos that do not come from a batch (roots) and
+    /// hands them to the observer's list.
+    pub fn found(&mut self, orthos: &[Ortho], listed: &mut Vec<Ortho>) {
+        self.figures.orthos += orthos.len() as u64;
+        for ortho in orthos {
+            self.figures.optimal = better(self.figures.optimal.take(), Some(ortho.clone()));
+        }
+        if self.keep_orthos {
+            listed.extend_from_slice(orthos);
         }
     }
 
-    fn merge(&mut self, mut other: Self) {
-        if self.new_orthos.len() < other.new_orthos.len() {
-            std::mem::swap(&mut self.new_orthos, &mut other.new_orthos);
+    /// Expands `batch` in parallel, keeping children of candidates new since
+    /// version `since` (all of them for 0) that the mode accepts, and the
+    /// history records when `records` is set. Counts only the children
+    /// generated; the caller counts what it keeps.
+    pub fn expand(&mut self, batch: &[Ortho], since: u32, records: bool) -> Result<Expanded> {
+        let threads = self.pool.current_num_threads().max(1);
+        let chunk = batch.len().div_ceil(threads * 8).max(1);
+        let (interner, dedup, seen, keep_leaves) =
+            (self.interner, self.dedup, self.seen, self.keep_leaves);
+        let parts: Vec<Part> = self.pool.install(|| {
+            batch
+                .par_chunks(chunk)
+                .map(|orthos| {
+                    expand_part(orthos, interner, since, dedup, seen, keep_leaves, records)
+                })
+                .collect()
+        });
+        let mut expanded = Expanded {
+            expansions: Vec::with_capacity(batch.len()),
+            ..Expanded::default()
+        };
+        for mut part in parts {
+            if let Some(error) = part.error.take() {
+                return Err(error);
+            }
+            expanded.leaves += part.leaves;
+            expanded.best = better(expanded.best.take(), part.best);
+            self.stats.generated += part.generated;
+            expanded.expansions.append(&mut part.expansions);
+            expanded.children.append(&mut part.children);
+            expanded.leaf_orthos.append(&mut part.leaf_orthos);
+            if records {
+                expanded.records.push(part.records);
+            }
         }
-        self.new_orthos.append(&mut other.new_orthos);
-        self.leaf_orthos.append(&mut other.leaf_orthos);
-        self.leaves += other.leaves;
-        self.generated += other.generated;
-        self.best = better(self.best.take(), other.best);
-        self.best_key = self.best.as_ref().map_or((0, 0), Ortho::rank_key);
-        self.error = self.error.take().or(other.error);
+        Ok(expanded)
     }
+
+    /// Searches everything below the orthos on `stack` until it is empty,
+    /// recording each batch in `history` when given. After every batch,
+    /// `between` is shown the stack as it then is, how many orthos the batch
+    /// pushed on top of it, the batch's leaves (when kept) and the history
+    /// (for progress and checkpoints); an error from it stops the search.
+    pub fn run(
+        &mut self,
+        stack: &mut Vec<Ortho>,
+        mut history: Option<&mut BlockWriter>,
+        mut between: impl FnMut(
+            &mut Self,
+            &[Ortho],
+            usize,
+            Vec<Ortho>,
+            Option<&mut BlockWriter>,
+        ) -> Result<()>,
+    ) -> Result<()> {
+        let batch_size = self.batch_size.max(1);
+        let mut batch = Vec::with_capacity(batch_size);
+        while !stack.is_empty() {
+            batch.clear();
+            batch.extend(stack.drain(stack.len().saturating_sub(batch_size)..));
+            let mut expanded = self.expand(&batch, 0, history.is_some())?;
+            if let Some(history) = history.as_deref_mut() {
+                let parts: Vec<&[u8]> = expanded.records.iter().map(Vec::as_slice).collect();
+                history.batch(batch.len(), &parts)?;
+            }
+            let pushed = expanded.children.len();
+            self.stats.processed += batch.len() as u64;
+            self.figures.orthos += pushed as u64;
+            self.figures.frontier += expanded.leaves;
+            self.figures.optimal = better(self.figures.optimal.take(), expanded.best.take());
+            stack.append(&mut expanded.children);
+            self.stats.peak_queue = self.stats.peak_queue.max(stack.len() as u64);
+            between(
+                self,
+                stack,
+                pushed,
+                expanded.leaf_orthos,
+                history.as_deref_mut(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Expands one task's orthos in order.
+fn expand_part(
+    orthos: &[Ortho],
+    interner: &Interner,
+    since: u32,
+    dedup: Dedup,
+    seen: Option<&SeenSet>,
+    keep_leaves: bool,
+    records: bool,
+) -> Part {
+    let acceptance = match dedup {
+        Dedup::Tree => Acceptance::Canonical,
+        Dedup::SeenSet => Acceptance::Every,
+    };
+    let mut part = Part {
+        expansions: Vec::with_capacity(orthos.len()),
+        ..Part::default()
+    };
+    let mut scratch = Scratch::default();
+    // The step of each accepted child, with the index of its parent.
+    let mut steps: Vec<(usize, Step)> = Vec::new();
+    // Seen-set mode: children waiting for their prefetched slot, oldest first.
+    let mut in_flight: VecDeque<(OrthoId, usize, Step, Ortho)> = VecDeque::new();
+    let accept = |part: &mut Part,
+                  steps: &mut Vec<(usize, Step)>,
+                  parent: usize,
+                  step: Step,
+                  child: Ortho,
+                  fullness: usize| {
+        // Fill children share their parent's shape; only reshapings change the volume.
+        let volume = match step.reshape {
+            None => orthos[parent].volume(),
+            Some(_) => child.volume(),
+        };
+        part.consider(&child, (volume, fullness));
+        steps.push((parent, step));
+        part.children.push(child);
+    };
+    for (index, ortho) in orthos.iter().enumerate() {
+        let fullness = ortho.fullness() + 1;
+        let expanded = expand_since(
+            ortho,
+            interner,
+            since,
+            acceptance,
+            &mut scratch,
+            |step, child| {
+                part.generated += 1;
+                let Some(seen) = seen else {
+                    accept(&mut part, &mut steps, index, step, child, fullness);
+                    return;
+                };
+                let id = child.id();
+                seen.prefetch(id);
+                in_flight.push_back((id, index, step, child));
+                if in_flight.len() > PREFETCH_DISTANCE
+                    && let Some((id, parent, step, child)) = in_flight.pop_front()
+                    && seen.insert(id)
+                {
+                    let fullness = orthos[parent].fullness() + 1;
+                    accept(&mut part, &mut steps, parent, step, child, fullness);
+                }
+            },
+        );
+        match expanded {
+            Ok(expansion) => {
+                if expansion.leaf {
+                    part.leaves += 1;
+                    if keep_leaves {
+                        part.leaf_orthos.push(ortho.clone());
+                    }
+                }
+                part.expansions.push(expansion);
+            }
+            Err(error) => {
+                part.error = Some(error);
+                return part;
+            }
+        }
+    }
+    if let Some(seen) = seen {
+        while let Some((id, parent, step, child)) = in_flight.pop_front() {
+            if seen.insert(id) {
+                let fullness = orthos[parent].fullness() + 1;
+                accept(&mut part, &mut steps, parent, step, child, fullness);
+            }
+        }
+    }
+    if records {
+        let mut from = 0;
+        let mut children = Vec::new();
+        for (index, (ortho, expansion)) in orthos.iter().zip(&part.expansions).enumerate() {
+            children.clear();
+            while from < steps.len() && steps[from].0 == index {
+                children.push(steps[from].1);
+                from += 1;
+            }
+            let reshapes = ortho.fullness() + 1 == ortho.table().capacity;
+            encode_record(expansion, reshapes, &children, &mut part.records);
+        }
+    }
+    part
 }
 
 /// The better of two optional orthos by the §7 order.
@@ -127,39 +295,4 @@ pub(crate) fn better(a: Option<Ortho>, b: Option<Ortho>) -> Option<Ortho> {
         (Some(a), Some(b)) => Some(if b.rank_cmp(&a).is_gt() { b } else { a }),
         (a, b) => a.or(b),
     }
-}
-
-/// Expands `batch` on the current rayon pool, keeping only children of
-/// candidates new since version `since` (all of them for 0). `expansions`
-/// receives what each ortho's expansion learned, in batch order.
-pub(crate) fn expand_batch(
-    batch: Vec<Ortho>,
-    interner: &Interner,
-    since: u32,
-    seen: &SeenSet,
-    keep_leaves: bool,
-    expansions: &mut Vec<Expansion>,
-) -> BatchOutcome {
-    expansions.clear();
-    expansions.resize(batch.len(), Expansion::default());
-    let outcome = batch
-        .into_par_iter()
-        .zip(expansions.par_iter_mut())
-        // Accumulators travel boxed: rayon moves them once per ortho.
-        .fold(
-            Box::<BatchOutcome>::default,
-            |mut outcome, (ortho, expansion)| {
-                *expansion = outcome.absorb(ortho, interner, since, seen, keep_leaves);
-                outcome
-            },
-        )
-        .map(|mut outcome| {
-            outcome.settle_all(seen);
-            outcome
-        })
-        .reduce(Box::<BatchOutcome>::default, |mut a, b| {
-            a.merge(*b);
-            a
-        });
-    *outcome
 }

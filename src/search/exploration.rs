@@ -1,20 +1,26 @@
 //! A search that lives across versions (ORTHO.md §6, incremental ingestion).
 //!
-//! An [`Exploration`] keeps every ortho it found in its log (see
-//! [`super::log`]) and the ids of all of them in memory. Bringing it to a
-//! new interner version costs only what the version makes new:
+//! An [`Exploration`] keeps the history of everything it found (see
+//! [`super::history`]). Bringing it to a new interner version costs only what
+//! the version makes new, in three phases that [`Exploration::advance`] runs:
 //!
-//! 1. the empty ortho is expanded again (new tokens give new first words);
-//! 2. the log is scanned, and every stored ortho one of whose watched trie
-//!    nodes grew since the last version is expanded again (a leaf that now
-//!    has candidates stops being one);
-//! 3. the children never seen before, and everything they lead to, are
-//!    searched as usual.
+//! 1. **new roots** — the empty ortho's children for the tokens the version
+//!    added (in scope);
+//! 2. **revisits** — the history is replayed, and every stored ortho one of
+//!    whose watched phrase nodes grew in a way that can give it a candidate
+//!    is expanded again, keeping only the children of candidates new in this
+//!    version (a leaf that gains one stops being a leaf);
+//! 3. **search** — everything below those children and roots is searched as
+//!    usual, depth-first, and recorded as the version's segment.
 //!
-//! Every other stored ortho has exactly the candidates it had, whose
-//! children are all stored already, so the figures equal a fresh search.
-//! During step 3 the exploration can checkpoint: everything found is on disk,
-//! and the orthos still to expand are a suffix of the segment's orthos file.
+//! Every other stored ortho has exactly the candidates it had, and a child
+//! new in this version comes from a new ortho or through a new candidate
+//! (its canonical parent does not depend on the version), so the figures
+//! equal a fresh search. In seen-set mode the same phases run with the ids
+//! of every stored ortho in a seen set instead.
+//!
+//! During phase 3 the exploration can checkpoint: the history files are
+//! synced and their lengths, the figures and the pending orthos recorded.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,26 +29,40 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::backing::Backing;
-use super::batch::{better, expand_batch};
-use super::log::{
-    OrthoQueue, RecordAt, RecordWriter, copy_prefix, copy_segment, parse_segment_path,
-    read_overrides, scan_ids, scan_orthos, scan_segment, segment_paths,
+use super::batch::Batches;
+use super::history::{
+    BlockKind, BlockReader, BlockWriter, FORMAT_VERSION, RawRecord, RecordAt,
+    decode_checked_orthos, encode_checked_orthos, get_varint, parse_segment_path, put_varint,
+    read_overrides, segment_paths,
 };
-use super::{Figures, Progress, Scope, SearchConfig, SearchObserver, SearchStats, SeenSet};
+use super::replay::replay;
+use super::{Dedup, Figures, Progress, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Growth, Interner, PhraseNode};
-use crate::ortho::{Expansion, Ortho, OrthoId, Scratch, expand};
+use crate::interner::{Interner, PhraseNode, Token};
+use crate::ortho::{Expansion, Ortho};
 use crate::spatial::shapes;
+
+/// Which part of the search an exploration covers.
+///
+/// The token in slot 0 never changes as an ortho grows or reshapes, so the
+/// orthos with one origin token form a closed sub-search: the shards of a
+/// distributed search. Their figures add up to the whole search's, and the
+/// whole optimum is the best of theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every ortho.
+    All,
+    /// Only the orthos whose slot 0 holds this token.
+    Origin(Token),
+}
 
 /// The files of one searched version, as far as they are known to be written.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentExtent {
-    /// Bytes of the orthos file.
-    pub orthos_bytes: u64,
-    /// Orthos in it.
-    pub orthos: u64,
-    /// Bytes of the expansions file.
-    pub expansions_bytes: u64,
+    /// Bytes of the history file.
+    pub history_bytes: u64,
+    /// Records in it: the orthos the version expanded for the first time.
+    pub records: u64,
     /// Bytes of the overrides file.
     pub overrides_bytes: u64,
 }
@@ -98,35 +118,54 @@ impl StoredFigures {
 
 /// What an exploration's directory holds once a version is done: enough to
 /// reopen it. Its owner stores it durably after each version.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// The interner version the log is complete for (0: nothing searched).
+    /// The history format of the files ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// The interner version the figures are for (0: nothing searched).
     pub version: u32,
+    /// The vocabulary at `version`: tokens from it on are new to a later one.
+    pub vocabulary: u32,
+    /// Whether the history is kept (otherwise each version is searched afresh).
+    pub history: bool,
     /// One extent per searched version since the last compaction, oldest first.
     pub segments: Vec<SegmentExtent>,
     /// The figures at `version`.
     figures: StoredFigures,
-    /// Compactions so far; the log's file names carry it.
-    #[serde(default)]
+    /// Compactions so far; the history's file names carry it.
     pub generation: u32,
 }
 
+impl Default for Manifest {
+    fn default() -> Self {
+        Self {
+            format: FORMAT_VERSION,
+            version: 0,
+            vocabulary: 0,
+            history: true,
+            segments: Vec::new(),
+            figures: StoredFigures::default(),
+            generation: 0,
+        }
+    }
+}
+
 impl Manifest {
-    /// Orthos stored over all segments (revisits not counted twice).
+    /// Orthos recorded over all segments.
     pub fn orthos(&self) -> u64 {
-        self.segments.iter().map(|segment| segment.orthos).sum()
+        self.segments.iter().map(|segment| segment.records).sum()
     }
 
-    /// Bytes of the log's files.
+    /// Bytes of the history's files.
     pub fn bytes(&self) -> u64 {
         self.segments
             .iter()
-            .map(|s| s.orthos_bytes + s.expansions_bytes + s.overrides_bytes)
+            .map(|s| s.history_bytes + s.overrides_bytes)
             .sum()
     }
 }
 
-/// Segments a log may have before it is compacted into one.
+/// Segments a history may have before it is compacted into one.
 const MAX_SEGMENTS: usize = 8;
 
 /// A consistent point inside a version's search: resuming from it loses only
@@ -137,12 +176,22 @@ pub struct Checkpoint {
     pub version: u32,
     /// The manifest the search started from.
     pub base: Manifest,
-    /// How far the version's own segment was written.
+    /// How far the version's own segment was written; `records` is the
+    /// number of orthos of the version already expanded.
     pub segment: SegmentExtent,
-    /// Orthos of that segment already expanded.
-    pub expanded: u64,
     /// Figures so far.
     figures: StoredFigures,
+    /// The orthos still to expand, encoded with a checksum. Its owner
+    /// stores it beside the rest (it is not part of the serialized form).
+    #[serde(skip)]
+    pub pending: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// Orthos of the version already expanded.
+    pub fn expanded(&self) -> u64 {
+        self.segment.records
+    }
 }
 
 /// Decides when a search takes a checkpoint and keeps what it gets.
@@ -167,25 +216,35 @@ impl Checkpoints for NoCheckpoints {
     }
 }
 
-/// Every ortho found so far, on disk, and their ids in memory.
+/// What bringing an exploration to a version found.
+#[derive(Clone, Debug)]
+pub struct Advanced {
+    /// The figures at that version (of the whole search, not only the new part).
+    pub figures: Figures,
+    /// The work this call did.
+    pub stats: SearchStats,
+}
+
+/// Everything found so far, as a history on disk.
 pub struct Exploration {
     dir: PathBuf,
     scope: Scope,
     manifest: Manifest,
     /// Per segment, the current expansion of its orthos expanded again since.
     overrides: Vec<BTreeMap<u32, Expansion>>,
-    seen: SeenSet,
+    /// Seen-set mode: the ids of every ortho found, once built.
+    seen: Option<SeenSet>,
     /// Whether the directory is removed on drop.
     temporary: bool,
     /// The files of a temporary exploration's only segment, possibly still
     /// in memory.
-    unsaved: Option<[Backing; 4]>,
+    unsaved: Option<[Backing; 2]>,
     /// Whether files are synced to disk at checkpoints and versions.
     durable: bool,
 }
 
 impl Exploration {
-    /// Starts an empty exploration in `dir`, removing whatever logs were there.
+    /// Starts an empty exploration in `dir`, removing whatever was there.
     pub fn create(dir: &Path, scope: Scope) -> Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)
@@ -206,7 +265,7 @@ impl Exploration {
             scope,
             manifest,
             overrides: Vec::new(),
-            seen: SeenSet::new(),
+            seen: None,
             temporary,
             unsaved: None,
             durable: !temporary,
@@ -215,8 +274,8 @@ impl Exploration {
 
     /// Starts an exploration for one search, in a directory under `parent`
     /// that is removed when it is dropped (unless [`Exploration::persist`]
-    /// moves it). Nothing is synced, and its log stays in memory while it is
-    /// small, so a small search touches no disk.
+    /// moves it). Nothing is synced, and its history stays in memory while
+    /// it is small, so a small search touches no disk.
     pub fn temporary(parent: &Path, scope: Scope) -> Result<Self> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -233,12 +292,21 @@ impl Exploration {
         ))
     }
 
+    /// Keeps no history from now on: every later version is searched
+    /// afresh, and only checkpoints touch the disk.
+    pub fn discard_history(&mut self) {
+        self.manifest.history = false;
+        self.manifest.segments.clear();
+        self.overrides.clear();
+        self.unsaved = None;
+    }
+
     /// Moves the exploration to `dir` (which must not exist), where it
     /// stays when dropped and can be reopened with its manifest.
     pub fn persist(&mut self, dir: &Path) -> Result<()> {
         let fail = |e| Error::io(format!("cannot create {}", dir.display()), e);
         let old = std::mem::replace(&mut self.dir, dir.to_owned());
-        if self.unsaved.is_some() {
+        if self.unsaved.is_some() || !old.exists() {
             std::fs::create_dir_all(dir).map_err(fail)?;
             self.materialize()?;
         } else {
@@ -252,119 +320,45 @@ impl Exploration {
     /// Writes a temporary exploration's in-memory files to its directory.
     fn materialize(&mut self) -> Result<()> {
         if let Some(mut files) = self.unsaved.take() {
-            for (file, path) in files.iter_mut().zip(segment_paths(&self.dir, 0, 0)) {
+            for (file, path) in files.iter_mut().zip(self.paths(0)) {
                 file.persist(&path)?;
             }
         }
         Ok(())
     }
 
-    /// Reopens the exploration in `dir` as `manifest` describes it: every
-    /// stored ortho's id goes back into memory. Files of later segments are
-    /// removed, except those of the next one, which a checkpoint may resume
-    /// (and which a new version truncates).
+    /// Reopens the exploration in `dir` as `manifest` describes it. Files of
+    /// later segments are removed, except those of the next one, which a
+    /// checkpoint may resume (and which a new version starts afresh).
     pub fn open(dir: &Path, scope: Scope, manifest: Manifest) -> Result<Self> {
-        let generation = Manifest {
-            generation: manifest.generation,
-            ..Manifest::default()
-        };
-        let mut exploration = Self::empty(dir.to_owned(), scope, generation, false);
-        for (segment, extent) in manifest.segments.iter().enumerate() {
-            exploration.load_segment(segment as u32, extent)?;
+        if manifest.format != FORMAT_VERSION && !manifest.segments.is_empty() {
+            return Err(Error::BadState(format!(
+                "the search history in {} is in format {}; this build reads format {FORMAT_VERSION}",
+                dir.display(),
+                manifest.format
+            )));
         }
-        exploration.manifest = manifest;
+        let mut exploration = Self::empty(dir.to_owned(), scope, manifest, false);
+        for (segment, extent) in exploration.manifest.segments.iter().enumerate() {
+            let [_, overrides] = exploration.paths(segment as u32);
+            for (at, expansion) in read_overrides(&overrides, extent.overrides_bytes)? {
+                set_override(&mut exploration.overrides, segment as u32, at, expansion)?;
+            }
+        }
         exploration.remove_stale_files()?;
         Ok(exploration)
     }
 
     /// Whether versions and checkpoints wait for the disk (they do unless
-    /// turned off: a log that is only a cache can skip it, since a crashed
-    /// process's writes survive it anyway).
+    /// turned off: a history that is only a cache can skip it, since a
+    /// crashed process's writes survive it anyway).
     pub fn set_durable(&mut self, durable: bool) {
         self.durable = durable;
     }
 
     /// The files of `segment` in the current generation.
-    fn paths(&self, segment: u32) -> [PathBuf; 4] {
+    fn paths(&self, segment: u32) -> [PathBuf; 2] {
         segment_paths(&self.dir, self.manifest.generation, segment)
-    }
-
-    /// Whether the log has grown enough segments, or enough overrides of
-    /// old expansions, to be worth compacting.
-    pub fn wants_compaction(&self) -> bool {
-        let segments = &self.manifest.segments;
-        let overrides: u64 = segments.iter().map(|s| s.overrides_bytes).sum();
-        let expansions: u64 = segments.iter().map(|s| s.expansions_bytes).sum();
-        segments.len() > MAX_SEGMENTS || overrides * 4 > expansions.max(1 << 16)
-    }
-
-    /// Rewrites the whole log as one segment of a new generation, with
-    /// every override applied. The old generation's files stay until
-    /// [`Exploration::remove_stale_files`]: the owner calls it once it has
-    /// durably recorded the new manifest, so a crash in between leaves the
-    /// old manifest and its files intact.
-    pub fn compact(&mut self) -> Result<()> {
-        let generation = self.manifest.generation + 1;
-        let [orthos_path, expansions_path, overrides_path, ids_path] =
-            segment_paths(&self.dir, generation, 0);
-        let mut orthos = Backing::open(&orthos_path, 0)?;
-        let mut ids = Backing::open(&ids_path, 0)?;
-        let mut expansions = RecordWriter::open(&expansions_path, 0)?;
-        let mut overrides = RecordWriter::open(&overrides_path, 0)?;
-        let mut count = 0;
-        for (segment, extent) in self.manifest.segments.iter().enumerate() {
-            let [old_orthos, old_expansions, _, old_ids] = self.paths(segment as u32);
-            copy_prefix(&old_ids, extent.orthos * 8, &mut ids)?;
-            let changed = self.overrides.get(segment);
-            count += copy_segment(
-                (&old_orthos, extent.orthos_bytes),
-                (&old_expansions, extent.expansions_bytes),
-                &mut orthos,
-                &mut expansions,
-                |index| changed.and_then(|changed| changed.get(&index)).copied(),
-            )?;
-        }
-        orthos.sync(self.durable)?;
-        ids.sync(self.durable)?;
-        let extent = SegmentExtent {
-            orthos_bytes: orthos.len(),
-            orthos: count,
-            expansions_bytes: expansions.sync(self.durable)?,
-            overrides_bytes: overrides.sync(self.durable)?,
-        };
-        if count != self.manifest.orthos() {
-            return Err(Error::storage(
-                &orthos_path,
-                format!(
-                    "compaction copied {count} of {} orthos",
-                    self.manifest.orthos()
-                ),
-            ));
-        }
-        self.manifest.generation = generation;
-        self.manifest.segments = vec![extent];
-        self.overrides.clear();
-        Ok(())
-    }
-
-    /// Removes log files the manifest does not name: older generations, and
-    /// segments past the next one (the next may hold a checkpointed search).
-    pub fn remove_stale_files(&self) -> Result<()> {
-        let next = self.manifest.segments.len() as u32;
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| Error::io(format!("cannot list {}", self.dir.display()), e))?;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some((generation, segment)) = name.to_str().and_then(parse_segment_path) else {
-                continue;
-            };
-            if generation != self.manifest.generation || segment > next {
-                let path = entry.path();
-                std::fs::remove_file(&path)
-                    .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
-            }
-        }
-        Ok(())
     }
 
     /// The manifest as of the last finished version.
@@ -377,38 +371,106 @@ impl Exploration {
         self.manifest.figures.figures()
     }
 
-    /// The ids of every ortho found.
-    pub fn seen(&self) -> &SeenSet {
-        &self.seen
+    /// Whether the history has grown enough segments, or enough overrides of
+    /// old expansions, to be worth compacting.
+    pub fn wants_compaction(&self) -> bool {
+        let segments = &self.manifest.segments;
+        let overrides: u64 = segments.iter().map(|s| s.overrides_bytes).sum();
+        let history: u64 = segments.iter().map(|s| s.history_bytes).sum();
+        segments.len() > MAX_SEGMENTS || overrides * 4 > history.max(1 << 16)
     }
 
-    /// Takes the seen set out, leaving an empty one.
-    pub fn take_seen(&mut self) -> SeenSet {
-        std::mem::take(&mut self.seen)
-    }
-
-    fn load_segment(&mut self, segment: u32, extent: &SegmentExtent) -> Result<()> {
-        let [orthos, _, overrides, ids] = self.paths(segment);
-        let seen = &self.seen;
-        let recorded = scan_ids(&ids, extent.orthos, |block| {
-            for &id in block {
-                seen.insert(id);
+    /// Rewrites the whole history as one segment of a new generation, with
+    /// every override applied. The old generation's files stay until
+    /// [`Exploration::remove_stale_files`]: the owner calls it once it has
+    /// durably recorded the new manifest, so a crash in between leaves the
+    /// old manifest and its files intact.
+    pub fn compact(&mut self) -> Result<()> {
+        self.materialize()?;
+        let generation = self.manifest.generation + 1;
+        let [history_path, overrides_path] = segment_paths(&self.dir, generation, 0);
+        let mut history = BlockWriter::create(&history_path, false)?;
+        let mut overrides = BlockWriter::create(&overrides_path, false)?;
+        let mut records = 0;
+        let mut block = Vec::new();
+        for (segment, extent) in self.manifest.segments.iter().enumerate() {
+            let [path, _] = self.paths(segment as u32);
+            let mut reader = BlockReader::open(&path, extent.history_bytes)?;
+            let changed = self.overrides.get(segment);
+            let mut index = 0u32;
+            while let Some((kind, payload, at)) = reader.next()? {
+                let damaged = |detail: &str| Error::Damaged {
+                    path: path.clone(),
+                    detail: format!("at byte {at}: {detail}"),
+                };
+                if kind == BlockKind::Overrides {
+                    return Err(damaged("an overrides block in a history file"));
+                }
+                if kind == BlockKind::Roots {
+                    history.raw(kind, payload)?;
+                    continue;
+                }
+                let mut bytes = payload;
+                let count = get_varint(&mut bytes).ok_or_else(|| damaged("bad count"))?;
+                let end = index + count;
+                let touched =
+                    changed.is_some_and(|changed| changed.range(index..end).next().is_some());
+                if !touched {
+                    history.raw(kind, payload)?;
+                    index = end;
+                    continue;
+                }
+                block.clear();
+                put_varint(&mut block, count);
+                for _ in 0..count {
+                    let (record, rest) = RawRecord::split(bytes, true).map_err(damaged)?;
+                    bytes = rest;
+                    match changed.and_then(|changed| changed.get(&index)) {
+                        Some(expansion) => record.encode_with(expansion, &mut block),
+                        None => record.encode_with(&record.expansion(), &mut block),
+                    }
+                    index += 1;
+                }
+                history.raw(kind, &block)?;
             }
-        })?;
-        if !recorded {
-            // No ids file (a log written before they were kept): hash.
-            let count = scan_orthos(&orthos, extent.orthos_bytes, |ortho| {
-                seen.insert(ortho.id());
-            })?;
-            if count != extent.orthos {
-                return Err(Error::storage(
-                    &orthos,
-                    format!("holds {count} orthos but {} were recorded", extent.orthos),
-                ));
+            if u64::from(index) != extent.records {
+                return Err(Error::Damaged {
+                    path,
+                    detail: format!("holds {index} records but {} were recorded", extent.records),
+                });
             }
+            records += extent.records;
         }
-        for (at, expansion) in read_overrides(&overrides, extent.overrides_bytes)? {
-            set_override(&mut self.overrides, segment, at, expansion)?;
+        let extent = SegmentExtent {
+            history_bytes: history.sync(self.durable)?,
+            records,
+            overrides_bytes: overrides.sync(self.durable)?,
+        };
+        self.manifest.generation = generation;
+        self.manifest.segments = vec![extent];
+        self.overrides.clear();
+        Ok(())
+    }
+
+    /// Removes history files the manifest does not name: older generations,
+    /// and segments past the next one (the next may hold a checkpointed search).
+    pub fn remove_stale_files(&self) -> Result<()> {
+        let next = self.manifest.segments.len() as u32;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(format!("cannot list {}", self.dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((generation, segment)) = name.to_str().and_then(parse_segment_path) else {
+                continue;
+            };
+            if generation != self.manifest.generation || segment > next {
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))?;
+            }
         }
         Ok(())
     }
@@ -426,8 +488,6 @@ impl Exploration {
         checkpoints: &mut dyn Checkpoints,
     ) -> Result<Advanced> {
         let started = Instant::now();
-        self.materialize()?;
-        let in_memory = self.temporary && self.manifest.segments.is_empty() && resume.is_none();
         let base = self.manifest.version;
         if interner.version() < base {
             return Err(Error::BadState(format!(
@@ -435,220 +495,300 @@ impl Exploration {
                 interner.version()
             )));
         }
-        let segment = self.manifest.segments.len() as u32;
-        let [orthos_path, expansions_path, overrides_path, ids_path] = self.paths(segment);
-        if let Some(checkpoint) = resume {
-            if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
-                return Err(Error::BadState(format!(
-                    "checkpoint of version {} does not continue the stored search at version {base}",
-                    checkpoint.version
-                )));
-            }
-            self.load_segment(segment, &checkpoint.segment)?;
+        if interner.version() == base && base > 0 {
+            return Ok(Advanced {
+                figures: self.figures()?,
+                stats: SearchStats::default(),
+            });
         }
-        let mut stats = SearchStats::default();
-        let mut round = Round {
-            config,
+        self.materialize()?;
+        let incremental = self.manifest.history && base > 0;
+        if !self.manifest.history {
+            self.seen = None;
+        }
+        if config.dedup == Dedup::SeenSet {
+            self.fill_seen_set(incremental)?;
+        } else {
+            self.seen = None;
+        }
+        let segment = self.manifest.segments.len() as u32;
+        let [history_path, overrides_path] = self.paths(segment);
+        let in_memory = self.temporary && segment == 0 && resume.is_none();
+        let mut batches = Batches {
             pool,
             interner,
-            seen: &self.seen,
+            batch_size: config.batch_size,
+            dedup: config.dedup,
+            seen: self.seen.as_ref(),
             keep_leaves: observer.wants_leaves(),
-            stats: &mut stats,
+            keep_orthos: observer.wants_orthos(),
             figures: Figures::default(),
+            stats: SearchStats::default(),
         };
-        let (mut queue, mut expansions, mut overrides, mut expanded) = match resume {
-            None => {
-                round.figures = self.manifest.figures.figures()?;
-                let (mut queue, mut overrides) = if in_memory {
-                    (
-                        OrthoQueue::in_memory(&orthos_path, &ids_path),
-                        RecordWriter::in_memory(&overrides_path),
-                    )
-                } else {
-                    (
-                        OrthoQueue::open(&orthos_path, &ids_path, 0, 0, 0)?,
-                        RecordWriter::open(&overrides_path, 0)?,
-                    )
-                };
-                round.expand_empty(self.scope, &mut queue)?;
-                let mut revisits = Revisits::default();
-                // Nothing is stored before the first version: no growth to look at.
-                let growth = if self.manifest.segments.is_empty() {
-                    Growth::default()
-                } else {
-                    interner.growth_since(base)
-                };
-                tracing::debug!(elapsed = ?started.elapsed(), nodes = growth.nodes(), "growth");
-                for (old, extent) in self.manifest.segments.iter().enumerate() {
-                    let [orthos, expansions, _, _] = self.paths(old as u32);
-                    let mut known = self.overrides.get(old).into_iter().flatten().peekable();
-                    let scanned = scan_segment(
-                        (&orthos, extent.orthos_bytes),
-                        (&expansions, extent.expansions_bytes),
-                        |index, recorded| {
-                            while known.next_if(|&(&at, _)| at < index).is_some() {}
-                            let current = match known.next_if(|&(&at, _)| at == index) {
-                                Some((_, overridden)) => *overridden,
-                                // Nearly every ortho is dismissed here, undecoded.
-                                None if !recorded
-                                    .nodes()
-                                    .any(|node| interner.grew_since(PhraseNode(node), base)) =>
-                                {
-                                    return None;
-                                }
-                                None => recorded.decode(),
-                            };
-                            current
-                                .watch
-                                .may_have_gained(interner, base, &growth)
-                                .then_some(current)
-                        },
-                        |index, ortho, current| {
-                            let at = RecordAt {
-                                segment: old as u32,
-                                index,
-                            };
-                            revisits.push(at, ortho, current.leaf);
-                            if revisits.orthos.len() >= config.batch_size.max(1) {
-                                round.revisit(base, &mut revisits, &mut queue, &mut overrides)?;
-                            }
-                            Ok(())
-                        },
-                    )?;
-                    round.stats.scanned += u64::from(scanned);
-                }
-                tracing::debug!(elapsed = ?started.elapsed(), "scan done");
-                round.revisit(base, &mut revisits, &mut queue, &mut overrides)?;
-                // Each stored ortho was scanned once, against the overrides
-                // of earlier versions; the new ones apply from now on.
-                for (at, expansion) in std::mem::take(&mut revisits.expanded) {
-                    set_override(&mut self.overrides, segment, at, expansion)?;
-                }
-                let expansions = if in_memory {
-                    RecordWriter::in_memory(&expansions_path)
-                } else {
-                    RecordWriter::open(&expansions_path, 0)?
-                };
-                (queue, expansions, overrides, 0)
-            }
+        let keep = self.manifest.history;
+        let (mut history, mut overrides, mut stack, resumed_after) = match resume {
             Some(checkpoint) => {
+                if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
+                    return Err(Error::BadState(format!(
+                        "checkpoint of version {} does not continue the stored search at version {base}",
+                        checkpoint.version
+                    )));
+                }
                 let extent = &checkpoint.segment;
-                round.figures = checkpoint.figures.figures()?;
-                let queue = OrthoQueue::open(
-                    &orthos_path,
-                    &ids_path,
-                    extent.orthos_bytes,
-                    extent.orthos,
-                    checkpoint.expanded,
-                )?;
-                let expansions = RecordWriter::open(&expansions_path, extent.expansions_bytes)?;
-                let overrides = RecordWriter::open(&overrides_path, extent.overrides_bytes)?;
-                (queue, expansions, overrides, checkpoint.expanded)
+                let stack = decode_checked_orthos(&checkpoint.pending).map_err(|detail| {
+                    Error::Damaged {
+                        path: self.dir.clone(),
+                        detail: format!("the checkpoint's pending orthos: {detail}"),
+                    }
+                })?;
+                batches.figures = checkpoint.figures.figures()?;
+                let history = keep
+                    .then(|| BlockWriter::reopen(&history_path, extent.history_bytes))
+                    .transpose()?;
+                let overrides = keep
+                    .then(|| BlockWriter::reopen(&overrides_path, extent.overrides_bytes))
+                    .transpose()?;
+                (history, overrides, stack, extent.records)
+            }
+            None => {
+                if incremental {
+                    batches.figures = self.figures()?;
+                }
+                let mut history = keep
+                    .then(|| BlockWriter::create(&history_path, in_memory))
+                    .transpose()?;
+                let mut overrides = keep
+                    .then(|| BlockWriter::create(&overrides_path, in_memory))
+                    .transpose()?;
+                let mut roots = self.new_roots(interner, incremental);
+                if let Some(seen) = batches.seen {
+                    roots.retain(|root| seen.insert(root.id()));
+                }
+                if incremental {
+                    let changed = self.revisit(&mut batches, base, &mut roots)?;
+                    if let Some(overrides) = overrides.as_mut() {
+                        overrides.overrides(&changed)?;
+                    }
+                    for (at, expansion) in changed {
+                        set_override(&mut self.overrides, segment, at, expansion)?;
+                    }
+                }
+                tracing::debug!(elapsed = ?started.elapsed(), roots = roots.len(), "revisits done");
+                let mut listed = Vec::new();
+                batches.found(&roots, &mut listed);
+                if !listed.is_empty() {
+                    observer.on_orthos(&listed)?;
+                }
+                if let Some(history) = history.as_mut() {
+                    history.roots(&roots)?;
+                }
+                (history, overrides, roots, 0)
             }
         };
 
-        tracing::debug!(elapsed = ?started.elapsed(), "revisits done");
-        // The batch loop: each round expands one batch while, on the other
-        // side of a rayon join, the previous round's new orthos are queued
-        // and the next batch is popped.
-        let batch_size = config.batch_size.max(1);
-        let mut pending = Vec::new();
-        let mut batch = Vec::new();
-        let mut records = Vec::new();
-        loop {
-            if batch.is_empty() {
-                if pending.is_empty() && queue.is_empty() {
-                    break;
+        let base_manifest = self.manifest.clone();
+        let durable = self.durable;
+        let version = interner.version();
+        batches.run(
+            &mut stack,
+            history.as_mut(),
+            |batches, stack, pushed, leaves, history| {
+                if batches.keep_leaves {
+                    observer.on_leaves(leaves)?;
                 }
-                push_and_pop(&mut queue, &mut pending, batch_size, &mut batch)?;
-                continue;
-            }
-            let count = batch.len() as u64;
-            let mut next = Vec::with_capacity(batch_size);
-            let (mut outcome, queued) = pool.install(|| {
-                rayon::join(
-                    || {
-                        expand_batch(
-                            batch,
-                            interner,
-                            0,
-                            round.seen,
-                            round.keep_leaves,
-                            &mut records,
-                        )
-                    },
-                    || push_and_pop(&mut queue, &mut pending, batch_size, &mut next),
-                )
-            });
-            queued?;
-            if let Some(error) = outcome.error.take() {
-                return Err(error);
-            }
-            expansions.expansions(&records)?;
-            expanded += count;
-            round.stats.processed += count;
-            round.stats.generated += outcome.generated;
-            round.figures.frontier += outcome.leaves;
-            round.figures.orthos += outcome.new_orthos.len() as u64;
-            round.figures.optimal = better(round.figures.optimal.take(), outcome.best);
-            if round.keep_leaves {
-                observer.on_leaves(std::mem::take(&mut outcome.leaf_orthos))?;
-            }
-            pending = outcome.new_orthos;
-            batch = next;
-            let queued = queue.len() + (pending.len() + batch.len()) as u64;
-            round.stats.peak_queue = round.stats.peak_queue.max(queued);
-            let progress = Progress {
-                orthos: round.figures.orthos,
-                processed: round.stats.processed,
-                queued,
-                frontier: round.figures.frontier,
-                optimal: round.figures.optimal.clone(),
-                elapsed: started.elapsed(),
+                if batches.keep_orthos {
+                    observer.on_orthos(&stack[stack.len() - pushed..])?;
+                }
+                let progress = Progress {
+                    orthos: batches.figures.orthos,
+                    processed: batches.stats.processed,
+                    queued: stack.len() as u64,
+                    frontier: batches.figures.frontier,
+                    optimal: batches.figures.optimal.clone(),
+                    elapsed: started.elapsed(),
+                };
+                observer.on_batch(&progress)?;
+                if checkpoints.due(&progress) {
+                    let segment = SegmentExtent {
+                        history_bytes: sync(history, durable)?,
+                        records: resumed_after + batches.stats.processed,
+                        overrides_bytes: sync(overrides.as_mut(), durable)?,
+                    };
+                    checkpoints.save(&Checkpoint {
+                        version,
+                        base: base_manifest.clone(),
+                        segment,
+                        figures: StoredFigures::of(&batches.figures),
+                        pending: encode_checked_orthos(stack),
+                    })?;
+                    batches.stats.checkpoints += 1;
+                }
+                Ok(())
+            },
+        )?;
+        let mut stats = std::mem::take(&mut batches.stats);
+        let figures = std::mem::take(&mut batches.figures);
+        stats.stored = stats.processed;
+        if let (Some(mut history), Some(mut overrides)) = (history, overrides) {
+            let extent = SegmentExtent {
+                history_bytes: history.sync(self.durable)?,
+                records: resumed_after + stats.processed,
+                overrides_bytes: overrides.sync(self.durable)?,
             };
-            observer.on_batch(&progress)?;
-            if checkpoints.due(&progress) {
-                for (id, ortho) in pending.drain(..) {
-                    queue.push(id, ortho)?;
-                }
-                let segment = sync(&mut queue, &mut expansions, &mut overrides, self.durable)?;
-                checkpoints.save(&Checkpoint {
-                    version: interner.version(),
-                    base: self.manifest.clone(),
-                    segment,
-                    expanded,
-                    figures: StoredFigures::of(&round.figures),
-                })?;
-                round.stats.checkpoints += 1;
+            if in_memory {
+                self.unsaved = Some([history.into_backing(), overrides.into_backing()]);
             }
+            self.manifest.segments.push(extent);
         }
-        let extent = sync(&mut queue, &mut expansions, &mut overrides, self.durable)?;
-        round.stats.stored = extent.orthos;
-        if in_memory {
-            let (orthos, ids) = queue.into_backing()?;
-            self.unsaved = Some([
-                orthos,
-                expansions.into_backing()?,
-                overrides.into_backing()?,
-                ids,
-            ]);
-        }
-        let figures = round.figures;
-        self.manifest.segments.push(extent);
         self.manifest.version = interner.version();
+        self.manifest.vocabulary = interner.vocabulary() as u32;
         self.manifest.figures = StoredFigures::of(&figures);
-        stats.seen_bytes = self.seen.approx_bytes();
+        self.manifest.format = FORMAT_VERSION;
         Ok(Advanced { figures, stats })
+    }
+
+    /// The orthos new in this version that no stored ortho leads to: the
+    /// empty ortho's children (in scope) for the tokens added since the
+    /// stored version (all tokens when searching afresh).
+    fn new_roots(&self, interner: &Interner, incremental: bool) -> Vec<Ortho> {
+        let known = if incremental {
+            self.manifest.vocabulary
+        } else {
+            0
+        };
+        let vocabulary = interner.vocabulary() as u32;
+        let root = |token: u32| {
+            Ortho::new(&[2, 2], &[Some(Token(token)), None, None, None]).expect("a start ortho")
+        };
+        match self.scope {
+            Scope::All => (known..vocabulary).map(root).collect(),
+            Scope::Origin(Token(origin)) if origin >= known && origin < vocabulary => {
+                vec![root(origin)]
+            }
+            Scope::Origin(_) => Vec::new(),
+        }
+    }
+
+    /// Phase 2: replays every segment, expands again the stored orthos whose
+    /// candidates may have grown since `base`, and adds the children of their
+    /// new candidates to `roots`. Returns their new expansions, to be
+    /// recorded as overrides.
+    fn revisit(
+        &self,
+        batches: &mut Batches<'_>,
+        base: u32,
+        roots: &mut Vec<Ortho>,
+    ) -> Result<Vec<(RecordAt, Expansion)>> {
+        let interner = batches.interner;
+        let growth = interner.growth_since(base);
+        let batch_size = batches.batch_size.max(1);
+        let mut pending: Vec<(RecordAt, Ortho, bool)> = Vec::new();
+        let mut changed = Vec::new();
+        for (segment, extent) in self.manifest.segments.iter().enumerate() {
+            let [path, _] = self.paths(segment as u32);
+            let reader = BlockReader::open(&path, extent.history_bytes)?;
+            let mut known = self.overrides.get(segment).into_iter().flatten().peekable();
+            let mut scanned = 0u64;
+            let records = replay(reader, |index, ortho, record| {
+                scanned += 1;
+                while known.next_if(|&(&at, _)| at < index).is_some() {}
+                let current = match known.next_if(|&(&at, _)| at == index) {
+                    Some((_, overridden)) => *overridden,
+                    // Nearly every ortho is dismissed here, its record undecoded.
+                    None if !record
+                        .nodes()
+                        .iter()
+                        .any(|&node| interner.grew_since(PhraseNode(node), base)) =>
+                    {
+                        return Ok(());
+                    }
+                    None => record.expansion(),
+                };
+                if current.watch.may_have_gained(interner, base, &growth) {
+                    let at = RecordAt {
+                        segment: segment as u32,
+                        index,
+                    };
+                    pending.push((at, ortho.clone(), current.leaf));
+                    if pending.len() >= batch_size {
+                        revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
+                    }
+                }
+                Ok(())
+            })?;
+            if u64::from(records) != extent.records {
+                return Err(Error::Damaged {
+                    path,
+                    detail: format!(
+                        "holds {records} records but {} were recorded",
+                        extent.records
+                    ),
+                });
+            }
+            batches.stats.scanned += scanned;
+        }
+        revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
+        Ok(changed)
+    }
+
+    /// Seen-set mode: makes sure the seen set holds every stored ortho.
+    fn fill_seen_set(&mut self, incremental: bool) -> Result<()> {
+        if !incremental {
+            self.seen = Some(SeenSet::new());
+            return Ok(());
+        }
+        if self.seen.is_some() {
+            return Ok(());
+        }
+        let seen = SeenSet::new();
+        for (segment, extent) in self.manifest.segments.iter().enumerate() {
+            let [path, _] = self.paths(segment as u32);
+            replay(
+                BlockReader::open(&path, extent.history_bytes)?,
+                |_, ortho, _| {
+                    seen.insert(ortho.id());
+                    Ok(())
+                },
+            )?;
+        }
+        self.seen = Some(seen);
+        Ok(())
     }
 }
 
-/// What bringing an exploration to a version found.
-#[derive(Clone, Debug)]
-pub struct Advanced {
-    /// The figures at that version (of the whole search, not only the new part).
-    pub figures: Figures,
-    /// The work this call did.
-    pub stats: SearchStats,
+/// Expands the stored orthos in `pending` again, keeping the children of
+/// their new candidates as new roots and their new expansions.
+fn revisit_batch(
+    batches: &mut Batches<'_>,
+    base: u32,
+    pending: &mut Vec<(RecordAt, Ortho, bool)>,
+    roots: &mut Vec<Ortho>,
+    changed: &mut Vec<(RecordAt, Expansion)>,
+) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let orthos: Vec<Ortho> = pending.iter().map(|(_, ortho, _)| ortho.clone()).collect();
+    let mut expanded = batches.expand(&orthos, base, false)?;
+    batches.stats.revisited += orthos.len() as u64;
+    for ((at, _, was_leaf), expansion) in pending.drain(..).zip(&expanded.expansions) {
+        // Candidates only grow, so a leaf may stop being one but never the
+        // other way round.
+        if was_leaf && !expansion.leaf {
+            batches.figures.frontier =
+                batches.figures.frontier.checked_sub(1).ok_or_else(|| {
+                    Error::BadState("stored leaves do not add up to the frontier".into())
+                })?;
+        }
+        changed.push((at, *expansion));
+    }
+    roots.append(&mut expanded.children);
+    Ok(())
+}
+
+/// Syncs a history file, if there is one; returns its length (0 if none).
+fn sync(writer: Option<&mut BlockWriter>, durable: bool) -> Result<u64> {
+    writer.map_or(Ok(0), |writer| writer.sync(durable))
 }
 
 impl Drop for Exploration {
@@ -679,141 +819,4 @@ fn set_override(
     }
     overrides[slot].insert(at.index, expansion);
     Ok(())
-}
-
-/// Writes a segment's files out (and waits for the disk when `durable`).
-fn sync(
-    queue: &mut OrthoQueue,
-    expansions: &mut RecordWriter,
-    overrides: &mut RecordWriter,
-    durable: bool,
-) -> Result<SegmentExtent> {
-    let (orthos_bytes, orthos) = queue.sync(durable)?;
-    Ok(SegmentExtent {
-        orthos_bytes,
-        orthos,
-        expansions_bytes: expansions.sync(durable)?,
-        overrides_bytes: overrides.sync(durable)?,
-    })
-}
-
-/// Stored orthos waiting to be expanded again, and the new expansions of
-/// those already done.
-#[derive(Default)]
-struct Revisits {
-    at: Vec<RecordAt>,
-    orthos: Vec<Ortho>,
-    was_leaf: Vec<bool>,
-    expanded: Vec<(RecordAt, Expansion)>,
-}
-
-impl Revisits {
-    fn push(&mut self, at: RecordAt, ortho: Ortho, was_leaf: bool) {
-        self.at.push(at);
-        self.orthos.push(ortho);
-        self.was_leaf.push(was_leaf);
-    }
-}
-
-/// The state one `advance` threads through its phases.
-struct Round<'a> {
-    config: &'a SearchConfig,
-    pool: &'a rayon::ThreadPool,
-    interner: &'a Interner,
-    seen: &'a SeenSet,
-    keep_leaves: bool,
-    stats: &'a mut SearchStats,
-    figures: Figures,
-}
-
-impl Round<'_> {
-    /// Expands the empty ortho, which is never counted, and queues its new
-    /// children in scope.
-    fn expand_empty(&mut self, scope: Scope, queue: &mut OrthoQueue) -> Result<()> {
-        let mut children = Vec::new();
-        expand(
-            &Ortho::empty(),
-            self.interner,
-            &mut Scratch::default(),
-            |child| {
-                let in_scope = match scope {
-                    Scope::All => true,
-                    Scope::Origin(token) => child.raw_slots()[0] == token.0,
-                };
-                self.stats.generated += 1;
-                let id = child.id();
-                if in_scope && self.seen.insert(id) {
-                    children.push((id, child));
-                }
-            },
-        )?;
-        self.found(children, queue)
-    }
-
-    /// Counts and queues new orthos.
-    fn found(&mut self, orthos: Vec<(OrthoId, Ortho)>, queue: &mut OrthoQueue) -> Result<()> {
-        self.figures.orthos += orthos.len() as u64;
-        for (id, ortho) in orthos {
-            self.figures.optimal = better(self.figures.optimal.take(), Some(ortho.clone()));
-            queue.push(id, ortho)?;
-        }
-        Ok(())
-    }
-
-    /// Expands the stored orthos in `revisits` again, recording their new
-    /// expansions as overrides.
-    fn revisit(
-        &mut self,
-        base: u32,
-        revisits: &mut Revisits,
-        queue: &mut OrthoQueue,
-        writer: &mut RecordWriter,
-    ) -> Result<()> {
-        let mut records = Vec::new();
-        let batch_size = self.config.batch_size.max(1);
-        while !revisits.orthos.is_empty() {
-            let take = revisits.orthos.len().min(batch_size);
-            let batch: Vec<Ortho> = revisits.orthos.drain(..take).collect();
-            let mut outcome = self.pool.install(|| {
-                expand_batch(batch, self.interner, base, self.seen, false, &mut records)
-            });
-            if let Some(error) = outcome.error.take() {
-                return Err(error);
-            }
-            self.stats.revisited += take as u64;
-            self.stats.generated += outcome.generated;
-            for ((at, was_leaf), expansion) in revisits
-                .at
-                .drain(..take)
-                .zip(revisits.was_leaf.drain(..take))
-                .zip(&records)
-            {
-                // Candidates only grow, so a leaf may stop being one but
-                // never the other way round.
-                if was_leaf && !expansion.leaf {
-                    self.figures.frontier =
-                        self.figures.frontier.checked_sub(1).ok_or_else(|| {
-                            Error::BadState("stored leaves do not add up to the frontier".into())
-                        })?;
-                }
-                writer.override_of(at, expansion)?;
-                revisits.expanded.push((at, *expansion));
-            }
-            self.found(outcome.new_orthos, queue)?;
-        }
-        Ok(())
-    }
-}
-
-/// Queues `pending` and pops the next batch into `batch`.
-fn push_and_pop(
-    queue: &mut OrthoQueue,
-    pending: &mut Vec<(OrthoId, Ortho)>,
-    batch_size: usize,
-    batch: &mut Vec<Ortho>,
-) -> Result<()> {
-    for (id, ortho) in pending.drain(..) {
-        queue.push(id, ortho)?;
-    }
-    queue.pop_batch(batch_size, batch)
 }

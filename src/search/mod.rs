@@ -1,30 +1,67 @@
 //! The search engine (ORTHO.md §6): a loop that pops up to `batch_size`
-//! orthos from the work queue, expands them in parallel with rayon, dedups the
-//! children in a concurrent seen set and queues the new ones, tracking leaves
-//! and the optimal ortho as it goes.
+//! orthos from the pending stack, expands them in parallel with rayon and
+//! pushes the children it accepts, tracking leaves and the optimal ortho.
 //!
-//! The engine knows nothing of files, processes or the network; callers watch
-//! it through [`SearchObserver`].
+//! Each ortho is accepted from exactly one parent, its canonical one (see
+//! [`crate::canonical`]), so the search is a tree: nothing found needs to be
+//! remembered to avoid finding it twice, and depth-first order keeps memory
+//! flat however large the search grows. [`Dedup::SeenSet`] keeps the former
+//! way, a set of every ortho's id, as a reference for tests and benches.
+//!
+//! * `batch` — the batch loop;
+//! * [`exploration`] — a search kept across versions (incremental versions,
+//!   checkpoints, compaction);
+//! * `history` — its on-disk format, and `replay` to read it back;
+//! * `seen` — the seen set of the reference mode.
+//!
+//! The engine knows nothing of processes or the network; callers watch it
+//! through [`SearchObserver`].
 
 mod backing;
 mod batch;
 pub mod exploration;
-mod log;
+mod history;
+mod replay;
 mod seen;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use exploration::{Advanced, Checkpoint, Checkpoints, Exploration, Manifest, NoCheckpoints};
+pub use exploration::{
+    Advanced, Checkpoint, Checkpoints, Exploration, Manifest, NoCheckpoints, Scope, SegmentExtent,
+};
+pub use history::FORMAT_VERSION;
 pub use seen::SeenSet;
 
 use crate::error::{Error, Result};
-use crate::interner::{Interner, Token};
+use crate::interner::Interner;
 use crate::ortho::Ortho;
 use batch::better;
 
 /// Default number of orthos expanded per parallel batch.
 pub const DEFAULT_BATCH: usize = 1000;
+
+/// How children are kept from being found twice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dedup {
+    /// Each child is accepted only from its canonical parent: a tree,
+    /// nothing to remember.
+    #[default]
+    Tree,
+    /// Each child's id goes into a set of every ortho found, and only new
+    /// ones are kept (the reference; memory grows with every ortho).
+    SeenSet,
+}
+
+impl Dedup {
+    /// The mode's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tree => "tree",
+            Self::SeenSet => "seen-set",
+        }
+    }
+}
 
 /// How a search runs. None of these settings changes its figures.
 #[derive(Clone, Debug)]
@@ -33,9 +70,11 @@ pub struct SearchConfig {
     pub threads: usize,
     /// Orthos popped and expanded per parallel batch.
     pub batch_size: usize,
-    /// Directory under which a one-off search keeps its temporary log (the
-    /// orthos it found, which double as its work queue).
+    /// Directory under which a one-off search keeps its history once it
+    /// outgrows memory.
     pub spill_dir: PathBuf,
+    /// How duplicates are avoided.
+    pub dedup: Dedup,
 }
 
 impl Default for SearchConfig {
@@ -44,6 +83,7 @@ impl Default for SearchConfig {
             threads: 0,
             batch_size: DEFAULT_BATCH,
             spill_dir: std::env::temp_dir(),
+            dedup: Dedup::default(),
         }
     }
 }
@@ -74,20 +114,18 @@ impl Figures {
 pub struct SearchStats {
     /// Orthos expanded for the first time (the empty start ortho excluded).
     pub processed: u64,
-    /// Stored orthos of earlier versions checked for grown trie nodes.
+    /// Stored orthos of earlier versions checked for grown phrase nodes.
     pub scanned: u64,
     /// Stored orthos expanded again because their candidates may have grown.
     pub revisited: u64,
-    /// Children generated, duplicates included.
+    /// Children generated, those not accepted included.
     pub generated: u64,
-    /// Largest queue length seen.
+    /// Most orthos waiting to be expanded at once.
     pub peak_queue: u64,
-    /// Orthos written to the log by this version.
+    /// Orthos recorded in the history by this version.
     pub stored: u64,
     /// Checkpoints taken.
     pub checkpoints: u64,
-    /// Approximate bytes held by the seen set at the end.
-    pub seen_bytes: u64,
 }
 
 /// A snapshot handed to the observer after every batch.
@@ -120,6 +158,16 @@ pub trait SearchObserver {
         Ok(())
     }
 
+    /// Whether [`SearchObserver::on_orthos`] should receive every ortho found.
+    fn wants_orthos(&self) -> bool {
+        false
+    }
+
+    /// Orthos found since the last call (only if [`SearchObserver::wants_orthos`]).
+    fn on_orthos(&mut self, _orthos: &[Ortho]) -> Result<()> {
+        Ok(())
+    }
+
     /// Called after each batch; an error stops the search.
     fn on_batch(&mut self, _progress: &Progress) -> Result<()> {
         Ok(())
@@ -137,22 +185,6 @@ pub struct SearchOutcome {
     pub figures: Figures,
     /// Its work counters.
     pub stats: SearchStats,
-    /// The ids of every ortho found.
-    pub seen: SeenSet,
-}
-
-/// Which part of the search to run.
-///
-/// The token in slot 0 never changes as an ortho grows or reshapes, so the
-/// orthos with one origin token form a closed sub-search: the shards of a
-/// distributed search. Their figures add up to the whole search's, and the
-/// whole optimum is the best of theirs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Every ortho.
-    All,
-    /// Only the orthos whose slot 0 holds this token.
-    Origin(Token),
 }
 
 /// Runs the whole search over `interner` from the empty ortho.
@@ -187,7 +219,8 @@ impl Searcher {
         self.pool.current_num_threads()
     }
 
-    /// Runs the part `scope` of the search over `interner`, from scratch.
+    /// Runs the part `scope` of the search over `interner`, from scratch,
+    /// keeping no history.
     pub fn run(
         &self,
         interner: &Interner,
@@ -195,12 +228,14 @@ impl Searcher {
         observer: &mut dyn SearchObserver,
     ) -> Result<SearchOutcome> {
         let mut exploration = Exploration::temporary(&self.config.spill_dir, scope)?;
+        exploration.discard_history();
         let Advanced { figures, stats } = self.advance(&mut exploration, interner, observer)?;
-        Ok(SearchOutcome {
-            figures,
-            stats,
-            seen: exploration.take_seen(),
-        })
+        Ok(SearchOutcome { figures, stats })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SearchConfig {
+        &self.config
     }
 
     /// Brings `exploration` to `interner`'s version.
