@@ -168,24 +168,26 @@ impl Interner {
     /// Every node that gained completions after `version`, with the
     /// completions it gained.
     pub fn growth_since(&self, version: u32) -> Growth {
-        let gained = self
-            .phrases
-            .grown_since(version)
-            .into_iter()
-            .map(|node| {
-                let tokens = self
-                    .phrases
+        let mut growth = Growth {
+            at: vec![Growth::NONE; self.phrases.states()],
+            ranges: Vec::new(),
+            tokens: Vec::new(),
+        };
+        for node in self.phrases.grown_since(version) {
+            let start = growth.tokens.len() as u32;
+            growth.tokens.extend(
+                self.phrases
                     .completions(node)
                     .iter()
                     .copied()
                     .filter(|&token| {
                         self.completion_added_in(PhraseNode(node), token) > Some(version)
-                    })
-                    .collect();
-                (node, tokens)
-            })
-            .collect();
-        Growth { gained }
+                    }),
+            );
+            growth.at[node as usize] = growth.ranges.len() as u32;
+            growth.ranges.push((start, growth.tokens.len() as u32));
+        }
+        growth
     }
 
     /// The version that made `token` a completion of `node`'s prefixes, if it is one.
@@ -206,7 +208,7 @@ impl Interner {
     /// [`Interner::split_since`]). Ids that are not nodes count as changed.
     #[inline]
     pub fn grew_since(&self, node: PhraseNode, version: u32) -> bool {
-        self.phrases.grown_in(node.0) > version || self.split_since(node, version)
+        self.phrases.changed_in(node.0) > version
     }
 
     /// Whether some prefixes of `node` moved to a new node after `version`:
@@ -221,19 +223,31 @@ impl Interner {
 /// The completions gained by phrase nodes since some version.
 #[derive(Clone, Debug, Default)]
 pub struct Growth {
-    gained: HashMap<u32, Vec<u32>>,
+    /// Per node, its index in `ranges`, or [`Growth::NONE`].
+    at: Vec<u32>,
+    /// Per grown node, its gained tokens' range in `tokens`.
+    ranges: Vec<(u32, u32)>,
+    tokens: Vec<u32>,
 }
 
 impl Growth {
+    const NONE: u32 = u32::MAX;
+
     /// The completions `node` gained (empty if it did not grow).
     #[inline]
     pub fn gained(&self, node: PhraseNode) -> &[u32] {
-        self.gained.get(&node.0).map_or(&[], Vec::as_slice)
+        match self.at.get(node.0 as usize) {
+            Some(&index) if index != Self::NONE => {
+                let (start, end) = self.ranges[index as usize];
+                &self.tokens[start as usize..end as usize]
+            }
+            _ => &[],
+        }
     }
 
     /// Number of nodes that grew.
     pub fn nodes(&self) -> usize {
-        self.gained.len()
+        self.ranges.len()
     }
 }
 

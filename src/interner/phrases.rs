@@ -42,6 +42,9 @@ pub(crate) struct PhraseAutomaton {
     born: Vec<u32>,
     grown_in: Vec<u32>,
     split_in: Vec<u32>,
+    /// The later of `grown_in` and `split_in`, for the one test a scan makes
+    /// of every record.
+    changed_in: Vec<u32>,
     /// The states that gained a completion in each version, version 1 first.
     grown_by_version: Vec<Vec<u32>>,
     /// The root's transitions as a table indexed by token: every walk starts
@@ -76,6 +79,7 @@ impl Default for PhraseAutomaton {
             born: vec![0],
             grown_in: vec![0],
             split_in: vec![0],
+            changed_in: vec![0],
             grown_by_version: Vec::new(),
             root_targets: Vec::new(),
             bits: Vec::new(),
@@ -179,12 +183,14 @@ impl PhraseAutomaton {
         self.born.push(self.born[n]);
         self.grown_in.push(self.grown_in[n]);
         self.split_in.push(0);
+        self.changed_in.push(self.grown_in[n]);
         self.bits_at.push(NO_BITS);
         if self.grown_in[n] == version {
             grown.insert(clone);
         }
         self.link[n] = clone;
         self.split_in[n] = version;
+        self.changed_in[n] = version;
         let mut state = from;
         while state != NONE {
             let s = state as usize;
@@ -206,6 +212,7 @@ impl PhraseAutomaton {
         self.born.push(version);
         self.grown_in.push(0);
         self.split_in.push(0);
+        self.changed_in.push(0);
         self.bits_at.push(NO_BITS);
         state
     }
@@ -225,6 +232,7 @@ impl PhraseAutomaton {
         self.keys[s].insert(index, token);
         self.targets[s].insert(index, target);
         self.grown_in[s] = version;
+        self.changed_in[s] = version;
         grown.insert(state);
     }
 
@@ -271,10 +279,11 @@ impl PhraseAutomaton {
         self.born[state as usize]
     }
 
-    /// The last version in which `state`'s sequences gained a completion.
+    /// The last version in which `state` gained a completion or was split.
+    /// An id from outside that is not a state counts as changed now.
     #[inline]
-    pub fn grown_in(&self, state: u32) -> u32 {
-        self.grown_in
+    pub fn changed_in(&self, state: u32) -> u32 {
+        self.changed_in
             .get(state as usize)
             .copied()
             .unwrap_or(u32::MAX)

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use rayon::prelude::*;
 
-use super::history::{BlockWriter, encode_record};
+use super::history::{BlockWriter, NodeWidth, encode_record, node_width};
 use super::{Dedup, Figures, SearchStats, SeenSet};
 use crate::error::{Error, Result};
 use crate::interner::Interner;
@@ -101,6 +101,12 @@ impl Batches<'_> {
         }
     }
 
+    /// How wide watched node ids are recorded: enough for every node of
+    /// the interner.
+    fn node_width(&self) -> NodeWidth {
+        node_width(self.interner.phrase_states())
+    }
+
     /// Expands `batch` in parallel, keeping children of candidates new since
     /// version `since` (all of them for 0) that the mode accepts, and the
     /// history records when `records` is set. Counts only the children
@@ -110,6 +116,7 @@ impl Batches<'_> {
         let chunk = batch.len().div_ceil(threads * 8).max(1);
         let (interner, dedup, seen, keep_leaves) =
             (self.interner, self.dedup, self.seen, self.keep_leaves);
+        let records = records.then(|| self.node_width());
         let parts: Vec<Part> = self.pool.install(|| {
             batch
                 .par_chunks(chunk)
@@ -132,7 +139,7 @@ impl Batches<'_> {
             expanded.expansions.append(&mut part.expansions);
             expanded.children.append(&mut part.children);
             expanded.leaf_orthos.append(&mut part.leaf_orthos);
-            if records {
+            if records.is_some() {
                 expanded.records.push(part.records);
             }
         }
@@ -164,7 +171,7 @@ impl Batches<'_> {
             let mut expanded = self.expand(&batch, 0, history.is_some())?;
             if let Some(history) = history.as_deref_mut() {
                 let parts: Vec<&[u8]> = expanded.records.iter().map(Vec::as_slice).collect();
-                history.batch(batch.len(), &parts)?;
+                history.batch(batch.len(), self.node_width(), &parts)?;
             }
             let pushed = expanded.children.len();
             self.stats.processed += batch.len() as u64;
@@ -193,7 +200,7 @@ fn expand_part(
     dedup: Dedup,
     seen: Option<&SeenSet>,
     keep_leaves: bool,
-    records: bool,
+    records: Option<NodeWidth>,
 ) -> Part {
     let acceptance = match dedup {
         Dedup::Tree => Acceptance::Canonical,
@@ -273,7 +280,7 @@ fn expand_part(
             }
         }
     }
-    if records {
+    if let Some(width) = records {
         let mut from = 0;
         let mut children = Vec::new();
         for (index, (ortho, expansion)) in orthos.iter().zip(&part.expansions).enumerate() {
@@ -283,7 +290,7 @@ fn expand_part(
                 from += 1;
             }
             let reshapes = ortho.fullness() + 1 == ortho.table().capacity;
-            encode_record(expansion, reshapes, &children, &mut part.records);
+            encode_record(expansion, reshapes, &children, width, &mut part.records);
         }
     }
     part

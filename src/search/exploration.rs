@@ -32,14 +32,14 @@ use super::backing::Backing;
 use super::batch::Batches;
 use super::history::{
     BlockKind, BlockReader, BlockWriter, FORMAT_VERSION, RawRecord, RecordAt,
-    decode_checked_orthos, encode_checked_orthos, get_varint, parse_segment_path, put_varint,
-    read_overrides, segment_paths,
+    decode_checked_orthos, encode_checked_orthos, get_varint, parse_segment_path, read_overrides,
+    rewrite_batch, segment_paths,
 };
 use super::replay::replay;
 use super::{Dedup, Figures, Progress, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Interner, PhraseNode, Token};
-use crate::ortho::{Expansion, Ortho};
+use crate::interner::{Growth, Interner, PhraseNode, Token};
+use crate::ortho::{Expansion, Ortho, Watch};
 use crate::spatial::shapes;
 
 /// Which part of the search an exploration covers.
@@ -421,16 +421,14 @@ impl Exploration {
                     continue;
                 }
                 block.clear();
-                put_varint(&mut block, count);
-                for _ in 0..count {
-                    let (record, rest) = RawRecord::split(bytes, true).map_err(damaged)?;
-                    bytes = rest;
-                    match changed.and_then(|changed| changed.get(&index)) {
-                        Some(expansion) => record.encode_with(expansion, &mut block),
-                        None => record.encode_with(&record.expansion(), &mut block),
-                    }
-                    index += 1;
-                }
+                rewrite_batch(
+                    bytes,
+                    count,
+                    |at| changed.and_then(|c| c.get(&(index + at))).copied(),
+                    &mut block,
+                )
+                .map_err(damaged)?;
+                index = end;
                 history.raw(kind, &block)?;
             }
             if u64::from(index) != extent.records {
@@ -684,35 +682,58 @@ impl Exploration {
         let batch_size = batches.batch_size.max(1);
         let mut pending: Vec<(RecordAt, Ortho, bool)> = Vec::new();
         let mut changed = Vec::new();
+        let mut memo = GainMemo::default();
         for (segment, extent) in self.manifest.segments.iter().enumerate() {
             let [path, _] = self.paths(segment as u32);
             let reader = BlockReader::open(&path, extent.history_bytes)?;
-            let mut known = self.overrides.get(segment).into_iter().flatten().peekable();
-            let mut scanned = 0u64;
-            let records = replay(reader, |index, ortho, record| {
-                scanned += 1;
-                while known.next_if(|&(&at, _)| at < index).is_some() {}
-                let current = match known.next_if(|&(&at, _)| at == index) {
-                    Some((_, overridden)) => *overridden,
+            // Overrides in record order, met with a cursor as records pass.
+            let known: Vec<(u32, Expansion)> = self
+                .overrides
+                .get(segment)
+                .into_iter()
+                .flatten()
+                .map(|(&index, &expansion)| (index, expansion))
+                .collect();
+            let mut next_known = 0;
+            // The expansion the filter found wanting, for the visit after it.
+            let current = std::cell::Cell::new(Expansion::default());
+            let wanted = |index: u32, record: &RawRecord<'_>| {
+                let mut overridden = None;
+                if next_known < known.len() && known[next_known].0 <= index {
+                    while next_known < known.len() && known[next_known].0 < index {
+                        next_known += 1;
+                    }
+                    if next_known < known.len() && known[next_known].0 == index {
+                        overridden = Some(known[next_known].1);
+                    }
+                }
+                let expansion = match overridden {
+                    Some(overridden) => overridden,
                     // Nearly every ortho is dismissed here, its record undecoded.
                     None if !record
                         .nodes()
-                        .iter()
-                        .any(|&node| interner.grew_since(PhraseNode(node), base)) =>
+                        .any(|node| interner.grew_since(PhraseNode(node), base)) =>
                     {
-                        return Ok(());
+                        return false;
                     }
                     None => record.expansion(),
                 };
-                if current.watch.may_have_gained(interner, base, &growth) {
-                    let at = RecordAt {
-                        segment: segment as u32,
-                        index,
-                    };
-                    pending.push((at, ortho.clone(), current.leaf));
-                    if pending.len() >= batch_size {
-                        revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
-                    }
+                current.set(expansion);
+                memo.may_have_gained(&expansion.watch, interner, base, &growth)
+            };
+            let records = replay(reader, wanted, |replayed| {
+                let index = replayed.index;
+                let at = RecordAt {
+                    segment: segment as u32,
+                    index,
+                };
+                let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
+                    path: path.clone(),
+                    detail: format!("record {index}: {detail}"),
+                })?;
+                pending.push((at, ortho, current.get().leaf));
+                if pending.len() >= batch_size {
+                    revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
                 }
                 Ok(())
             })?;
@@ -725,7 +746,7 @@ impl Exploration {
                     ),
                 });
             }
-            batches.stats.scanned += scanned;
+            batches.stats.scanned += u64::from(records);
         }
         revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
         Ok(changed)
@@ -743,9 +764,15 @@ impl Exploration {
         let seen = SeenSet::new();
         for (segment, extent) in self.manifest.segments.iter().enumerate() {
             let [path, _] = self.paths(segment as u32);
+            let reader = BlockReader::open(&path, extent.history_bytes)?;
             replay(
-                BlockReader::open(&path, extent.history_bytes)?,
-                |_, ortho, _| {
+                reader,
+                |_, _| true,
+                |replayed| {
+                    let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
+                        path: path.clone(),
+                        detail: format!("record {}: {detail}", replayed.index),
+                    })?;
                     seen.insert(ortho.id());
                     Ok(())
                 },
@@ -753,6 +780,43 @@ impl Exploration {
         }
         self.seen = Some(seen);
         Ok(())
+    }
+}
+
+/// Remembers [`Watch::may_have_gained`] for watches of two nodes, which
+/// siblings share: a scan asks it of a few hundred thousand records and
+/// meets the same pairs again and again.
+struct GainMemo {
+    slots: Vec<(u32, u32, bool)>,
+}
+
+impl Default for GainMemo {
+    fn default() -> Self {
+        Self {
+            slots: vec![(u32::MAX, u32::MAX, false); Self::SLOTS],
+        }
+    }
+}
+
+impl GainMemo {
+    const SLOTS: usize = 1 << 14;
+
+    fn may_have_gained(
+        &mut self,
+        watch: &Watch,
+        interner: &Interner,
+        base: u32,
+        growth: &Growth,
+    ) -> bool {
+        let &[a, b] = watch.nodes() else {
+            return watch.may_have_gained(interner, base, growth);
+        };
+        let hash = (u64::from(a) << 32 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let slot = &mut self.slots[(hash >> 50) as usize];
+        if (slot.0, slot.1) != (a, b) {
+            *slot = (a, b, watch.may_have_gained(interner, base, growth));
+        }
+        slot.2
     }
 }
 

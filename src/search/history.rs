@@ -45,18 +45,21 @@
 //!   Replaying starts each run with an empty stack and pushes its roots in
 //!   order.
 //! * `2` batch — `count`, then `count` records: the orthos popped from the
-//!   top of the stack as one batch (in stack order), each expanded. A record
-//!   is a head byte (bit 7: leaf; bit 6: the ortho had one empty slot, so its
-//!   children are reshapings; bits 0–3: number of watched phrase nodes), the
-//!   watched node ids, and unless it is a leaf, its accepted children: the
+//!   top of the stack as one batch (in stack order), each expanded; then a
+//!   byte `n`, the width of node ids (2, 3 or 4 bytes, little-endian), then
+//!   the records. A record is a head byte (bit 7: leaf; bit 6: the ortho had
+//!   one empty slot, so its children are reshapings; bits 0–3: number of
+//!   watched phrase nodes), the watched node ids (`n` bytes each), and unless
+//!   it is a leaf, its accepted children: the
 //!   number of distinct tokens, then per token (ascending) the difference to
 //!   the previous token (the first token itself) and, for reshaping
 //!   children, a byte with bit `j` set for over-reshaping `j` and bit 7 for
 //!   the up-reshaping. Replaying pushes each record's children, record after
 //!   record, as the search did.
-//! * `3` overrides (only in `overrides-G-S`) — `count`, then per entry the
-//!   segment and record index it replaces the expansion of, and the new head
-//!   byte and watched nodes (bit 6 is unused there).
+//! * `3` overrides (only in `overrides-G-S`) — `count`, the node-id width
+//!   byte `n`, then per entry the segment and record index it replaces the
+//!   expansion of, and the new head byte and watched nodes (bit 6 is unused
+//!   there).
 //!
 //! A record's index is its position among its segment's records; an ortho's
 //! current expansion is its record's, unless a later segment overrides it.
@@ -197,10 +200,11 @@ impl BlockWriter {
     }
 
     /// Appends a batch of `count` records, already encoded back to back
-    /// (see [`encode_record`]).
-    pub fn batch(&mut self, count: usize, records: &[&[u8]]) -> Result<()> {
+    /// with node ids `width` bytes wide (see [`encode_record`]).
+    pub fn batch(&mut self, count: usize, width: NodeWidth, records: &[&[u8]]) -> Result<()> {
         self.block(BlockKind::Batch, |out| {
             put_varint(out, count as u32);
+            out.push(width.0);
             for part in records {
                 out.extend_from_slice(part);
             }
@@ -212,12 +216,18 @@ impl BlockWriter {
         if entries.is_empty() {
             return Ok(());
         }
+        let width = NodeWidth::fitting(
+            entries
+                .iter()
+                .flat_map(|(_, e)| e.watch.nodes().iter().copied()),
+        );
         self.block(BlockKind::Overrides, |out| {
             put_varint(out, entries.len() as u32);
+            out.push(width.0);
             for (at, expansion) in entries {
                 put_varint(out, at.segment);
                 put_varint(out, at.index);
-                encode_expansion(expansion, false, out);
+                encode_expansion(expansion, false, width, out);
             }
         })
     }
@@ -267,7 +277,6 @@ pub(crate) struct BlockReader {
     offset: u64,
     window: Vec<u8>,
     window_at: u64,
-    payload: Vec<u8>,
 }
 
 /// Bytes read from disk at a time.
@@ -295,7 +304,6 @@ impl BlockReader {
             offset: FILE_HEADER as u64,
             window: Vec::new(),
             window_at: 0,
-            payload: Vec::new(),
         })
     }
 
@@ -304,19 +312,18 @@ impl BlockReader {
         &self.path
     }
 
-    /// Copies `out.len()` bytes at `at` through the read window.
-    fn read(&mut self, at: u64, out: &mut [u8]) -> Result<()> {
-        let end = at + out.len() as u64;
+    /// Makes the `len` bytes at `at` part of the read window; returns where
+    /// they start in it.
+    fn window_over(&mut self, at: u64, len: usize) -> Result<usize> {
+        let end = at + len as u64;
         let window_end = self.window_at + self.window.len() as u64;
         if at < self.window_at || end > window_end {
-            let size = (self.len - at).min(WINDOW.max(out.len()) as u64) as usize;
+            let size = (self.len - at).min(WINDOW.max(len) as u64) as usize;
             self.window.resize(size, 0);
             self.file.read_at(&mut self.window, at)?;
             self.window_at = at;
         }
-        let start = (at - self.window_at) as usize;
-        out.copy_from_slice(&self.window[start..start + out.len()]);
-        Ok(())
+        Ok((at - self.window_at) as usize)
     }
 
     /// The next block: its kind, payload and offset; `None` at the end.
@@ -328,25 +335,25 @@ impl BlockReader {
         if self.len - at < BLOCK_HEADER as u64 {
             return Err(damaged(&self.path, at, "torn block header"));
         }
-        let mut header = [0u8; BLOCK_HEADER];
-        self.read(at, &mut header)?;
+        let start = self.window_over(at, BLOCK_HEADER)?;
+        let header: [u8; BLOCK_HEADER] = self.window[start..start + BLOCK_HEADER]
+            .try_into()
+            .expect("a header's length");
         let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes"));
         let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
         let payload_at = at + BLOCK_HEADER as u64;
         if self.len - payload_at < u64::from(len) {
             return Err(damaged(&self.path, at, "block runs past the recorded end"));
         }
-        let mut payload = std::mem::take(&mut self.payload);
-        payload.resize(len as usize, 0);
-        self.read(payload_at, &mut payload)?;
-        self.payload = payload;
-        if block_crc(header[0], len, &self.payload) != crc {
+        let start = self.window_over(payload_at, len as usize)?;
+        let payload = &self.window[start..start + len as usize];
+        if block_crc(header[0], len, payload) != crc {
             return Err(damaged(&self.path, at, "checksum mismatch"));
         }
         let kind = BlockKind::of(header[0])
             .ok_or_else(|| damaged(&self.path, at, format!("unknown block kind {}", header[0])))?;
         self.offset = payload_at + u64::from(len);
-        Ok(Some((kind, &self.payload, at)))
+        Ok(Some((kind, payload, at)))
     }
 }
 
@@ -361,10 +368,11 @@ pub(crate) fn read_overrides(path: &Path, len: u64) -> Result<Vec<(RecordAt, Exp
         }
         let mut bytes = payload;
         let count = get_varint(&mut bytes).ok_or_else(|| bad("bad count"))?;
+        let width = take_width(&mut bytes).ok_or_else(|| bad("bad node width"))?;
         for _ in 0..count {
             let segment = get_varint(&mut bytes).ok_or_else(|| bad("bad segment"))?;
             let index = get_varint(&mut bytes).ok_or_else(|| bad("bad index"))?;
-            let (record, rest) = RawRecord::split(bytes, false).map_err(bad)?;
+            let (record, rest) = RawRecord::split(bytes, width, false).map_err(bad)?;
             bytes = rest;
             entries.push((RecordAt { segment, index }, record.expansion()));
         }
@@ -373,6 +381,13 @@ pub(crate) fn read_overrides(path: &Path, len: u64) -> Result<Vec<(RecordAt, Exp
         }
     }
     Ok(entries)
+}
+
+/// Takes a block's node-width byte off the front of `bytes`.
+pub(crate) fn take_width(bytes: &mut &[u8]) -> Option<NodeWidth> {
+    let (&width, rest) = bytes.split_first()?;
+    *bytes = rest;
+    NodeWidth::of(width)
 }
 
 /// Appends a LEB128 varint.
@@ -388,6 +403,12 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u32) {
 /// Takes a LEB128 varint off the front of `bytes`.
 #[inline]
 pub(crate) fn get_varint(bytes: &mut &[u8]) -> Option<u32> {
+    if let Some((&byte, rest)) = bytes.split_first()
+        && byte < 0x80
+    {
+        *bytes = rest;
+        return Some(u32::from(byte));
+    }
     let mut value = 0u32;
     for shift in (0..35).step_by(7) {
         let (&byte, rest) = bytes.split_first()?;
@@ -400,11 +421,57 @@ pub(crate) fn get_varint(bytes: &mut &[u8]) -> Option<u32> {
     None
 }
 
-const LEAF: u8 = 0x80;
-const RESHAPES: u8 = 0x40;
-const UP_BIT: u8 = 0x80;
+/// Head-byte flag: the ortho is a leaf.
+pub(crate) const LEAF: u8 = 0x80;
+/// Head-byte flag: the ortho's children are reshapings.
+pub(crate) const RESHAPES: u8 = 0x40;
+/// Reshaping-mask bit of the up-reshaping.
+pub(crate) const UP_BIT: u8 = 0x80;
 
-fn encode_expansion(expansion: &Expansion, reshapes: bool, out: &mut Vec<u8>) {
+/// Bytes per watched node id in a block: the fewest that hold every node
+/// id of an automaton with `states` states.
+pub(crate) fn node_width(states: usize) -> NodeWidth {
+    NodeWidth(match states {
+        0..=0x1_0000 => 2,
+        0x1_0001..=0x100_0000 => 3,
+        _ => 4,
+    })
+}
+
+/// Bytes per watched node id (2, 3 or 4), one for all records of a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct NodeWidth(u8);
+
+impl NodeWidth {
+    /// The width in a block's width byte, if it is one.
+    fn of(byte: u8) -> Option<Self> {
+        (2..=4).contains(&byte).then_some(Self(byte))
+    }
+
+    /// The narrowest width for these node ids.
+    fn fitting(nodes: impl Iterator<Item = u32>) -> Self {
+        let largest = nodes.max().unwrap_or(0);
+        node_width(largest as usize + 1)
+    }
+
+    #[inline]
+    fn put(self, out: &mut Vec<u8>, node: u32) {
+        out.extend_from_slice(&node.to_le_bytes()[..usize::from(self.0)]);
+    }
+
+    /// The node id in `bytes` (exactly this width long).
+    #[inline]
+    fn get(self, bytes: &[u8]) -> u32 {
+        match *bytes {
+            [a, b] => u32::from(u16::from_le_bytes([a, b])),
+            [a, b, c] => u32::from_le_bytes([a, b, c, 0]),
+            [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
+            _ => u32::MAX,
+        }
+    }
+}
+
+fn encode_expansion(expansion: &Expansion, reshapes: bool, width: NodeWidth, out: &mut Vec<u8>) {
     let nodes = expansion.watch.nodes();
     let mut head = nodes.len() as u8;
     if expansion.leaf {
@@ -415,7 +482,7 @@ fn encode_expansion(expansion: &Expansion, reshapes: bool, out: &mut Vec<u8>) {
     }
     out.push(head);
     for &node in nodes {
-        put_varint(out, node);
+        width.put(out, node);
     }
 }
 
@@ -426,9 +493,10 @@ pub(crate) fn encode_record(
     expansion: &Expansion,
     reshapes: bool,
     children: &[Step],
+    width: NodeWidth,
     out: &mut Vec<u8>,
 ) {
-    encode_expansion(expansion, reshapes, out);
+    encode_expansion(expansion, reshapes, width, out);
     if expansion.leaf {
         return;
     }
@@ -459,110 +527,97 @@ pub(crate) fn encode_record(
     }
 }
 
-/// One encoded record, split but undecoded.
+/// One encoded record, split but undecoded: the scan of a history reads
+/// a million of these for every few it decodes.
 #[derive(Clone, Copy)]
 pub(crate) struct RawRecord<'a> {
     head: u8,
-    nodes: [u32; MAX_PREFIXES],
+    width: NodeWidth,
+    /// The watched nodes, `width` bytes each.
+    watch: &'a [u8],
+    /// The children section (empty for a leaf, or when not split off).
     children: &'a [u8],
 }
 
 impl<'a> RawRecord<'a> {
-    /// Splits the record at the front of `bytes`; `with_children` is false
-    /// for override entries, which have none.
+    /// Splits the record at the front of `bytes`, whose node ids are
+    /// `width` bytes wide. With `with_children` false, its children section
+    /// (if any) is left at the front of the rest (override entries have
+    /// none; a replay reads it itself).
+    #[inline]
     pub fn split(
-        mut bytes: &'a [u8],
+        bytes: &'a [u8],
+        width: NodeWidth,
         with_children: bool,
     ) -> std::result::Result<(Self, &'a [u8]), &'static str> {
         let (&head, rest) = bytes.split_first().ok_or("truncated record")?;
-        bytes = rest;
         let count = usize::from(head & 0x0f);
         if count > MAX_PREFIXES {
             return Err("too many watched nodes");
         }
-        let mut nodes = [0; MAX_PREFIXES];
-        for node in &mut nodes[..count] {
-            *node = get_varint(&mut bytes).ok_or("truncated watch")?;
-        }
-        let start = bytes;
+        let (watch, mut rest) = rest
+            .split_at_checked(count * usize::from(width.0))
+            .ok_or("truncated watch")?;
+        let start = rest;
         if with_children && head & LEAF == 0 {
-            let groups = get_varint(&mut bytes).ok_or("truncated children")?;
+            let groups = get_varint(&mut rest).ok_or("truncated children")?;
             for _ in 0..groups {
-                get_varint(&mut bytes).ok_or("truncated child")?;
+                get_varint(&mut rest).ok_or("truncated child")?;
                 if head & RESHAPES != 0 {
-                    bytes = bytes.get(1..).ok_or("truncated child")?;
+                    rest = rest.get(1..).ok_or("truncated child")?;
                 }
             }
         }
-        let children = &start[..start.len() - bytes.len()];
+        let children = &start[..start.len() - rest.len()];
         Ok((
             Self {
                 head,
-                nodes,
+                width,
+                watch,
                 children,
             },
-            bytes,
+            rest,
         ))
     }
 
+    /// The head byte (flags and the number of watched nodes).
+    #[inline]
+    pub fn head(&self) -> u8 {
+        self.head
+    }
+
     /// Whether the ortho had no candidate.
+    #[inline]
     pub fn leaf(&self) -> bool {
         self.head & LEAF != 0
     }
 
     /// The watched phrase nodes.
-    pub fn nodes(&self) -> &[u32] {
-        &self.nodes[..usize::from(self.head & 0x0f)]
+    #[inline]
+    pub fn nodes(&self) -> impl Iterator<Item = u32> + '_ {
+        let width = self.width;
+        self.watch
+            .chunks_exact(usize::from(width.0))
+            .map(move |bytes| width.get(bytes))
     }
 
     /// The expansion it records.
     pub fn expansion(&self) -> Expansion {
+        let mut nodes = [0; MAX_PREFIXES];
+        let mut len = 0;
+        for (slot, node) in nodes.iter_mut().zip(self.nodes()) {
+            *slot = node;
+            len += 1;
+        }
         Expansion {
             leaf: self.leaf(),
-            watch: Watch::from_parts(self.nodes, self.head & 0x0f),
-        }
-    }
-
-    /// Calls `visit` with the step of every accepted child, in order.
-    pub fn children(&self, mut visit: impl FnMut(Step)) {
-        if self.leaf() {
-            return;
-        }
-        let mut bytes = self.children;
-        let reshapes = self.head & RESHAPES != 0;
-        let groups = get_varint(&mut bytes).unwrap_or(0);
-        let mut token = 0;
-        for _ in 0..groups {
-            token += get_varint(&mut bytes).unwrap_or(0);
-            if !reshapes {
-                visit(Step {
-                    token,
-                    reshape: None,
-                });
-                continue;
-            }
-            let (&mask, rest) = bytes.split_first().unwrap_or((&0, &[]));
-            bytes = rest;
-            for over in 0..7u8 {
-                if mask & 1 << over != 0 {
-                    visit(Step {
-                        token,
-                        reshape: Some(ReshapeKind::Over(over)),
-                    });
-                }
-            }
-            if mask & UP_BIT != 0 {
-                visit(Step {
-                    token,
-                    reshape: Some(ReshapeKind::Up),
-                });
-            }
+            watch: Watch::from_parts(nodes, len),
         }
     }
 
     /// The same record with another expansion (an override applied).
-    pub fn encode_with(&self, expansion: &Expansion, out: &mut Vec<u8>) {
-        encode_expansion(expansion, self.head & RESHAPES != 0, out);
+    pub fn encode_with(&self, expansion: &Expansion, width: NodeWidth, out: &mut Vec<u8>) {
+        encode_expansion(expansion, self.head & RESHAPES != 0, width, out);
         if !expansion.leaf {
             if self.leaf() {
                 // A former leaf has no recorded children: its new ones are
@@ -573,6 +628,41 @@ impl<'a> RawRecord<'a> {
             }
         }
     }
+}
+
+/// Re-encodes the `count` records of a batch block's payload (after its
+/// count) into `out` as a whole batch payload, with the expansion
+/// `changed(i)` gives for record `i` (if any) in place of the recorded one,
+/// and node ids as wide as the new expansions need.
+pub(crate) fn rewrite_batch(
+    mut bytes: &[u8],
+    count: u32,
+    changed: impl Fn(u32) -> Option<Expansion>,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), &'static str> {
+    let width = take_width(&mut bytes).ok_or("bad node width")?;
+    let mut records = Vec::with_capacity(count as usize);
+    for at in 0..count {
+        let (record, rest) = RawRecord::split(bytes, width, true)?;
+        bytes = rest;
+        let expansion = changed(at).unwrap_or_else(|| record.expansion());
+        records.push((record, expansion));
+    }
+    if !bytes.is_empty() {
+        return Err("trailing bytes in a batch");
+    }
+    let width = NodeWidth::fitting(
+        records
+            .iter()
+            .flat_map(|(_, expansion)| expansion.watch.nodes().iter().copied()),
+    )
+    .max(width);
+    put_varint(out, count);
+    out.push(width.0);
+    for (record, expansion) in &records {
+        record.encode_with(expansion, width, out);
+    }
+    Ok(())
 }
 
 /// Appends orthos in the ortho encoding (see the module docs): two bytes a
@@ -702,6 +792,44 @@ mod tests {
         assert_eq!(get_varint(&mut &[0xffu8; 6][..]), None);
     }
 
+    /// The children section at the front of `bytes`, as steps (what a
+    /// replay pushes).
+    fn decode_children(record: &RawRecord<'_>, mut bytes: &[u8]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if record.leaf() {
+            return steps;
+        }
+        let groups = get_varint(&mut bytes).unwrap();
+        let mut token = 0;
+        for _ in 0..groups {
+            token += get_varint(&mut bytes).unwrap();
+            if record.head() & RESHAPES == 0 {
+                steps.push(Step {
+                    token,
+                    reshape: None,
+                });
+                continue;
+            }
+            let mask = bytes[0];
+            bytes = &bytes[1..];
+            for over in 0..7u8 {
+                if mask & 1 << over != 0 {
+                    steps.push(Step {
+                        token,
+                        reshape: Some(ReshapeKind::Over(over)),
+                    });
+                }
+            }
+            if mask & UP_BIT != 0 {
+                steps.push(Step {
+                    token,
+                    reshape: Some(ReshapeKind::Up),
+                });
+            }
+        }
+        steps
+    }
+
     #[test]
     fn records_round_trip_children_and_expansions() {
         let watch = Watch::new(&[3, 70_000, 129]).unwrap();
@@ -728,21 +856,22 @@ mod tests {
         for (children, reshaping) in [(fills, false), (reshapes, true), (Vec::new(), false)] {
             let expansion = Expansion { leaf: false, watch };
             let mut bytes = Vec::new();
-            encode_record(&expansion, reshaping, &children, &mut bytes);
+            let width = node_width(70_001);
+            encode_record(&expansion, reshaping, &children, width, &mut bytes);
             bytes.push(0xEE);
-            let (record, rest) = RawRecord::split(&bytes, true).unwrap();
+            let (record, rest) = RawRecord::split(&bytes, width, true).unwrap();
             assert_eq!(rest, [0xEE]);
             assert_eq!(record.expansion(), expansion);
-            let mut back = Vec::new();
-            record.children(|step| back.push(step));
+            let (_, children_bytes) = RawRecord::split(&bytes, width, false).unwrap();
+            let back = decode_children(&record, children_bytes);
             assert_eq!(back, children);
         }
         let leaf = Expansion { leaf: true, watch };
         let mut bytes = Vec::new();
-        encode_record(&leaf, false, &[], &mut bytes);
-        let (record, rest) = RawRecord::split(&bytes, true).unwrap();
+        encode_record(&leaf, false, &[], NodeWidth(3), &mut bytes);
+        let (record, rest) = RawRecord::split(&bytes, NodeWidth(3), true).unwrap();
         assert!(rest.is_empty() && record.leaf());
-        assert_eq!(record.nodes(), &[3, 70_000, 129]);
+        assert_eq!(record.nodes().collect::<Vec<_>>(), [3, 70_000, 129]);
     }
 
     #[test]
@@ -760,8 +889,8 @@ mod tests {
             leaf: true,
             watch: Watch::new(&[5]).unwrap(),
         };
-        encode_record(&expansion, false, &[], &mut records);
-        writer.batch(1, &[&records]).unwrap();
+        encode_record(&expansion, false, &[], NodeWidth(2), &mut records);
+        writer.batch(1, NodeWidth(2), &[&records]).unwrap();
         let len = writer.sync(true).unwrap();
         assert_eq!(
             parse_segment_path(path.file_name().unwrap().to_str().unwrap()),
@@ -773,7 +902,7 @@ mod tests {
         assert_eq!(kind, BlockKind::Roots);
         assert_eq!(decode_roots(payload).unwrap(), roots);
         let (kind, payload, _) = reader.next().unwrap().unwrap();
-        assert_eq!((kind, payload[0]), (BlockKind::Batch, 1));
+        assert_eq!((kind, payload[0], payload[1]), (BlockKind::Batch, 1, 2));
         assert!(reader.next().unwrap().is_none());
 
         // Every single flipped bit past the header is caught.

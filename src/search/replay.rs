@@ -2,35 +2,183 @@
 //! pops and pushes, redone with the recorded children instead of computed
 //! ones, so every stored ortho comes back with its record and nothing had
 //! to store its payload.
+//!
+//! Orthos are built lazily. The replayed stack holds small nodes — a parent
+//! and the step from it — and an ortho is built (from its root) only when the
+//! caller asks for it, which a scan for grown watches does for a handful of
+//! records in a million. Nodes are appended to an arena; when it has grown to
+//! several times what is still needed (the stack and its ancestors), the
+//! arena is compacted to those, so memory follows the stack, not the history.
 
-use super::history::{BlockKind, BlockReader, RawRecord, decode_roots, get_varint};
+use super::history::{
+    BlockKind, BlockReader, LEAF, RESHAPES, RawRecord, UP_BIT, decode_roots, get_varint, take_width,
+};
 use crate::error::{Error, Result};
-use crate::ortho::Ortho;
+use crate::ortho::{Ortho, ReshapeKind, Step};
 
-/// Replays the blocks `reader` yields, calling `visit` with every record's
-/// index, its ortho and the record, in the order the search expanded them.
-/// Returns the number of records. The history must be complete: every run
-/// ends with nothing left to expand.
+/// The parent of a root: none.
+const ROOT: u32 = u32::MAX;
+
+/// Nodes the arena may hold before its first compaction.
+const FIRST_COMPACTION: usize = 1 << 20;
+
+/// A replayed ortho: the step that made it from its parent, or, for a root,
+/// its index among the roots.
+#[derive(Clone, Copy)]
+struct Node {
+    parent: u32,
+    token: u32,
+    /// 0: a fill; `1 + j`: over-reshaping `j`; [`UP`]: the up-reshaping.
+    reshape: u8,
+}
+
+const UP: u8 = 0xff;
+
+impl Node {
+    fn step(&self) -> Step {
+        let reshape = match self.reshape {
+            0 => None,
+            UP => Some(ReshapeKind::Up),
+            over => Some(ReshapeKind::Over(over - 1)),
+        };
+        Step {
+            token: self.token,
+            reshape,
+        }
+    }
+}
+
+/// The replayed stack, the expanded orthos its nodes grow from, and the
+/// roots.
+///
+/// A node waiting on the stack is not in the arena: only an expanded node
+/// with children moves there, for them to point to. So leaves, two thirds of
+/// all orthos, cost one stack entry and nothing more.
+#[derive(Default)]
+struct Arena {
+    nodes: Vec<Node>,
+    roots: Vec<Ortho>,
+    /// The arena's size after the last compaction (what was then alive).
+    live: usize,
+}
+
+impl Arena {
+    /// The ortho of `node`, built from its root.
+    fn ortho(&self, node: &Node) -> std::result::Result<Ortho, String> {
+        let mut chain = vec![*node];
+        let mut at = node.parent;
+        while at != ROOT {
+            let parent = self.nodes.get(at as usize).ok_or("a node out of range")?;
+            chain.push(*parent);
+            at = parent.parent;
+        }
+        let root = chain.pop().expect("the chain holds the node itself");
+        let mut ortho = self
+            .roots
+            .get(root.token as usize)
+            .cloned()
+            .ok_or("a root out of range")?;
+        for node in chain.iter().rev() {
+            ortho = node.step().apply(&ortho).map_err(|e| e.to_string())?;
+        }
+        Ok(ortho)
+    }
+
+    /// Keeps only the expanded nodes `stack` still needs (its nodes'
+    /// ancestors), renumbering them and the stack's parents, once the arena
+    /// has grown well past what it held after the last compaction.
+    fn compact_if_large(&mut self, stack: &mut [Node]) {
+        if self.nodes.len() < FIRST_COMPACTION.max(4 * self.live) {
+            return;
+        }
+        const DEAD: u32 = u32::MAX;
+        let mut renumber = vec![DEAD; self.nodes.len()];
+        for waiting in stack.iter() {
+            let mut at = waiting.parent;
+            while at != ROOT && renumber[at as usize] == DEAD {
+                renumber[at as usize] = 0;
+                at = self.nodes[at as usize].parent;
+            }
+        }
+        // A parent is always older than its children, so it is renumbered
+        // before any child that points to it is moved.
+        let mut kept = 0u32;
+        for index in 0..self.nodes.len() {
+            if renumber[index] == DEAD {
+                continue;
+            }
+            renumber[index] = kept;
+            let mut node = self.nodes[index];
+            if node.parent != ROOT {
+                node.parent = renumber[node.parent as usize];
+            }
+            self.nodes[kept as usize] = node;
+            kept += 1;
+        }
+        self.nodes.truncate(kept as usize);
+        for waiting in stack.iter_mut() {
+            if waiting.parent != ROOT {
+                waiting.parent = renumber[waiting.parent as usize];
+            }
+        }
+        self.live = self.nodes.len();
+    }
+}
+
+/// One replayed record that was wanted: its index in the segment, and its
+/// ortho on demand.
+pub(crate) struct Replayed<'a> {
+    /// The record's index among its segment's records.
+    pub index: u32,
+    arena: &'a Arena,
+    node: Node,
+}
+
+impl Replayed<'_> {
+    /// The ortho the record is of.
+    pub fn ortho(&self) -> std::result::Result<Ortho, String> {
+        self.arena.ortho(&self.node)
+    }
+}
+
+/// Replays the blocks `reader` yields: every record, in the order the search
+/// expanded them, is shown to `wanted` (its index and the record), and those
+/// it wants are handed to `visit` with their ortho on demand. Returns the
+/// number of records. The history must be complete: every run ends with
+/// nothing left to expand.
+///
+/// `wanted` sees a million records for each few that `visit` does, so it
+/// should be cheap (it is inlined into the loop).
 pub(crate) fn replay(
     mut reader: BlockReader,
-    mut visit: impl FnMut(u32, &Ortho, &RawRecord<'_>) -> Result<()>,
+    mut wanted: impl FnMut(u32, &RawRecord<'_>) -> bool,
+    mut visit: impl FnMut(&Replayed<'_>) -> Result<()>,
 ) -> Result<u32> {
     let path = reader.path().to_owned();
     let damaged = |at: u64, detail: String| Error::Damaged {
         path: path.clone(),
         detail: format!("at byte {at}: {detail}"),
     };
-    let mut stack: Vec<Ortho> = Vec::new();
+    let mut arena = Arena::default();
+    let mut stack: Vec<Node> = Vec::new();
     let mut index = 0u32;
     let mut opening = true;
-    let mut batch = Vec::new();
+    let mut end = 0;
     while let Some((kind, payload, at)) = reader.next()? {
+        end = at + payload.len() as u64;
         match kind {
             BlockKind::Roots => {
                 if !opening && !stack.is_empty() {
                     return Err(damaged(at, "a run starts before the last one ended".into()));
                 }
-                stack.extend(decode_roots(payload).map_err(|e| damaged(at, e))?);
+                for root in decode_roots(payload).map_err(|e| damaged(at, e))? {
+                    stack.push(Node {
+                        parent: ROOT,
+                        token: arena.roots.len() as u32,
+                        reshape: 0,
+                    });
+                    arena.roots.push(root);
+                }
                 opening = true;
             }
             BlockKind::Batch => {
@@ -39,32 +187,37 @@ pub(crate) fn replay(
                 let count =
                     get_varint(&mut bytes).ok_or_else(|| damaged(at, "bad count".into()))?;
                 let count = count as usize;
+                let width =
+                    take_width(&mut bytes).ok_or_else(|| damaged(at, "bad node width".into()))?;
                 if count > stack.len() {
                     return Err(damaged(
                         at,
                         format!("a batch of {count} with {} pending", stack.len()),
                     ));
                 }
-                batch.clear();
-                batch.extend(stack.drain(stack.len() - count..));
-                for ortho in &batch {
+                // The batch is the top of the stack; its children go above it,
+                // and the batch is cut out once it is read.
+                let first = stack.len() - count;
+                for position in first..first + count {
+                    let node = stack[position];
                     let (record, rest) =
-                        RawRecord::split(bytes, true).map_err(|e| damaged(at, e.into()))?;
-                    bytes = rest;
-                    visit(index, ortho, &record)?;
-                    let mut failed = None;
-                    record.children(|step| match step.apply(ortho) {
-                        Ok(child) => stack.push(child),
-                        Err(error) => failed = Some(error),
-                    });
-                    if let Some(error) = failed {
-                        return Err(damaged(at, error.to_string()));
+                        RawRecord::split(bytes, width, false).map_err(|e| damaged(at, e.into()))?;
+                    bytes = push_children(rest, &record, node, &mut arena, &mut stack)
+                        .map_err(|e| damaged(at, e.into()))?;
+                    if wanted(index, &record) {
+                        visit(&Replayed {
+                            index,
+                            arena: &arena,
+                            node,
+                        })?;
                     }
                     index += 1;
                 }
+                stack.drain(first..first + count);
                 if !bytes.is_empty() {
                     return Err(damaged(at, "trailing bytes in a batch".into()));
                 }
+                arena.compact_if_large(&mut stack);
             }
             BlockKind::Overrides => {
                 return Err(damaged(at, "an overrides block in a history file".into()));
@@ -73,7 +226,7 @@ pub(crate) fn replay(
     }
     if !stack.is_empty() {
         return Err(damaged(
-            reader_len_hint(&path),
+            end,
             format!(
                 "{} orthos recorded as found were never expanded",
                 stack.len()
@@ -83,7 +236,58 @@ pub(crate) fn replay(
     Ok(index)
 }
 
-/// The file's length, to point messages at its end.
-fn reader_len_hint(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |meta| meta.len())
+/// Reads the children section of `record` off the front of `bytes`, pushing
+/// a node for each child of `parent`; returns the rest.
+#[inline]
+fn push_children<'a>(
+    mut bytes: &'a [u8],
+    record: &RawRecord<'_>,
+    node: Node,
+    arena: &mut Arena,
+    stack: &mut Vec<Node>,
+) -> std::result::Result<&'a [u8], &'static str> {
+    let head = record.head();
+    if head & LEAF != 0 {
+        return Ok(bytes);
+    }
+    let reshapes = head & RESHAPES != 0;
+    let groups = get_varint(&mut bytes).ok_or("truncated children")?;
+    if groups == 0 {
+        return Ok(bytes);
+    }
+    arena.nodes.push(node);
+    let parent = (arena.nodes.len() - 1) as u32;
+    let mut token = 0u32;
+    for _ in 0..groups {
+        token = token
+            .checked_add(get_varint(&mut bytes).ok_or("truncated child")?)
+            .ok_or("bad child token")?;
+        if !reshapes {
+            stack.push(Node {
+                parent,
+                token,
+                reshape: 0,
+            });
+            continue;
+        }
+        let (&mask, rest) = bytes.split_first().ok_or("truncated child")?;
+        bytes = rest;
+        for over in 0..7u8 {
+            if mask & 1 << over != 0 {
+                stack.push(Node {
+                    parent,
+                    token,
+                    reshape: over + 1,
+                });
+            }
+        }
+        if mask & UP_BIT != 0 {
+            stack.push(Node {
+                parent,
+                token,
+                reshape: UP,
+            });
+        }
+    }
+    Ok(bytes)
 }
