@@ -87,7 +87,7 @@
 //! from an old one through a candidate new in `n + 1`.
 
 use crate::ortho::{EMPTY, Ortho, up_position};
-use crate::spatial::{ShapeTable, Source, SourceKind, shapes};
+use crate::spatial::{ShapeTable, Source, SourceKind, SourceMasks, shapes};
 
 /// Slots of the grids read back into a source shape that live on the
 /// stack; larger ones are allocated.
@@ -107,14 +107,115 @@ pub(crate) fn accepts_fill(table: &ShapeTable, child: &[u32], q: usize, mirrored
     !(q + 1..first_empty).any(|r| has_history_without(table, child, r))
 }
 
+/// The fill parents that may compete with the one that made a child, as
+/// far as the child's filled slots can tell: pairs of a slot `r` (the child
+/// without it may be a fill parent) and a source of the shape whose
+/// footprint and outside that pattern fits. Siblings share their pattern,
+/// so this is worked out once per parent; only these pairs need the tokens.
+#[derive(Clone, Copy)]
+pub(crate) struct Rivals {
+    pairs: [(u8, u8); Self::MOST],
+    len: u8,
+    /// Too many to list, or a shape without masks: check everything.
+    all: bool,
+}
+
+impl Rivals {
+    const MOST: usize = 32;
+
+    /// No rival: every child with this pattern is accepted.
+    pub fn none(&self) -> bool {
+        self.len == 0 && !self.all
+    }
+
+    /// The rivals of children of shape `table` whose filled slots are
+    /// `filled` (a mask), for removed slots `r` in `slots`.
+    fn of(table: &ShapeTable, filled: u64, slots: std::ops::Range<usize>) -> Self {
+        let mut rivals = Rivals {
+            pairs: [(0, 0); Self::MOST],
+            len: 0,
+            all: false,
+        };
+        for r in slots {
+            let without = filled & !(1 << r);
+            for (index, source) in table.sources.iter().enumerate() {
+                let Some(masks) = &source.masks else {
+                    rivals.all = true;
+                    return rivals;
+                };
+                if fits_masks(without, masks) {
+                    if usize::from(rivals.len) == Self::MOST {
+                        rivals.all = true;
+                        return rivals;
+                    }
+                    rivals.pairs[usize::from(rivals.len)] = (r as u8, index as u8);
+                    rivals.len += 1;
+                }
+            }
+        }
+        rivals
+    }
+
+    /// Whether one of the rivals is a fill parent of `child` (which then
+    /// is not accepted from the parent that made it).
+    fn any_wins(&self, table: &ShapeTable, child: &[u32], slots: std::ops::Range<usize>) -> bool {
+        if self.all {
+            return slots
+                .into_iter()
+                .any(|r| has_history_without(table, child, r));
+        }
+        self.pairs[..usize::from(self.len)]
+            .iter()
+            .any(|&(r, source)| {
+                with_grid(child.len(), |grid| {
+                    grid.copy_from_slice(child);
+                    grid[usize::from(r)] = EMPTY;
+                    source_grid_has_history(grid, &table.sources[usize::from(source)])
+                })
+            })
+    }
+}
+
+/// The rivals of the children that fill slot `q` of a parent of shape
+/// `table` whose filled slots are `parent` (a mask; the table must have at
+/// most 64 slots), and the slots they are about.
+pub(crate) fn fill_rivals(
+    table: &ShapeTable,
+    parent: u64,
+    q: usize,
+) -> (Rivals, std::ops::Range<usize>) {
+    let child = parent | 1 << q;
+    let first_empty = (!child).trailing_zeros() as usize;
+    let slots = q + 1..first_empty.min(table.capacity);
+    (Rivals::of(table, child, slots.clone()), slots)
+}
+
+/// Whether a fill child is accepted, given its parent's [`fill_rivals`].
+#[inline]
+pub(crate) fn accepts_fill_against(
+    table: &ShapeTable,
+    child: &[u32],
+    rivals: &(Rivals, std::ops::Range<usize>),
+) -> bool {
+    rivals.0.none() || !rivals.0.any_wins(table, child, rivals.1.clone())
+}
+
 /// Whether a child made by reshaping through source `source` of its shape
 /// (`table`) is accepted from the full grid's parent.
 pub(crate) fn accepts_reshape(table: &ShapeTable, child: &[u32], source: usize) -> bool {
-    debug_assert!(source < table.sources.len());
     if table.sources.len() == 1 {
         return true;
     }
-    !(0..first_empty(child)).any(|r| has_history_without(table, child, r))
+    let slots = 0..first_empty(child);
+    match &table.sources[source].masks {
+        Some(masks) if !table.is_start() => {
+            let rivals = Rivals::of(table, masks.footprint, slots.clone());
+            rivals.none() || !rivals.any_wins(table, child, slots)
+        }
+        _ => !slots
+            .into_iter()
+            .any(|r| has_history_without(table, child, r)),
+    }
 }
 
 /// Whether `slots`, of shape `table`, ends a history (see the module docs).
@@ -132,6 +233,16 @@ pub(crate) fn has_history(table: &ShapeTable, slots: &[u32]) -> bool {
 
 /// Whether `slots` ends a history whose last reshaping came from `source`.
 fn has_history_through(slots: &[u32], source: &Source) -> bool {
+    let shape_fits = match &source.masks {
+        Some(masks) => fits_masks(filled_mask(slots), masks),
+        None => fits(slots, source),
+    };
+    shape_fits && source_grid_has_history(slots, source)
+}
+
+/// Whether the filled slots fill `source`'s footprint and a prefix of its
+/// outside, by walking the positions.
+fn fits(slots: &[u32], source: &Source) -> bool {
     if source
         .footprint
         .iter()
@@ -147,6 +258,29 @@ fn has_history_through(slots: &[u32], source: &Source) -> bool {
         }
         open |= empty;
     }
+    true
+}
+
+/// [`fits`] for a grid of at most 64 slots, on masks of its filled slots.
+#[inline]
+fn fits_masks(filled: u64, masks: &SourceMasks) -> bool {
+    let outside = filled & masks.outside;
+    filled & masks.footprint == masks.footprint
+        && masks.prefix[outside.count_ones() as usize] == outside
+}
+
+/// The filled slots of a grid of at most 64 slots, as a mask.
+#[inline]
+pub(crate) fn filled_mask(slots: &[u32]) -> u64 {
+    slots.iter().enumerate().fold(0, |mask, (position, &slot)| {
+        mask | u64::from(slot != EMPTY) << position
+    })
+}
+
+/// Whether the footprint of `source` in `slots`, read back into the source
+/// shape without its last slot, ends a history (and, for an up source, its
+/// tokens put the new axis where `source` says).
+fn source_grid_has_history(slots: &[u32], source: &Source) -> bool {
     let from = shapes().table(source.shape);
     with_grid(from.capacity, |grid| {
         for (slot, &position) in grid.iter_mut().zip(source.map.iter()) {
@@ -166,6 +300,20 @@ fn has_history_through(slots: &[u32], source: &Source) -> bool {
 
 /// Whether `slots` without the token in slot `r` ends a history.
 fn has_history_without(table: &ShapeTable, slots: &[u32], r: usize) -> bool {
+    if !table.is_start() && table.capacity <= 64 {
+        // Most candidates fail on the filled pattern alone: look at the
+        // tokens only for the sources the pattern fits.
+        let filled = filled_mask(slots) & !(1 << r);
+        return table.sources.iter().any(|source| {
+            let masks = source.masks.as_ref().expect("masks of a small shape");
+            fits_masks(filled, masks)
+                && with_grid(slots.len(), |grid| {
+                    grid.copy_from_slice(slots);
+                    grid[r] = EMPTY;
+                    source_grid_has_history(grid, source)
+                })
+        });
+    }
     with_grid(slots.len(), |grid| {
         grid.copy_from_slice(slots);
         grid[r] = EMPTY;

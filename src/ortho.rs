@@ -469,13 +469,21 @@ pub fn expand_since(
     // A fill child can only have another fill parent beyond `next` when the
     // slot after it is already filled (see `canonical`).
     let check_fill = canonical && ortho.slots.get(next + 1).is_some_and(|&slot| slot != EMPTY);
+    let rivals = (check_fill && table.capacity <= 64)
+        .then(|| canonical::fill_rivals(table, canonical::filled_mask(&ortho.slots), next));
     for &token in &scratch.candidates {
         let (child, mirrored) = fill(ortho, table, next, token);
-        if canonical
-            && (mirrored
-                || (check_fill && !canonical::accepts_fill(table, &child.slots, next, false)))
-        {
-            continue;
+        if canonical {
+            let accepted = !mirrored
+                && match &rivals {
+                    Some(rivals) => canonical::accepts_fill_against(table, &child.slots, rivals),
+                    None => {
+                        !check_fill || canonical::accepts_fill(table, &child.slots, next, false)
+                    }
+                };
+            if !accepted {
+                continue;
+            }
         }
         emit(
             Step {
@@ -560,6 +568,27 @@ fn candidates(
         _ => sets.sort_unstable_by_key(|set| set.len()),
     }
     let (smallest, rest) = sets.split_first().expect("at least one prefix");
+    // When every set has a bitset and the smallest is longer than the
+    // bitsets, intersecting them a word at a time beats testing its tokens.
+    if let Some(first) = smallest.bits()
+        && !rest.is_empty()
+        && first.len() < smallest.len()
+        && rest.iter().all(|set| set.bits().is_some())
+    {
+        for (index, &word) in first.iter().enumerate() {
+            let mut word = rest.iter().fold(word, |word, set| {
+                word & set.bits().expect("checked above")[index]
+            });
+            while word != 0 {
+                let token = index as u32 * 64 + word.trailing_zeros();
+                if !forbidden.contains(&token) {
+                    candidates.push(token);
+                }
+                word &= word - 1;
+            }
+        }
+        return;
+    }
     candidates.extend(
         smallest.sorted.iter().copied().filter(|token| {
             !forbidden.contains(token) && rest.iter().all(|set| set.contains(*token))

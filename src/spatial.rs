@@ -70,6 +70,20 @@ pub struct Source {
     /// The other positions, ascending: after the reshaping they are empty,
     /// and the search fills them in this order.
     pub outside: Box<[u16]>,
+    /// For shapes of at most 64 slots, the same sets as bit masks (bit `p`
+    /// for position `p`), and the masks of the first `j` outside positions.
+    pub masks: Option<SourceMasks>,
+}
+
+/// A source's footprint and outside as bit masks over positions.
+#[derive(Debug)]
+pub struct SourceMasks {
+    /// The footprint.
+    pub footprint: u64,
+    /// The outside positions.
+    pub outside: u64,
+    /// `prefix[j]`: the first `j` outside positions.
+    pub prefix: Box<[u64]>,
 }
 
 /// Everything the search needs to know about one shape.
@@ -225,9 +239,18 @@ impl Spatial {
                     .collect();
                 let mut footprint = map.to_vec();
                 footprint.sort_unstable();
-                let outside = (0..order.coords.len() as u16)
+                let outside: Box<[u16]> = (0..order.coords.len() as u16)
                     .filter(|position| footprint.binary_search(position).is_err())
                     .collect();
+                let masks = (order.coords.len() <= 64).then(|| {
+                    let mask =
+                        |positions: &[u16]| positions.iter().fold(0u64, |mask, &p| mask | 1 << p);
+                    SourceMasks {
+                        footprint: mask(&footprint),
+                        outside: mask(&outside),
+                        prefix: (0..=outside.len()).map(|j| mask(&outside[..j])).collect(),
+                    }
+                });
                 Source {
                     shape: self
                         .id(&source)
@@ -236,6 +259,7 @@ impl Spatial {
                     map,
                     footprint: footprint.into(),
                     outside,
+                    masks,
                 }
             })
             .collect();

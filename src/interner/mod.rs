@@ -302,6 +302,13 @@ impl Completions<'_> {
         self.sorted.is_empty()
     }
 
+    /// The set as a bitset over the vocabulary (bit `t` of word `t / 64`),
+    /// when it is large enough to have one.
+    #[inline]
+    pub fn bits(&self) -> Option<&[u64]> {
+        self.bits
+    }
+
     /// Whether `token` is a completion.
     #[inline]
     pub fn contains(&self, token: u32) -> bool {

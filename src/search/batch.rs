@@ -38,8 +38,9 @@ pub(crate) struct Batches<'a> {
 pub(crate) struct Expanded {
     /// The expansion of each ortho of the batch.
     pub expansions: Vec<Expansion>,
-    /// The accepted children, ortho after ortho.
-    pub children: Vec<Ortho>,
+    /// The accepted children, ortho after ortho, in one list per rayon task
+    /// (joining them would copy every child once more).
+    pub children: Vec<Vec<Ortho>>,
     /// The best of the children by the §7 order.
     pub best: Option<Ortho>,
     /// The history records, ortho after ortho (empty unless asked for).
@@ -137,7 +138,7 @@ impl Batches<'_> {
             expanded.best = better(expanded.best.take(), part.best);
             self.stats.generated += part.generated;
             expanded.expansions.append(&mut part.expansions);
-            expanded.children.append(&mut part.children);
+            expanded.children.push(std::mem::take(&mut part.children));
             expanded.leaf_orthos.append(&mut part.leaf_orthos);
             if records.is_some() {
                 expanded.records.push(part.records);
@@ -164,21 +165,25 @@ impl Batches<'_> {
         ) -> Result<()>,
     ) -> Result<()> {
         let batch_size = self.batch_size.max(1);
-        let mut batch = Vec::with_capacity(batch_size);
         while !stack.is_empty() {
-            batch.clear();
-            batch.extend(stack.drain(stack.len().saturating_sub(batch_size)..));
-            let mut expanded = self.expand(&batch, 0, history.is_some())?;
+            // The batch is the top of the stack, expanded where it lies and
+            // then replaced by its children.
+            let first = stack.len().saturating_sub(batch_size);
+            let count = stack.len() - first;
+            let expanded = self.expand(&stack[first..], 0, history.is_some())?;
             if let Some(history) = history.as_deref_mut() {
                 let parts: Vec<&[u8]> = expanded.records.iter().map(Vec::as_slice).collect();
-                history.batch(batch.len(), self.node_width(), &parts)?;
+                history.batch(count, self.node_width(), &parts)?;
             }
-            let pushed = expanded.children.len();
-            self.stats.processed += batch.len() as u64;
+            let pushed: usize = expanded.children.iter().map(Vec::len).sum();
+            self.stats.processed += count as u64;
             self.figures.orthos += pushed as u64;
             self.figures.frontier += expanded.leaves;
-            self.figures.optimal = better(self.figures.optimal.take(), expanded.best.take());
-            stack.append(&mut expanded.children);
+            self.figures.optimal = better(self.figures.optimal.take(), expanded.best);
+            stack.truncate(first);
+            for part in expanded.children {
+                stack.extend(part);
+            }
             self.stats.peak_queue = self.stats.peak_queue.max(stack.len() as u64);
             between(
                 self,

@@ -846,7 +846,9 @@ fn revisit_batch(
         }
         changed.push((at, *expansion));
     }
-    roots.append(&mut expanded.children);
+    for part in expanded.children.iter_mut() {
+        roots.append(part);
+    }
     Ok(())
 }
 

@@ -456,7 +456,12 @@ impl NodeWidth {
 
     #[inline]
     fn put(self, out: &mut Vec<u8>, node: u32) {
-        out.extend_from_slice(&node.to_le_bytes()[..usize::from(self.0)]);
+        let [a, b, c, d] = node.to_le_bytes();
+        match self.0 {
+            2 => out.extend_from_slice(&[a, b]),
+            3 => out.extend_from_slice(&[a, b, c]),
+            _ => out.extend_from_slice(&[a, b, c, d]),
+        }
     }
 
     /// The node id in `bytes` (exactly this width long).
@@ -500,11 +505,16 @@ pub(crate) fn encode_record(
     if expansion.leaf {
         return;
     }
-    let groups = children
-        .iter()
-        .enumerate()
-        .filter(|&(index, step)| index == 0 || children[index - 1].token != step.token)
-        .count();
+    let groups = if reshapes {
+        children
+            .iter()
+            .enumerate()
+            .filter(|&(index, step)| index == 0 || children[index - 1].token != step.token)
+            .count()
+    } else {
+        // Each fill child has a token of its own.
+        children.len()
+    };
     put_varint(out, groups as u32);
     let mut previous = 0;
     let mut index = 0;
