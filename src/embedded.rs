@@ -126,14 +126,38 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             every: options.checkpoint_every,
             next: options.checkpoint_every,
         };
-        let resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
-        let advanced = searcher.advance_durably(
+        let mut resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
+        let advanced = match searcher.advance_durably(
             &mut exploration,
             &interner,
             resume.take().as_ref(),
             &mut progress,
             &mut checkpoints,
-        )?;
+        ) {
+            Err(Error::Damaged { path, detail }) => {
+                // Nothing read from a damaged file counts: the version is
+                // searched again from its texts, and a new history begins.
+                tracing::warn!(
+                    "{} is damaged ({detail}); searching version {} afresh from the recorded texts",
+                    path.display(),
+                    interner.version()
+                );
+                checkpoints.state.forget_manifest()?;
+                exploration = Exploration::create(&checkpoints.state.history_dir(), Scope::All)?;
+                if !options.history {
+                    exploration.discard_history();
+                }
+                resumed_after = 0;
+                searcher.advance_durably(
+                    &mut exploration,
+                    &interner,
+                    None,
+                    &mut progress,
+                    &mut checkpoints,
+                )?
+            }
+            other => other?,
+        };
         progress.finish();
         tracing::info!(version = interner.version(), stats = ?advanced.stats, "search finished");
         let report = VersionReport::new(&interner, &advanced.figures);

@@ -294,3 +294,183 @@ fn is_root() -> bool {
         .and_then(|ids| ids.split_whitespace().nth(1))
         == Some("0")
 }
+
+/// Copies every file of `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The state of the ts_incremental case after its first text, and the case.
+fn state_after_first_text(dir: &Path) -> (GoldenCase, PathBuf) {
+    let case = common::case("ts_incremental");
+    let state = dir.join("base");
+    let lines = rerun(&case.texts[..1], &state);
+    assert_figures(&case.name, 0, &lines[0], &case.after_each_text[0]);
+    (case, state)
+}
+
+/// Damage anywhere in the stored history, at random offsets: the next
+/// version is always searched to its golden figures (the damage is found
+/// by the checksums, named in a warning, and the version searched afresh);
+/// nothing damaged is ever read as figures.
+#[test]
+fn damaged_history_at_random_offsets_never_changes_the_figures() {
+    let temp = tempfile::tempdir().unwrap();
+    let (case, base) = state_after_first_text(temp.path());
+    let files: Vec<PathBuf> = std::fs::read_dir(base.join("history"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert!(files.len() >= 2, "{files:?}");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for trial in 0..24 {
+        let state = temp.path().join(format!("trial{trial}"));
+        copy_dir(&base, &state);
+        let file = state
+            .join("history")
+            .join(files[trial % files.len()].file_name().unwrap());
+        let mut bytes = std::fs::read(&file).unwrap();
+        let offset = (next() % bytes.len() as u64) as usize;
+        bytes[offset] ^= 1 << (next() % 8);
+        std::fs::write(&file, &bytes).unwrap();
+
+        let output = run_coordinator(
+            &case.texts,
+            &state,
+            &["--json", "--quiet", "--threads", "2"],
+        );
+        let out = succeeded(
+            &output,
+            &format!("trial {trial}, byte {offset} of {}", file.display()),
+        );
+        let lines = json_lines(&out);
+        assert_golden(&case, &lines);
+        let stderr = common::stderr_of(&output);
+        assert!(
+            stderr.contains("is damaged")
+                && stderr.contains(&*file.file_name().unwrap().to_string_lossy()),
+            "trial {trial}: damage at byte {offset} of {} went unnoticed:\n{stderr}",
+            file.display()
+        );
+        // The history was searched afresh, so the next run is incremental again.
+        let again = rerun(&case.texts, &state);
+        assert_golden(&case, &again);
+    }
+}
+
+/// A history file cut short (a disk that lost its tail): the way out is
+/// automatic, the version is searched afresh, and later versions build on
+/// the new history.
+#[test]
+fn truncated_history_is_searched_again_and_later_versions_go_on() {
+    let temp = tempfile::tempdir().unwrap();
+    let (case, state) = state_after_first_text(temp.path());
+    let file = state.join("history").join("history-0-0");
+    let len = std::fs::metadata(&file).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let output = run_coordinator(
+        &case.texts,
+        &state,
+        &["--json", "--quiet", "--threads", "2"],
+    );
+    assert_golden(&case, &json_lines(&succeeded(&output, "after truncation")));
+    let stderr = common::stderr_of(&output);
+    assert!(
+        stderr.contains("history-0-0") && stderr.contains("afresh"),
+        "{stderr}"
+    );
+    let sentence = temp.path().join("sentence.txt");
+    std::fs::write(
+        &sentence,
+        "the citizens are hungry and the senators are proud",
+    )
+    .unwrap();
+    let mut files = case.texts.clone();
+    files.push(sentence.clone());
+    let output = run_coordinator(&files, &state, &["--json", "--quiet", "--threads", "2"]);
+    let lines = json_lines(&succeeded(&output, "the version after"));
+    let texts: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    let fresh = fold::search(
+        &fold::Interner::from_texts(texts.iter().map(String::as_str)),
+        &fold::SearchConfig::default(),
+        &mut fold::search::Unobserved,
+    )
+    .unwrap();
+    assert_eq!(lines[2]["orthos"], fresh.figures.orthos);
+    assert_eq!(lines[2]["frontier"], fresh.figures.frontier);
+    assert!(
+        work(&lines[2], "scanned") > 0,
+        "not incremental: {}",
+        lines[2]
+    );
+}
+
+/// A state dir written by an earlier fold (format `fold-state/1`) is refused
+/// with a message that says so, and left exactly as it was.
+#[test]
+fn a_state_dir_of_the_earlier_format_is_refused_untouched() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = temp.path().join("old");
+    std::fs::create_dir_all(&state).unwrap();
+    let file = state.join("fold-state.redb");
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("meta");
+            let mut meta = txn.open_table(meta).unwrap();
+            meta.insert("format", "fold-state/1").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    std::fs::create_dir_all(state.join("log")).unwrap();
+    std::fs::write(state.join("log").join("orthos-0"), b"an old log").unwrap();
+    let before = snapshot(&state);
+    let case = common::case("square");
+    let output = run_coordinator(&case.texts, &state, &["--json"]);
+    let message = common::failed(&output, "an old state dir");
+    assert!(
+        message.contains("fold-state/1") && message.contains("fold-state/2"),
+        "{message}"
+    );
+    assert!(message.contains("--state-dir"), "{message}");
+    assert_eq!(snapshot(&state), before, "the old state dir was changed");
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(snapshot(&path));
+        } else {
+            files.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files.sort();
+    files
+}

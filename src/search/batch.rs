@@ -165,10 +165,14 @@ impl Batches<'_> {
         ) -> Result<()>,
     ) -> Result<()> {
         let batch_size = self.batch_size.max(1);
-        while !stack.is_empty() {
+        let mut branching = Branching::default();
+        while let Some(top) = stack.last() {
             // The batch is the top of the stack, expanded where it lies and
             // then replaced by its children.
-            let first = stack.len().saturating_sub(batch_size);
+            let level = top.fullness();
+            let first = stack
+                .len()
+                .saturating_sub(branching.batch(level, batch_size));
             let count = stack.len() - first;
             let expanded = self.expand(&stack[first..], 0, history.is_some())?;
             if let Some(history) = history.as_deref_mut() {
@@ -184,6 +188,7 @@ impl Batches<'_> {
             for part in expanded.children {
                 stack.extend(part);
             }
+            branching.observe(level, count, pushed);
             self.stats.peak_queue = self.stats.peak_queue.max(stack.len() as u64);
             between(
                 self,
@@ -194,6 +199,50 @@ impl Batches<'_> {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Children one batch may push, about: a text whose words have thousands of
+/// continuations would otherwise push millions at once.
+const MOST_CHILDREN: f64 = 8_192.0;
+
+/// Children per ortho seen at each fullness, which sizes the batches: a
+/// batch pops no more orthos than are expected to push [`MOST_CHILDREN`].
+/// A fullness not seen yet starts with a batch of one. Batch sizes never
+/// change the figures.
+struct Branching([f64; Self::LEVELS]);
+
+impl Default for Branching {
+    fn default() -> Self {
+        Self([f64::NAN; Self::LEVELS])
+    }
+}
+
+impl Branching {
+    const LEVELS: usize = 64;
+
+    fn slot(level: usize) -> usize {
+        level.min(Self::LEVELS - 1)
+    }
+
+    /// How many orthos to pop when the top of the stack has this fullness.
+    fn batch(&self, level: usize, batch_size: usize) -> usize {
+        let children = self.0[Self::slot(level)];
+        if children.is_nan() {
+            return 1;
+        }
+        ((MOST_CHILDREN / children.max(1.0)) as usize).clamp(1, batch_size)
+    }
+
+    /// Records that `count` orthos of about this fullness pushed `pushed`.
+    fn observe(&mut self, level: usize, count: usize, pushed: usize) {
+        let seen = pushed as f64 / count as f64;
+        let slot = &mut self.0[Self::slot(level)];
+        *slot = if slot.is_nan() {
+            seen
+        } else {
+            (*slot + seen) / 2.0
+        };
     }
 }
 

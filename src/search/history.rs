@@ -252,18 +252,23 @@ fn block_crc(kind: u8, len: u32, payload: &[u8]) -> u32 {
     crc.finalize()
 }
 
+/// Checks a file's header. The manifest that names the file says which
+/// format it is in, so a header that says otherwise is damage.
 fn check_header(path: &Path, file: &Backing) -> Result<()> {
     let mut header = [0u8; FILE_HEADER];
     file.read_at(&mut header, 0)?;
-    if &header[..8] != MAGIC {
-        return Err(damaged(path, 0, "not a fold history file"));
+    if &header[..8] != MAGIC || header[12..] != [0; 4] {
+        return Err(damaged(path, 0, "not a fold history file header"));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
-        return Err(Error::BadState(format!(
-            "{} is in history format {version}; this build reads format {FORMAT_VERSION}",
-            path.display()
-        )));
+        return Err(damaged(
+            path,
+            8,
+            format!(
+                "the header says history format {version}; this build writes format {FORMAT_VERSION}"
+            ),
+        ));
     }
     Ok(())
 }
@@ -915,15 +920,15 @@ mod tests {
         assert_eq!((kind, payload[0], payload[1]), (BlockKind::Batch, 1, 2));
         assert!(reader.next().unwrap().is_none());
 
-        // Every single flipped bit past the header is caught.
+        // Every single flipped bit is caught.
         let clean = std::fs::read(&path).unwrap();
-        for byte in FILE_HEADER..clean.len() {
+        for byte in 0..clean.len() {
             for bit in [0, 3, 7] {
                 let mut bad = clean.clone();
                 bad[byte] ^= 1 << bit;
                 std::fs::write(&path, &bad).unwrap();
-                let mut reader = BlockReader::open(&path, len).unwrap();
                 let outcome = (|| -> Result<()> {
+                    let mut reader = BlockReader::open(&path, len)?;
                     while reader.next()?.is_some() {}
                     Ok(())
                 })();
@@ -941,7 +946,10 @@ mod tests {
         other[8] = 9;
         std::fs::write(&path, &other).unwrap();
         let refused = BlockReader::open(&path, len).err().unwrap().to_string();
-        assert!(refused.contains("format 9"), "{refused}");
+        assert!(
+            refused.contains("format 9") && refused.contains("damaged"),
+            "{refused}"
+        );
 
         let mut writer = BlockWriter::create(&overrides_path, false).unwrap();
         let at = RecordAt {
