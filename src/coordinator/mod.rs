@@ -3,6 +3,7 @@
 //! shards to workers over their Work streams, and adds up their figures.
 //!
 //! * [`ledger`] — versions, shards, attempts, leases and aggregation (no I/O).
+//! * [`vocabulary`] — the words of the texts, shared by every version.
 //! * [`persist`] — texts and finished shards in redb.
 //! * [`service`] — the `fold.v1.Coordinator` rpcs.
 //! * [`auth`] — the bearer token check.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod ledger;
 pub mod persist;
 pub mod service;
+pub mod vocabulary;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,12 +25,12 @@ use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::error::{Error, Result};
-use crate::interner::Interner;
 use crate::proto::{self, v1};
 use auth::TokenCheck;
 use ledger::Ledger;
 use persist::CoordinatorStore;
 use service::{CoordinatorService, Shared};
+use vocabulary::Vocabulary;
 
 /// Default address `serve` listens on: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -57,23 +59,29 @@ pub struct ServeOptions {
     pub max_text_bytes: usize,
 }
 
-/// Rebuilds the coordinator's state from its store.
-fn restore(store: &CoordinatorStore, lease: Duration) -> Result<(Ledger, Vec<Arc<String>>)> {
+/// Rebuilds the coordinator's state from its store: the ledger, the
+/// vocabulary at the latest version and the texts in version order.
+fn restore(
+    store: &CoordinatorStore,
+    lease: Duration,
+) -> Result<(Ledger, Vocabulary, Vec<Arc<String>>)> {
     let mut ledger = Ledger::new(lease);
-    let mut interner = Interner::new();
+    let mut vocabulary = Vocabulary::new();
     let mut texts = Vec::new();
     for stored in store.load()? {
-        interner.ingest(&stored.text);
-        let vocabulary = interner.vocabulary();
+        let added = vocabulary.ingest(&stored.text);
+        let size = added.weights.len();
         let known = stored
             .shards
             .iter()
-            .map(|(origin, bytes)| Ok((*origin, persist::decode_result(bytes, vocabulary)?)))
+            .map(|(origin, bytes)| {
+                persist::decode_result(bytes, size).map(|result| (*origin, result))
+            })
             .collect::<Result<Vec<_>>>()?;
-        ledger.add_version(stored.source, Arc::new(interner.clone()), known);
+        ledger.add_version(stored.source, added.new_words, &added.weights, known);
         texts.push(Arc::new(stored.text));
     }
-    Ok((ledger, texts))
+    Ok((ledger, vocabulary, texts))
 }
 
 /// Serves until `shutdown` resolves. `on_listening` is told the bound address
@@ -89,9 +97,15 @@ pub async fn serve(
         ));
     }
     let store = CoordinatorStore::open(&options.state_dir)?;
-    let (ledger, texts) = restore(&store, options.lease)?;
+    let (ledger, vocabulary, texts) = restore(&store, options.lease)?;
     tracing::info!(versions = texts.len(), "state restored");
-    let shared = Arc::new(Shared::new(ledger, texts, store, options.max_text_bytes));
+    let shared = Arc::new(Shared::new(
+        ledger,
+        vocabulary,
+        texts,
+        store,
+        options.max_text_bytes,
+    ));
 
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await

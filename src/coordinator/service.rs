@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::coordinator::ledger::{Ledger, ShardPhase, ShardResult, ShardSummary, WorkerId};
 use crate::coordinator::persist::{self, CoordinatorStore};
+use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
-use crate::interner::{Interner, Token};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
 use crate::store::content_hash;
@@ -35,9 +35,11 @@ pub struct Shared {
     ledger: Mutex<Ledger>,
     senders: Mutex<HashMap<WorkerId, ToWorkerSender>>,
     texts: Mutex<Vec<Arc<String>>>,
+    /// The words of every text; held while a text is added, which keeps
+    /// submissions in order.
+    vocabulary: Mutex<Vocabulary>,
     store: Arc<CoordinatorStore>,
     unsaved: Mutex<Vec<(u32, u32, ShardResult)>>,
-    submit_lock: tokio::sync::Mutex<()>,
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
@@ -46,10 +48,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state over a ledger already rebuilt from `store`, with `texts`
-    /// being the stored texts in version order.
+    /// Shared state over a ledger and vocabulary already rebuilt from
+    /// `store`, with `texts` being the stored texts in version order.
     pub fn new(
         ledger: Ledger,
+        vocabulary: Vocabulary,
         texts: Vec<Arc<String>>,
         store: CoordinatorStore,
         max_text_bytes: usize,
@@ -58,9 +61,9 @@ impl Shared {
             ledger: Mutex::new(ledger),
             senders: Mutex::new(HashMap::new()),
             texts: Mutex::new(texts),
+            vocabulary: Mutex::new(vocabulary),
             store: Arc::new(store),
             unsaved: Mutex::new(Vec::new()),
-            submit_lock: tokio::sync::Mutex::new(()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
             wire_bytes: AtomicU64::new(0),
@@ -112,6 +115,27 @@ impl Shared {
         tokio::task::spawn_blocking(move || store.record_shards(&batch))
             .await
             .map_err(|e| Error::io("shard writer stopped", std::io::Error::other(e)))?
+    }
+
+    /// Makes `text` the next version: stores it durably, ingests it and
+    /// hands its shards out. Blocking; one text at a time. It runs to the
+    /// end once started (even if the submitting client goes away), so the
+    /// store, the vocabulary and the ledger always agree on the versions.
+    fn add_text(&self, name: String, text: String) -> crate::Result<u32> {
+        let mut vocabulary = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
+        let version = vocabulary.version() + 1;
+        self.store.append_text(version, &name, &text)?;
+        let added = vocabulary.ingest(&text);
+        debug_assert_eq!(added.version, version);
+        self.texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(text));
+        self.ledger()
+            .add_version(name, added.new_words, &added.weights, []);
+        drop(vocabulary);
+        self.dispatch();
+        Ok(version)
     }
 
     fn count_wire(&self, message: &impl Message) {
@@ -196,7 +220,8 @@ impl Shared {
             .iter()
             .filter(|v| version == 0 || v.version == version)
             .map(|v| {
-                let report = VersionReport::new(&v.interner, v.figures());
+                let words = ledger.words(v.version);
+                let report = VersionReport::from_words(v.version, words, v.figures());
                 v1::VersionStatus {
                     version: v.version,
                     state: if v.is_done() { "done" } else { "running" }.into(),
@@ -214,7 +239,7 @@ impl Shared {
                             .shards(v.version)
                             .unwrap_or_default()
                             .into_iter()
-                            .map(|shard| shard_status(shard, &v.interner))
+                            .map(|shard| shard_status(shard, words))
                             .collect()
                     } else {
                         Vec::new()
@@ -233,7 +258,7 @@ impl Shared {
 }
 
 /// One shard on the wire.
-fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
+fn shard_status(shard: ShardSummary, words: &[String]) -> v1::ShardStatus {
     let (state, worker, worker_name) = match shard.phase {
         ShardPhase::Pending => ("pending", None, None),
         ShardPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
@@ -241,10 +266,10 @@ fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
     };
     v1::ShardStatus {
         origin: shard.origin,
-        word: interner
-            .word(Token(shard.origin))
-            .unwrap_or_default()
-            .to_owned(),
+        word: words
+            .get(shard.origin as usize)
+            .cloned()
+            .unwrap_or_default(),
         state: state.into(),
         attempts_started: shard.attempts_started,
         attempts_discarded: shard.attempts_discarded,
@@ -316,38 +341,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "(unnamed)".into());
 
-        // One submission at a time, so versions are numbered in order.
-        let _turn = self.shared.submit_lock.lock().await;
-        let (version, previous) = {
-            let ledger = self.shared.ledger();
-            let previous = ledger.versions().last().map(|v| v.interner.clone());
-            (ledger.versions().len() as u32 + 1, previous)
-        };
-        let store = self.shared.store.clone();
+        let bytes = text.len() as u64;
         let hash = content_hash(&text);
-        let text = Arc::new(text);
-        let (interner, text) = {
-            let name = name.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut interner = previous.map(|i| (*i).clone()).unwrap_or_else(Interner::new);
-                interner.ingest(&text);
-                store.append_text(version, &name, &text)?;
-                Ok::<_, Error>((interner, text))
-            })
+        let shared = self.shared.clone();
+        let version = tokio::task::spawn_blocking(move || shared.add_text(name, text))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status_of(&e))?
-        };
-        let bytes = text.len() as u64;
-        self.shared
-            .texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(text);
-        self.shared
-            .ledger()
-            .add_version(name, Arc::new(interner), []);
-        self.shared.dispatch();
+            .map_err(|e| status_of(&e))?;
         tracing::info!(version, bytes, "text submitted");
         Ok(Response::new(v1::SubmitReply {
             version,
@@ -413,7 +413,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 .version(requested)
                 .ok_or_else(|| unknown_version(requested, ledger.versions().len()))?
         };
-        let report = VersionReport::new(&version.interner, version.figures());
+        let words = ledger.words(version.version);
+        let report = VersionReport::from_words(version.version, words, version.figures());
         Ok(Response::new(v1::OptimalReply {
             version: version.version,
             state: if version.is_done() { "done" } else { "running" }.into(),
