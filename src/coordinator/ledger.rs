@@ -477,11 +477,13 @@ impl Ledger {
         Some(self.version(entry.version)?.vocabulary)
     }
 
-    /// Any message from a worker shows it is alive: it may take shards again.
-    pub fn heard_from(&mut self, worker: WorkerId) {
-        if let Some(entry) = self.workers.get_mut(&worker) {
-            entry.stalled = false;
-        }
+    /// Any message from a worker shows it is alive: it may take shards
+    /// again. Returns whether it was stalled, in which case the caller must
+    /// offer it work ([`Ledger::assign`]): nothing else may happen that would.
+    pub fn heard_from(&mut self, worker: WorkerId) -> bool {
+        self.workers
+            .get_mut(&worker)
+            .is_some_and(|entry| std::mem::replace(&mut entry.stalled, false))
     }
 
     /// A progress report: renews the attempt's lease and feeds the rate.
@@ -545,25 +547,22 @@ impl Ledger {
         Ok(())
     }
 
-    /// Releases every attempt whose lease ran out; returns how many.
-    pub fn expire_leases(&mut self, now: Instant) -> usize {
-        let expired: Vec<AttemptId> = self
+    /// Releases every attempt whose lease ran out; returns them with the
+    /// worker that held each, which is stalled until heard from again.
+    pub fn expire_leases(&mut self, now: Instant) -> Vec<(WorkerId, AttemptId)> {
+        let expired: Vec<(WorkerId, AttemptId)> = self
             .attempts
             .iter()
             .filter(|(_, entry)| entry.lease_until <= now)
-            .map(|(&attempt, _)| attempt)
+            .map(|(&attempt, entry)| (entry.worker, attempt))
             .collect();
-        for &attempt in &expired {
-            if let Some(worker) = self
-                .attempts
-                .get(&attempt)
-                .and_then(|entry| self.workers.get_mut(&entry.worker))
-            {
+        for &(worker, attempt) in &expired {
+            if let Some(worker) = self.workers.get_mut(&worker) {
                 worker.stalled = true;
             }
             self.release(attempt);
         }
-        expired.len()
+        expired
     }
 
     /// The connected workers.
@@ -793,7 +792,10 @@ mod tests {
         let held = ledger.assign(start);
         let later = start + Duration::from_secs(4);
         ledger.progress(worker, held[0].attempt, 10, later).unwrap();
-        assert_eq!(ledger.expire_leases(start + Duration::from_secs(6)), 1);
+        assert_eq!(
+            ledger.expire_leases(start + Duration::from_secs(6)),
+            vec![(worker, held[1].attempt)]
+        );
         assert!(
             ledger
                 .complete(worker, held[1].attempt, &result(1, 1), later)
@@ -814,7 +816,7 @@ mod tests {
         let held = ledger.assign(start);
         assert!(held.iter().all(|a| a.worker == frozen));
         let later = start + Duration::from_secs(6);
-        assert_eq!(ledger.expire_leases(later), held.len());
+        assert_eq!(ledger.expire_leases(later).len(), held.len());
         let alive = ledger.add_worker("alive".into(), 1, []);
         let next = ledger.assign(later);
         assert!(!next.is_empty());
@@ -822,7 +824,8 @@ mod tests {
             next.iter().all(|a| a.worker == alive),
             "the frozen worker got {next:?}"
         );
-        ledger.heard_from(frozen);
+        assert!(ledger.heard_from(frozen), "it was stalled");
+        assert!(!ledger.heard_from(frozen), "it is stalled no more");
         assert!(ledger.assign(later).iter().any(|a| a.worker == frozen));
     }
 
@@ -909,7 +912,10 @@ mod tests {
                 name: "frozen".into()
             }
         );
-        assert_eq!(ledger.expire_leases(start + Duration::from_secs(6)), 1);
+        assert_eq!(
+            ledger.expire_leases(start + Duration::from_secs(6)).len(),
+            1
+        );
         let expired = shard(&ledger, 0);
         assert_eq!(expired.phase, ShardPhase::Pending);
         assert_eq!(

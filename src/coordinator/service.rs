@@ -96,12 +96,32 @@ impl Shared {
         }
     }
 
-    /// Releases shards whose leases ran out, and reassigns them.
+    /// Releases shards whose leases ran out (telling their workers to stop
+    /// on them) and offers pending shards to idle workers. Called
+    /// periodically, so pending work never waits for some other event.
     pub fn expire_leases(&self) {
         let expired = self.ledger().expire_leases(Instant::now());
-        if expired > 0 {
-            tracing::warn!(expired, "leases expired; shards go back to pending");
-            self.dispatch();
+        if !expired.is_empty() {
+            tracing::warn!(
+                expired = expired.len(),
+                "leases expired; shards go back to pending"
+            );
+            for (worker, attempt) in expired {
+                self.revoke(worker, attempt);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Tells `worker` that it no longer holds `attempt`.
+    fn revoke(&self, worker: WorkerId, attempt: u64) {
+        let message = v1::CoordinatorMessage {
+            kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
+        };
+        self.count_wire(&message);
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = senders.get(&worker) {
+            let _ = sender.send(Ok(message));
         }
     }
 
@@ -145,15 +165,19 @@ impl Shared {
 
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
         self.count_wire(&message);
-        self.ledger().heard_from(worker);
+        let was_stalled = self.ledger().heard_from(worker);
+        if was_stalled {
+            tracing::info!(worker, "a worker whose lease ran out is heard from again");
+        }
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
-                if let Err(refusal) =
+                let refused =
                     self.ledger()
-                        .progress(worker, progress.attempt, progress.orthos, now)
-                {
+                        .progress(worker, progress.attempt, progress.orthos, now);
+                if let Err(refusal) = refused {
                     tracing::debug!(worker, %refusal, "progress ignored");
+                    self.revoke(worker, progress.attempt);
                 }
             }
             Some(FromWorker::Done(done)) => self.finish(worker, &done, now),
@@ -163,6 +187,9 @@ impl Shared {
                 self.dispatch();
             }
             Some(FromWorker::Hello(_)) | None => {}
+        }
+        if was_stalled {
+            self.dispatch();
         }
     }
 
