@@ -21,6 +21,15 @@ pub enum Error {
         /// redb's description.
         message: String,
     },
+    /// A stored file fails its checks: a checksum, a length or a structure
+    /// that does not hold. Nothing read from it is used.
+    #[error("{path} is damaged ({detail})")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What was found, and where.
+        detail: String,
+    },
     /// A text could not be used (e.g. it is not UTF-8).
     #[error("{0}")]
     BadText(String),

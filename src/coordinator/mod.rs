@@ -75,7 +75,17 @@ fn restore(
             .shards
             .iter()
             .map(|(origin, bytes)| {
-                persist::decode_result(bytes, size).map(|result| (*origin, result))
+                persist::decode_result(bytes, size)
+                    .map(|result| (*origin, result))
+                    .map_err(|error| {
+                        crate::storage::damaged(
+                            store.path(),
+                            format!(
+                                "the shard record of version {}, origin {origin}: {error}",
+                                added.version
+                            ),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         ledger.add_version(stored.source, added.new_words, &added.weights, known);
