@@ -180,10 +180,12 @@ impl Shared {
                     self.revoke(worker, progress.attempt);
                 }
             }
-            Some(FromWorker::Done(done)) => self.finish(worker, &done, now),
+            Some(FromWorker::Done(done)) => self.finish(worker, &done),
             Some(FromWorker::Failed(failed)) => {
-                tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
-                let _ = self.ledger().hand_back(worker, failed.attempt);
+                // A stale attempt (one revoked, say) was released already.
+                if self.ledger().hand_back(worker, failed.attempt).is_ok() {
+                    tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
+                }
                 self.dispatch();
             }
             Some(FromWorker::Hello(_)) | None => {}

@@ -112,6 +112,13 @@ pub async fn session(
                             tracing::info!(attempt = revoke.attempt, "the coordinator took a shard back (its lease ran out); dropping it");
                         }
                         runner.revoke(revoke.attempt);
+                        // The answer tells the coordinator this worker is alive
+                        // again: a worker whose leases ran out gets no work
+                        // until it is heard from, and with nothing held it
+                        // would have nothing else to say.
+                        if outbound.send(failed(revoke.attempt, "revoked")).await.is_err() {
+                            break;
+                        }
                     }
                     None => {}
                 }
