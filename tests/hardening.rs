@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{Cluster, json_lines, output_within, rss_kib, stdout_of, succeeded};
+use fold::coordinator::auth::BearerToken;
 use fold::coordinator::persist::CoordinatorStore;
 use fold::{Figures, Ortho, Token};
 use serde_json::Value;
@@ -76,9 +77,9 @@ fn figures_of(stdout: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Asserts a refusal is exit 1 with one `error:` line on stderr that names
-/// `file`, no panic, and nothing on stdout.
-fn assert_refused_naming(output: &Output, file: &str, what: &str) {
+/// Asserts a refusal is exit 1 with one `error:` line on stderr that
+/// mentions `mention` (a file, a reason), no panic, and nothing on stdout.
+fn assert_refused_naming(output: &Output, mention: &str, what: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         output.status.code(),
@@ -93,7 +94,7 @@ fn assert_refused_naming(output: &Output, file: &str, what: &str) {
         "{what}: one stderr line expected:\n{stderr}"
     );
     assert!(
-        lines[0].starts_with("fold-coordinator: error: ") && lines[0].contains(file),
+        lines[0].starts_with("fold-coordinator: error: ") && lines[0].contains(mention),
         "{what}: {stderr}"
     );
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
@@ -309,4 +310,165 @@ fn a_flipped_bit_in_the_coordinator_state_gives_the_right_figures_or_one_line_na
         let _ = std::fs::remove_dir_all(&copy);
     }
     assert!(refused > 3 && fine > 3, "{refused} refused, {fine} fine");
+}
+
+#[test]
+fn idle_connections_beyond_the_limit_do_not_block_a_status_call() {
+    let dir = tempfile::tempdir().unwrap();
+    // 128 open files: the default cap is 64 connections. (Before, 300 idle
+    // connections under a limit of 256 made status hang for 30 s and more.)
+    let coordinator = common::Coordinator::start_with_fd_limit(&dir.path().join("c"), &[], 128);
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(coordinator.address()).expect("connects"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let started = std::time::Instant::now();
+    let mut status = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+    status
+        .args(["status", "--token", common::TOKEN, "--coordinator"])
+        .arg(coordinator.url())
+        .env_remove("FOLD_TOKEN");
+    let output = output_within(status, Duration::from_secs(20));
+    let took = started.elapsed();
+    let stdout = succeeded(&output, "status with idle connections open");
+    assert!(stdout.contains("0 version(s)"), "{stdout}");
+    assert!(took < Duration::from_secs(5), "status took {took:?}");
+    let log = coordinator.process.log();
+    assert!(log.contains("connection limit reached"), "{log}");
+    drop(idle);
+}
+
+#[test]
+fn thread_counts_past_four_per_core_are_lowered_with_a_warning() {
+    let square = common::case("square");
+    let most = std::thread::available_parallelism().unwrap().get() * 4;
+    for absurd in ["10000", "99999999999"] {
+        let dir = tempfile::tempdir().unwrap();
+        let output = common::run_coordinator(
+            &square.texts,
+            dir.path(),
+            &["--json", "--quiet", "--threads", absurd],
+        );
+        let stdout = succeeded(&output, &format!("run --threads {absurd}"));
+        common::assert_figures(
+            "square",
+            0,
+            &json_lines(&stdout)[0],
+            &square.after_each_text[0],
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim(),
+            format!(
+                "fold-coordinator: warning: --threads {absurd} is more than 4 per core ({} \
+                 cores); using {most}",
+                most / 4
+            )
+        );
+    }
+
+    // A worker asked for 10,000 threads runs (and registers with) the bound.
+    let cluster = Cluster::start(0, 1, &[]);
+    let mut worker = cluster
+        .coordinator
+        .start_worker(&cluster.dir.path().join("w"), 10_000);
+    cluster
+        .coordinator
+        .wait_for_workers(1, Duration::from_secs(20));
+    let threads = list_workers(&cluster.coordinator.url())[0].threads;
+    assert_eq!(threads as usize, most);
+    let log = worker.log();
+    assert!(
+        log.contains("fold-worker: warning: --threads 10000 is more than 4 per core"),
+        "{log}"
+    );
+    worker.kill();
+}
+
+/// The workers a coordinator lists.
+fn list_workers(url: &str) -> Vec<fold::proto::v1::WorkerInfo> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let token = BearerToken::new(Some(common::TOKEN)).unwrap();
+        let mut client = fold::client::connect(url, token).await.unwrap();
+        client
+            .list_workers(fold::proto::v1::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+    })
+}
+
+#[test]
+fn leases_and_text_limits_outside_their_bounds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--lease-ms", "0"),
+        ("--lease-ms", "99"),
+        ("--lease-ms", "18446744073709551615"),
+        ("--max-text-bytes", "1000000000000000"),
+    ] {
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        serve
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+                flag,
+                value,
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"));
+        let output = output_within(serve, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(!dir.path().join("state").exists(), "{flag} {value}");
+    }
+}
+
+#[test]
+fn coordinator_urls_other_than_http_are_refused() {
+    let cluster = Cluster::start(0, 1, &[]);
+    let port = cluster.coordinator.port;
+    for (scheme, expected) in [
+        ("https", "TLS is not supported yet; use http://127.0.0.1:"),
+        ("ftp", "ftp:// is not supported; use http://HOST:PORT"),
+        ("HTTPS", "TLS is not supported yet"),
+    ] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let mut status = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        status
+            .args(["status", "--token", common::TOKEN, "--coordinator", &url])
+            .env_remove("FOLD_TOKEN");
+        let output = output_within(status, Duration::from_secs(20));
+        assert_refused_naming(&output, expected, &format!("status --coordinator {url}"));
+
+        let mut worker = Command::new(env!("CARGO_BIN_EXE_fold-worker"));
+        worker
+            .args([
+                "--token",
+                common::TOKEN,
+                "--coordinator",
+                &url,
+                "--data-dir",
+            ])
+            .arg(cluster.dir.path().join(format!("worker-{scheme}")))
+            .env_remove("FOLD_TOKEN");
+        let output = output_within(worker, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "worker on {url}: {stderr}");
+        assert!(
+            stderr.starts_with("fold-worker: error: coordinator URL") && stderr.contains(expected),
+            "worker on {url}: {stderr}"
+        );
+    }
+    assert_eq!(cluster.coordinator.workers_connected(), 0);
 }

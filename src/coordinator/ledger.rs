@@ -509,10 +509,8 @@ impl Ledger {
         worker: WorkerId,
         attempt: AttemptId,
         result: &ShardResult,
-        now: Instant,
     ) -> Result<Finished, Refusal> {
         let entry = self.held(worker, attempt)?;
-        let delta = result.orthos.saturating_sub(entry.orthos);
         let (version, origin) = (entry.version as usize - 1, entry.origin);
         // A live attempt always holds its shard; checked anyway, because
         // counting a shard twice is the one mistake the ledger must not make.
@@ -523,7 +521,9 @@ impl Ledger {
             .attempts
             .remove(&attempt)
             .expect("attempt was just found");
-        self.record_rate(now, delta);
+        // The rate counts what the attempt's progress reports said it found
+        // (the last one comes just before completion): the shard's total
+        // would count again the orthos a kept shard had stored.
         if let Some(worker) = self.workers.get_mut(&worker) {
             worker.attempts.retain(|&held| held != attempt);
             worker.shards_done += 1;
@@ -625,11 +625,19 @@ impl Ledger {
         )
     }
 
-    /// Orthos reported per second over the last few seconds.
+    /// New orthos found per second over the last few seconds: what the
+    /// reports of that time add up to, over the time they span (at least a
+    /// second), so the rate is not diluted while a search starts.
     pub fn orthos_per_second(&mut self, now: Instant) -> f64 {
         self.trim_rate(now);
+        let Some(&(oldest, _)) = self.recent.front() else {
+            return 0.0;
+        };
         let total: u64 = self.recent.iter().map(|&(_, orthos)| orthos).sum();
-        total as f64 / RATE_WINDOW.as_secs_f64()
+        let span = now
+            .duration_since(oldest)
+            .clamp(Duration::from_secs(1), RATE_WINDOW);
+        total as f64 / span.as_secs_f64()
     }
 
     fn held(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<&mut AttemptEntry, Refusal> {
@@ -744,13 +752,13 @@ mod tests {
             for a in assignments {
                 origins.push(a.origin);
                 let finished = ledger
-                    .complete(worker, a.attempt, &result(2, a.origin), now)
+                    .complete(worker, a.attempt, &result(2, a.origin))
                     .unwrap();
                 assert_eq!(finished.version_done, origins.len() == 3);
                 // A second report of the same attempt is refused.
                 assert!(
                     ledger
-                        .complete(worker, a.attempt, &result(2, a.origin), now)
+                        .complete(worker, a.attempt, &result(2, a.origin))
                         .is_err()
                 );
             }
@@ -773,7 +781,7 @@ mod tests {
         ledger.remove_worker(lost);
         assert!(
             ledger
-                .complete(lost, held[0].attempt, &result(5, 0), now)
+                .complete(lost, held[0].attempt, &result(5, 0))
                 .is_err()
         );
         let other = ledger.add_worker("other".into(), 1, []);
@@ -798,12 +806,12 @@ mod tests {
         );
         assert!(
             ledger
-                .complete(worker, held[1].attempt, &result(1, 1), later)
+                .complete(worker, held[1].attempt, &result(1, 1))
                 .is_err()
         );
         assert!(
             ledger
-                .complete(worker, held[0].attempt, &result(1, 0), later)
+                .complete(worker, held[0].attempt, &result(1, 0))
                 .is_ok()
         );
     }
@@ -839,7 +847,7 @@ mod tests {
             for a in ledger.assign(Instant::now()) {
                 origins.push(a.origin);
                 ledger
-                    .complete(worker, a.attempt, &result(1, a.origin), Instant::now())
+                    .complete(worker, a.attempt, &result(1, a.origin))
                     .unwrap();
             }
         }
@@ -854,7 +862,7 @@ mod tests {
         let worker = ledger.add_worker("w".into(), 1, []);
         for a in ledger.assign(Instant::now()) {
             ledger
-                .complete(worker, a.attempt, &result(1, a.origin), Instant::now())
+                .complete(worker, a.attempt, &result(1, a.origin))
                 .unwrap();
         }
         let best = ledger
@@ -881,7 +889,7 @@ mod tests {
         let first = held[0];
         assert_eq!(shard(&ledger, first.origin).times_counted, 0);
         ledger
-            .complete(worker, first.attempt, &result(4, first.origin), now)
+            .complete(worker, first.attempt, &result(4, first.origin))
             .unwrap();
         let counted = shard(&ledger, first.origin);
         assert_eq!(counted.phase, ShardPhase::Done);
@@ -892,7 +900,7 @@ mod tests {
         // The same attempt reporting again is refused and counts nothing.
         assert!(
             ledger
-                .complete(worker, first.attempt, &result(4, first.origin), now)
+                .complete(worker, first.attempt, &result(4, first.origin))
                 .is_err()
         );
         assert_eq!(shard(&ledger, first.origin), counted);
@@ -928,12 +936,12 @@ mod tests {
         let retry = ledger.assign(start)[0];
         assert_eq!((retry.worker, retry.origin), (alive, 0));
         ledger
-            .complete(alive, retry.attempt, &result(3, 0), start)
+            .complete(alive, retry.attempt, &result(3, 0))
             .unwrap();
         // The frozen worker wakes up and reports its lost attempt.
         assert!(
             ledger
-                .complete(frozen, lost.attempt, &result(3, 0), start)
+                .complete(frozen, lost.attempt, &result(3, 0))
                 .is_err()
         );
         let done = shard(&ledger, 0);
@@ -1000,7 +1008,7 @@ mod tests {
             }
             for a in assigned {
                 let finished = ledger
-                    .complete(keeper, a.attempt, &result(1, a.origin), now)
+                    .complete(keeper, a.attempt, &result(1, a.origin))
                     .unwrap();
                 ledger.record_search(keeper, &finished, 0, [1, 4].contains(&a.origin));
             }

@@ -7,11 +7,13 @@
 //! * [`persist`] — texts and finished shards in redb.
 //! * [`service`] — the `fold.v1.Coordinator` rpcs.
 //! * [`auth`] — the bearer token check.
+//! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
 //! beside the Coordinator service and need no token.
 
 pub mod auth;
+pub mod connections;
 pub mod ledger;
 pub mod persist;
 pub mod service;
@@ -21,8 +23,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
@@ -38,8 +38,21 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default largest text `submit` accepts.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 << 20;
 
-/// Largest gRPC message the coordinator accepts (texts come in 1 MiB chunks).
-const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Largest `--max-text-bytes`: the coordinator and every worker hold each
+/// text in memory, with its interner.
+pub const MAX_TEXT_BYTES_LIMIT: usize = 1 << 30;
+
+/// Shortest lease `serve` accepts: workers renew their leases every quarter
+/// lease, which must stay well above network and scheduling delays.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// Longest lease `serve` accepts (a day): a frozen worker keeps its shards
+/// this long.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Largest gRPC message the coordinator accepts, and clients accept from it
+/// (8 MiB; texts travel in 1 MiB chunks, so larger texts still work).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// How often finished shards are committed to disk.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
@@ -57,6 +70,9 @@ pub struct ServeOptions {
     pub lease: Duration,
     /// Largest text accepted by Submit.
     pub max_text_bytes: usize,
+    /// Connections open at once; 0: as many as the open file limit allows
+    /// (see [`connections::connections_allowed`]).
+    pub max_connections: usize,
 }
 
 /// Rebuilds the coordinator's state from its store: the ledger, the
@@ -94,6 +110,15 @@ fn restore(
     Ok((ledger, vocabulary, texts))
 }
 
+/// How long, after the shutdown signal, connections get to finish (a
+/// client watching a version, a worker handing back its shards) before the
+/// coordinator stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Concurrent rpcs on one HTTP/2 connection (a worker uses two at most, a
+/// client one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+
 /// Serves until `shutdown` resolves. `on_listening` is told the bound address
 /// (useful with port 0).
 pub async fn serve(
@@ -106,9 +131,37 @@ pub async fn serve(
             "serve needs a bearer token: pass --token or set FOLD_TOKEN".into(),
         ));
     }
+    if !(MIN_LEASE..=MAX_LEASE).contains(&options.lease) {
+        return Err(Error::BadState(format!(
+            "a lease of {} ms is outside {} ms to {} ms",
+            options.lease.as_millis(),
+            MIN_LEASE.as_millis(),
+            MAX_LEASE.as_millis()
+        )));
+    }
+    if options.max_text_bytes > MAX_TEXT_BYTES_LIMIT {
+        return Err(Error::BadState(format!(
+            "a largest text of {} bytes is over the limit of {MAX_TEXT_BYTES_LIMIT} bytes",
+            options.max_text_bytes
+        )));
+    }
+    let limits = connection_limits(options.max_connections);
+
+    // Bind first: a coordinator that cannot listen leaves no state dir behind.
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
+
     let store = CoordinatorStore::open(&options.state_dir)?;
     let (ledger, vocabulary, texts) = restore(&store, options.lease)?;
-    tracing::info!(versions = texts.len(), "state restored");
+    tracing::info!(
+        versions = texts.len(),
+        max_connections = limits.max_connections,
+        "state restored"
+    );
     let shared = Arc::new(Shared::new(
         ledger,
         vocabulary,
@@ -116,13 +169,6 @@ pub async fn serve(
         store,
         options.max_text_bytes,
     ));
-
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("cannot read the bound address", e))?;
 
     let background = spawn_background(shared.clone(), options.lease);
 
@@ -150,20 +196,79 @@ pub async fn serve(
             check.check(request)
         });
 
+    // On the signal: stop accepting, end the workers' Work streams (they
+    // reconnect later), and give the other connections a grace period.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let signal = {
+        let shared = shared.clone();
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            shared.end_work_streams();
+        }
+    };
+    let grace_over = {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+
     on_listening(bound);
+    // No per-request timeout: Submit and Work legitimately run long, and
+    // only token holders reach them; silent or lost peers are dealt with by
+    // the connection limits and HTTP/2 keepalive.
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(coordinator)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(connections::accept(listener, limits), signal);
+    let served = tokio::select! {
+        served = served => served,
+        () = grace_over => {
+            tracing::warn!(
+                "connections still open {} s after the shutdown signal; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     background.abort();
     let saved = shared.save_results().await;
     served.map_err(|e| Error::io("gRPC server failed", std::io::Error::other(e)))?;
     saved
+}
+
+/// The connection limits for `--max-connections requested` (0: as many as
+/// the file descriptor limit allows, up to 1024). More than the descriptor
+/// limit allows is lowered, with a warning.
+fn connection_limits(requested: usize) -> connections::Limits {
+    let allowed = connections::connections_allowed();
+    let max_connections = match requested {
+        0 => allowed,
+        requested if requested > allowed => {
+            tracing::warn!(
+                requested,
+                allowed,
+                "--max-connections is more than the open file limit allows; lowered"
+            );
+            allowed
+        }
+        requested => requested,
+    };
+    connections::Limits {
+        max_connections,
+        handshake_timeout: connections::HANDSHAKE_TIMEOUT,
+    }
 }
 
 /// Lease expiry and periodic saving of finished shards.

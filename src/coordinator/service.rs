@@ -113,6 +113,15 @@ impl Shared {
         self.dispatch();
     }
 
+    /// Ends every worker's Work stream (at shutdown): each worker sees its
+    /// session end and reconnects later.
+    pub fn end_work_streams(&self) {
+        self.senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Tells `worker` that it no longer holds `attempt`.
     fn revoke(&self, worker: WorkerId, attempt: u64) {
         let message = v1::CoordinatorMessage {
@@ -195,7 +204,7 @@ impl Shared {
         }
     }
 
-    fn finish(&self, worker: WorkerId, done: &v1::ShardDone, now: Instant) {
+    fn finish(&self, worker: WorkerId, done: &v1::ShardDone) {
         let mut ledger = self.ledger();
         let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
             tracing::debug!(
@@ -207,7 +216,7 @@ impl Shared {
         };
         let finished = match persist::result_of(done, vocabulary) {
             Ok(result) => ledger
-                .complete(worker, done.attempt, &result, now)
+                .complete(worker, done.attempt, &result)
                 .map(|finished| {
                     ledger.record_search(worker, &finished, done.base_version, done.stored);
                     (finished, result)
@@ -350,7 +359,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let mut chunks = request.into_inner();
         let mut data = Vec::new();
         let mut name = None;
+        let mut any_chunk = false;
         while let Some(chunk) = chunks.message().await? {
+            any_chunk = true;
             name.get_or_insert(chunk.name);
             if data.len() + chunk.data.len() > self.shared.max_text_bytes {
                 return Err(Status::resource_exhausted(format!(
@@ -359,6 +370,12 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 )));
             }
             data.extend_from_slice(&chunk.data);
+        }
+        if !any_chunk {
+            // An empty text is one empty chunk; no chunk at all is no submission.
+            return Err(Status::invalid_argument(
+                "a Submit stream must carry at least one chunk (an empty text is one empty chunk)",
+            ));
         }
         let text = String::from_utf8(data).map_err(|e| {
             Status::invalid_argument(format!(

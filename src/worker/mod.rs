@@ -57,12 +57,15 @@ pub const DEFAULT_KEEP_SHARDS_FROM: u64 = 1_000;
 
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    crate::client::check_url(&options.coordinator)?;
     std::fs::create_dir_all(&options.data_dir).map_err(|e| {
         Error::io(
             format!("cannot create data dir {}", options.data_dir.display()),
             e,
         )
     })?;
+    // Held until the worker exits (the lock goes with the file handle).
+    let _lock = lock_data_dir(&options.data_dir)?;
     let spill_dir = options.data_dir.join("queue");
     // Queue files of a worker that was killed are of no further use.
     let _ = std::fs::remove_dir_all(&spill_dir);
@@ -102,6 +105,33 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
             _ = shutdown.changed() => return Ok(()),
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Name of the lock file in a worker's data dir.
+const LOCK_FILE: &str = "lock";
+
+/// Locks `dir` for this worker: two workers on one data dir would delete and
+/// overwrite each other's kept shards and queue files.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::BadState(format!(
+            "data dir {} is in use by another fold-worker ({} is locked); give each worker its \
+             own --data-dir",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock {}", path.display()), e))
+        }
     }
 }
 

@@ -165,6 +165,7 @@ fn run_job(
     let mut reporter = Reporter {
         job,
         cancel,
+        base: 0,
         last_report: Instant::now(),
         frontier_reported: 0,
         optimal_reported: None,
@@ -207,15 +208,22 @@ fn search_shard(
     reporter: &mut Reporter<'_>,
 ) -> Result<(Figures, u32, bool)> {
     let mut search = store.open(job.origin, &job.texts)?;
+    reporter.base = search.exploration.manifest().orthos();
     let advanced = searcher.advance(&mut search.exploration, &job.interner, reporter)?;
+    let figures = &advanced.figures;
+    reporter.report(figures.orthos, figures.frontier, &figures.optimal, 0);
     let kept = store.keep(job.origin, &job.texts, &mut search)?;
     Ok((advanced.figures, search.base_version, kept))
 }
 
-/// Turns engine progress into Progress reports, at most every [`REPORT_EVERY`].
+/// Turns engine progress into Progress reports, at most every
+/// [`REPORT_EVERY`] and once when the search is done. A report counts the
+/// orthos this attempt found: not those a kept shard had stored before.
 struct Reporter<'a> {
     job: &'a Job,
     cancel: &'a Cancellation,
+    /// Orthos of the shard before this attempt (a kept shard's).
+    base: u64,
     last_report: Instant,
     frontier_reported: u64,
     optimal_reported: Option<Ortho>,
@@ -229,24 +237,36 @@ impl SearchObserver for Reporter<'_> {
         if self.last_report.elapsed() < REPORT_EVERY {
             return Ok(());
         }
+        self.report(
+            progress.orthos,
+            progress.frontier,
+            &progress.optimal,
+            progress.queued,
+        );
+        Ok(())
+    }
+}
+
+impl Reporter<'_> {
+    /// Sends a Progress report of the shard's figures so far.
+    fn report(&mut self, orthos: u64, frontier: u64, optimal: &Option<Ortho>, queued: u64) {
         self.last_report = Instant::now();
-        let candidate = (progress.optimal != self.optimal_reported)
-            .then(|| progress.optimal.as_ref().map(proto::tokens_of))
+        let candidate = (*optimal != self.optimal_reported)
+            .then(|| optimal.as_ref().map(proto::tokens_of))
             .flatten();
-        self.optimal_reported = progress.optimal.clone();
+        self.optimal_reported = optimal.clone();
         let report = v1::Progress {
             attempt: self.job.attempt,
-            orthos: progress.orthos,
+            orthos: orthos.saturating_sub(self.base),
             // A new version can turn former leaves into inner orthos.
-            frontier_added: progress.frontier.saturating_sub(self.frontier_reported),
-            frontier_removed: self.frontier_reported.saturating_sub(progress.frontier),
-            queued: progress.queued,
+            frontier_added: frontier.saturating_sub(self.frontier_reported),
+            frontier_removed: self.frontier_reported.saturating_sub(frontier),
+            queued,
             optimal_candidate: candidate,
         };
-        self.frontier_reported = progress.frontier;
+        self.frontier_reported = frontier;
         let _ = self.job.events.send(v1::WorkerMessage {
             kind: Some(ToCoordinator::Progress(report)),
         });
-        Ok(())
     }
 }
