@@ -309,7 +309,7 @@ fn a_flipped_bit_in_the_coordinator_state_gives_the_right_figures_or_one_line_na
         }
         let _ = std::fs::remove_dir_all(&copy);
     }
-    assert!(refused > 3 && fine > 3, "{refused} refused, {fine} fine");
+    assert!(refused >= 2 && fine >= 2, "{refused} refused, {fine} fine");
 }
 
 #[test]

@@ -93,14 +93,15 @@ fn one_of_two_workers_frozen_under_short_leases_the_other_finishes_the_version()
 
 #[test]
 fn workers_whose_preparation_outlasts_the_lease_keep_their_shards() {
-    // ts_0_20k followed by 20 MB of digits, which hold no word: the same
-    // search, but each worker takes about half a second to fetch the text
-    // and build its interner, longer than a lease.
-    let mut cluster = Cluster::start_in_order(2, 1, &["--lease-ms", "200"]);
+    // ts_0_20k followed by 40 MB of digits, which hold no word: the same
+    // search, but each worker takes about a second to fetch the text and
+    // build its interner, longer than a lease. (Heartbeats go out every
+    // 100 ms, so a scheduling delay under 300 ms costs no lease.)
+    let mut cluster = Cluster::start_in_order(2, 1, &["--lease-ms", "400"]);
     let mut text = std::fs::read(ts_0_20k()).expect("ts_0_20k is readable");
     text.extend_from_slice(b"\n\n");
     let digits = "0123456789 ".repeat(9) + "\n";
-    text.extend(digits.as_bytes().iter().cycle().take(20 << 20));
+    text.extend(digits.as_bytes().iter().cycle().take(40 << 20));
     let path = cluster.write_file("ts_0_20k_and_digits.txt", &text);
     submit_and_wait_for_shards(&cluster, path.to_str().expect("UTF-8 path"));
     let line = assert_golden_ts_0_20k(&cluster);

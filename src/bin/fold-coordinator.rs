@@ -23,7 +23,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Search texts for orthos: grids of words whose every line is a phrase"
+    about = "Search texts for orthos: grids of words whose every line is a phrase",
+    after_help = "Logs go to stderr: warnings only, but serve logs at info level; FOLD_LOG sets \
+                  the filter, e.g. FOLD_LOG=debug."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,7 +63,9 @@ enum Command {
         quiet: bool,
         /// Orthos expanded between two checkpoints of a version's search (0:
         /// only when a version is done). A killed run resumes from the last
-        /// one when the same command is run again.
+        /// one when the same command is run again. Each checkpoint is a
+        /// durable write, taken at most once per batch of 1,000 orthos: much
+        /// smaller values slow the search down.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
         checkpoint_every: u64,
     },
@@ -159,7 +163,7 @@ enum Command {
 
 #[derive(Args)]
 struct ConnectionArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL (http:// only: TLS is not supported yet).
     #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
     /// Bearer token.

@@ -16,14 +16,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     version,
-    about = "A fold search node that takes shards from a coordinator"
+    about = "A fold search node that takes shards from a coordinator",
+    after_help = "Logs go to stderr at info level (connected, the version worked on, what was \
+                  searched every 10 s); FOLD_LOG sets the filter, e.g. FOLD_LOG=debug."
 )]
 struct Cli {
-    /// The coordinator's URL.
+    /// The coordinator's URL (http:// only: TLS is not supported yet).
     #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
     /// Where the worker keeps the shards it searched (to search their next
     /// versions incrementally, also after a restart) and its scratch files.
+    /// One worker per data dir: it is locked.
     #[arg(long, value_name = "DIR", default_value = "fold_worker")]
     data_dir: PathBuf,
     /// Keep shards with at least N orthos on disk for incremental later

@@ -10,7 +10,9 @@
 //! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
-//! beside the Coordinator service and need no token.
+//! beside the Coordinator service and need no token. On the shutdown signal
+//! the coordinator ends the workers' Work streams, gives other connections
+//! a few seconds, and saves the finished shards.
 
 pub mod auth;
 pub mod connections;

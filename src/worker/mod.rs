@@ -8,8 +8,9 @@
 //! * [`runner`] — the search thread.
 //! * [`shards`] — the shards kept on disk for incremental later versions.
 //!
-//! The worker reconnects with backoff when the coordinator goes away, and on
-//! shutdown hands back every shard it has not finished.
+//! The worker locks its data dir (one worker per dir), reconnects with
+//! backoff when the coordinator goes away, and on shutdown hands back every
+//! shard it has not finished.
 
 mod runner;
 mod session;
