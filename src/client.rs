@@ -22,9 +22,29 @@ pub type Client = v1::coordinator_client::CoordinatorClient<
     tonic::service::interceptor::InterceptedService<Channel, BearerToken>,
 >;
 
-/// Connects to the coordinator at `url`. HTTP/2 keepalive pings notice a
-/// coordinator that vanished without closing the connection.
+/// Refuses a coordinator URL fold cannot honour. Only `http://` is spoken:
+/// TLS is not supported yet, and connecting to an `https://` URL in plain
+/// text would send the token in the clear while promising otherwise.
+pub fn check_url(url: &str) -> Result<()> {
+    let refuse = |why: String| Err(Error::BadText(format!("coordinator URL {url}: {why}")));
+    match url.split_once("://") {
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("http") => Ok(()),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => refuse(format!(
+            "TLS is not supported yet; use http://{rest} on a network you trust (the token \
+             travels in plain text)"
+        )),
+        Some((scheme, _)) => refuse(format!(
+            "{scheme}:// is not supported; use http://HOST:PORT"
+        )),
+        None => refuse("no scheme; use http://HOST:PORT".into()),
+    }
+}
+
+/// Connects to the coordinator at `url` (see [`check_url`]). HTTP/2
+/// keepalive pings notice a coordinator that vanished without closing the
+/// connection.
 pub async fn connect(url: &str, token: BearerToken) -> Result<Client> {
+    check_url(url)?;
     let channel = Endpoint::from_shared(url.to_owned())
         .map_err(|e| Error::BadText(format!("bad coordinator URL {url}: {e}")))?
         .connect_timeout(Duration::from_secs(5))
@@ -40,7 +60,7 @@ pub async fn connect(url: &str, token: BearerToken) -> Result<Client> {
         })?;
     Ok(
         v1::coordinator_client::CoordinatorClient::with_interceptor(channel, token)
-            .max_decoding_message_size(8 << 20),
+            .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
     )
 }
 
@@ -347,4 +367,23 @@ fn write_all(out: &mut dyn Write, text: &str) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| Error::io("cannot write output", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_urls_are_accepted() {
+        for fine in ["http://127.0.0.1:50051", "HTTP://host:1/"] {
+            assert!(check_url(fine).is_ok(), "{fine}");
+        }
+        let https = check_url("https://host:1").unwrap_err().to_string();
+        assert!(https.contains("TLS is not supported yet"), "{https}");
+        assert!(https.contains("http://host:1"), "{https}");
+        for bad in ["ftp://host:1", "host:1", "unix:///tmp/socket"] {
+            let error = check_url(bad).unwrap_err().to_string();
+            assert!(error.contains("use http://HOST:PORT"), "{error}");
+        }
+    }
 }

@@ -98,14 +98,20 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     check_agrees(&inputs, &recorded, state.dir())?;
 
     let mut summary = RunSummary::default();
-    for record in recorded.iter().take(inputs.len()) {
-        print_report(out, &record.report, options.json)?;
-        summary.reused += 1;
-    }
+    let mut print_recorded = |out: &mut dyn Write| {
+        for record in recorded.iter().take(inputs.len()) {
+            print_report(out, &record.report, options.json)?;
+            summary.reused += 1;
+        }
+        Ok::<_, Error>(())
+    };
     if inputs.len() <= recorded.len() {
+        print_recorded(out)?;
         return Ok(summary);
     }
 
+    // Everything the search needs is opened and checked before anything is
+    // printed, so a damaged or busy state dir is refused with no output.
     state.begin_writing()?;
     let _ = std::fs::remove_dir_all(state.dir().join("tmp"));
     let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
@@ -116,6 +122,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         dedup: options.dedup,
         ..SearchConfig::default()
     })?;
+    print_recorded(out)?;
     for input in &inputs[recorded.len()..] {
         interner.ingest(&input.text);
         let label = format!("version {}", interner.version());

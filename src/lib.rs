@@ -14,7 +14,8 @@
 //!   and the on-disk log of found orthos that makes later versions incremental.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
 //! * [`report`] — figures as JSON and as a human-readable grid.
-//! * [`store`] — the state directory (texts and figures in redb).
+//! * [`store`] — the state directory (texts and figures in redb); both redb
+//!   files check what they read back and turn a damaged file into an error.
 //! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
 //! * [`proto`] — the generated `fold.v1` gRPC types and their conversions.
 //! * [`coordinator`] — `fold-coordinator serve`: shards, leases, aggregation.
@@ -42,6 +43,7 @@ pub mod runtime;
 pub mod search;
 pub mod seed_api;
 pub mod spatial;
+mod storage;
 pub mod store;
 pub mod text;
 pub mod worker;

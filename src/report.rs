@@ -40,9 +40,15 @@ pub struct OptimalReport {
 impl VersionReport {
     /// The report of `figures` found over `interner`'s current version.
     pub fn new(interner: &Interner, figures: &Figures) -> Self {
+        Self::from_words(interner.version(), interner.words(), figures)
+    }
+
+    /// The report of `figures` found over version `version`, whose words are
+    /// `words` in token-id order.
+    pub fn from_words(version: u32, words: &[String], figures: &Figures) -> Self {
         Self {
-            version: interner.version(),
-            vocabulary: interner.vocabulary() as u64,
+            version,
+            vocabulary: words.len() as u64,
             orthos: figures.orthos,
             frontier: figures.frontier,
             optimal: figures.optimal.as_ref().map(|ortho| OptimalReport {
@@ -50,9 +56,8 @@ impl VersionReport {
                 volume: ortho.volume(),
                 fullness: ortho.fullness(),
                 payload: ortho
-                    .words(interner)
-                    .into_iter()
-                    .map(|word| word.map(str::to_owned))
+                    .payload()
+                    .map(|slot| slot.and_then(|token| words.get(token.0 as usize).cloned()))
                     .collect(),
             }),
         }

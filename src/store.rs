@@ -8,7 +8,10 @@
 //!
 //! A state directory is refused unless fold wrote it (or it is new or empty),
 //! and every version is appended in a single durable transaction, so a crash
-//! or a refused run never leaves it half-written.
+//! or a refused run never leaves it half-written. Everything read back is
+//! checked (see `storage.rs`): each value against its checksum, each
+//! text against its version's content hash, texts against versions; a
+//! damaged file is an error naming it, never figures.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,7 @@ use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDef
 use crate::error::{Error, Result};
 use crate::report::VersionReport;
 use crate::search::{Checkpoint, Manifest};
+use crate::storage::{self, CHECKS, Checks, META, damaged, guarded};
 
 /// Name of the database file inside a state directory.
 pub const STATE_FILE: &str = "fold-state.redb";
@@ -26,8 +30,6 @@ pub const STATE_FILE: &str = "fold-state.redb";
 /// history of [`crate::search::FORMAT_VERSION`].
 const FORMAT: &str = "fold-state/2";
 
-/// The table holding a fold database's format marker.
-pub(crate) const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const VERSIONS: TableDefinition<u32, &str> = TableDefinition::new("versions");
 /// The search manifest (key `manifest`) and the checkpoint of the version
@@ -84,6 +86,9 @@ impl Handle {
     }
 }
 
+/// What the state file should be, for open errors.
+const WHAT: &str = "a fold state file";
+
 impl StateDir {
     /// Opens `dir`. A missing or empty directory is a new, empty state; a
     /// directory with other contents, or a database fold did not write, is refused.
@@ -115,11 +120,15 @@ impl StateDir {
             }
             return Ok(state);
         }
-        let handle = match ReadOnlyDatabase::open(&state.file) {
-            Ok(db) => Handle::Reader(db),
+        let file = state.file.clone();
+        let handle = guarded(&file, || match ReadOnlyDatabase::open(&file) {
+            Ok(db) => Ok(Handle::Reader(db)),
             // A file left by a crash needs redb's repair, which only a writer does.
-            Err(_) => Handle::Writer(Database::open(&state.file).map_err(|e| state.not_ours(e))?),
-        };
+            Err(redb::DatabaseError::RepairAborted) => storage::open_for_writing(&file)
+                .map(Handle::Writer)
+                .map_err(|e| storage::open_error(&file, e, WHAT, true)),
+            Err(error) => Err(storage::open_error(&file, error, WHAT, false)),
+        })?;
         state.handle = Some(handle);
         state.check_format()?;
         Ok(state)
@@ -128,13 +137,6 @@ impl StateDir {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    fn not_ours(&self, error: impl std::fmt::Display) -> Error {
-        Error::BadState(format!(
-            "cannot open {} as a fold state file: {error}",
-            self.file.display()
-        ))
     }
 
     /// Opens the state for writing, creating it if it is new. Holding the
@@ -147,22 +149,24 @@ impl StateDir {
     fn writer(&mut self) -> Result<&Database> {
         if !matches!(self.handle, Some(Handle::Writer(_))) {
             // Release the read-only handle (and its lock) before opening for writing.
-            self.handle = None;
-            let db = if self.file.exists() {
-                Database::open(&self.file).map_err(|e| match e {
-                    redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Error::io(
-                        format!("cannot open {} for writing", self.file.display()),
-                        io,
-                    ),
-                    other => self.not_ours(other),
+            self.drop_handle();
+            let file = self.file.clone();
+            let db = if file.exists() {
+                guarded(&file, || {
+                    let db = storage::open_for_writing(&file)
+                        .map_err(|e| storage::open_error(&file, e, WHAT, true))?;
+                    seal_if_unsealed(&db).map_err(|e| Error::storage(&file, e))?;
+                    Ok(db)
                 })?
             } else {
                 std::fs::create_dir_all(&self.dir).map_err(|e| {
                     Error::io(format!("cannot create state dir {}", self.dir.display()), e)
                 })?;
-                let db = Database::create(&self.file).map_err(|e| self.fail(e))?;
-                write_format(&db).map_err(|e| self.fail(e))?;
-                db
+                guarded(&file, || {
+                    let db = Database::create(&file).map_err(|e| Error::storage(&file, e))?;
+                    write_format(&db).map_err(|e| Error::storage(&file, e))?;
+                    Ok(db)
+                })?
             };
             self.handle = Some(Handle::Writer(db));
         }
@@ -172,48 +176,120 @@ impl StateDir {
         }
     }
 
-    fn check_format(&self) -> Result<()> {
+    /// Closes the database; a panic of the storage library on a damaged
+    /// file is caught here too.
+    fn drop_handle(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = guarded(&self.file, || {
+                drop(handle);
+                Ok(())
+            });
+        }
+    }
+
+    /// Runs `read` in a read transaction with the file's checksums, or
+    /// returns `empty` for a state that has no file yet.
+    fn read<T>(
+        &self,
+        empty: T,
+        read: impl FnOnce(&redb::ReadTransaction, &Checks) -> Result<T>,
+    ) -> Result<T> {
         let Some(handle) = &self.handle else {
-            return Ok(());
+            return Ok(empty);
         };
-        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        expect_format(&txn, FORMAT, &self.file)
+        guarded(&self.file, || {
+            let txn = handle.begin_read().map_err(|e| self.fail(e))?;
+            let checks = Checks::open(&txn).map_err(|e| self.fail(e))?;
+            read(&txn, &checks)
+        })
+    }
+
+    /// Runs `write` in a write transaction and commits it durably.
+    fn write(
+        &mut self,
+        write: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
+        let file = self.file.clone();
+        let db = self.writer()?;
+        guarded(&file, || {
+            let txn = db.begin_write().map_err(|e| Error::storage(&file, e))?;
+            write(&txn).map_err(|e| Error::storage(&file, e))?;
+            txn.commit().map_err(|e| Error::storage(&file, e))
+        })
+    }
+
+    fn check_format(&self) -> Result<()> {
+        self.read((), |txn, _| storage::expect_format(txn, FORMAT, &self.file))
     }
 
     /// Every recorded version, in order (version 1 first).
     pub fn versions(&self) -> Result<Vec<VersionRecord>> {
-        let Some(handle) = &self.handle else {
-            return Ok(Vec::new());
-        };
-        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
-        let mut records = Vec::new();
-        for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
-            let (version, record) = entry.map_err(|e| self.fail(e))?;
-            if version.value() != expected {
-                return Err(self.corrupt(format!("version {expected} is missing")));
+        self.read(Vec::new(), |txn, checks| {
+            let table = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
+            let mut records = Vec::new();
+            for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
+                let (version, record) = entry.map_err(|e| self.fail(e))?;
+                if version.value() != expected {
+                    return Err(damaged(
+                        &self.file,
+                        format!("version {expected} is missing"),
+                    ));
+                }
+                let json = record.value();
+                checks
+                    .verify(&format!("versions/{expected}"), json.as_bytes())
+                    .map_err(|what| damaged(&self.file, what))?;
+                let record: VersionRecord = serde_json::from_str(json)
+                    .map_err(|e| damaged(&self.file, format!("version {expected}: {e}")))?;
+                records.push(record);
             }
-            let record: VersionRecord = serde_json::from_str(record.value())
-                .map_err(|e| self.corrupt(format!("version {expected}: {e}")))?;
-            records.push(record);
-        }
-        Ok(records)
+            Ok(records)
+        })
     }
 
-    /// The texts of every recorded version, in order.
+    /// The texts of every recorded version, in order, each checked against
+    /// its version's content hash.
     pub fn texts(&self) -> Result<Vec<String>> {
-        let Some(handle) = &self.handle else {
-            return Ok(Vec::new());
-        };
-        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-        let mut texts = Vec::new();
-        for entry in table.iter().map_err(|e| self.fail(e))? {
-            let (version, text) = entry.map_err(|e| self.fail(e))?;
-            let text = String::from_utf8(text.value().to_vec()).map_err(|_| {
-                self.corrupt(format!("text of version {} is not UTF-8", version.value()))
-            })?;
-            texts.push(text);
+        let records = self.versions()?;
+        let texts = self.read(Vec::new(), |txn, checks| {
+            let table = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
+            let mut texts = Vec::new();
+            for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
+                let (version, text) = entry.map_err(|e| self.fail(e))?;
+                if version.value() != expected {
+                    return Err(damaged(&self.file, format!("text {expected} is missing")));
+                }
+                let bytes = text.value();
+                checks
+                    .verify(&format!("texts/{expected}"), bytes)
+                    .map_err(|what| damaged(&self.file, what))?;
+                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    damaged(
+                        &self.file,
+                        format!("text of version {expected} is not UTF-8"),
+                    )
+                })?;
+                texts.push(text);
+            }
+            Ok(texts)
+        })?;
+        if texts.len() != records.len() {
+            return Err(damaged(
+                &self.file,
+                format!(
+                    "it records {} versions but {} texts",
+                    records.len(),
+                    texts.len()
+                ),
+            ));
+        }
+        for (version, (text, record)) in (1u32..).zip(texts.iter().zip(&records)) {
+            if content_hash(text) != record.hash {
+                return Err(damaged(
+                    &self.file,
+                    format!("the text of version {version} does not match its content hash"),
+                ));
+            }
         }
         Ok(texts)
     }
@@ -233,66 +309,67 @@ impl StateDir {
         let Some(mut checkpoint) = self.search_entry::<RunCheckpoint>("checkpoint")? else {
             return Ok(None);
         };
-        let Some(handle) = &self.handle else {
+        let pending = self.read(None, |txn, checks| {
+            let table = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
+            let pending = table
+                .get("checkpoint")
+                .map_err(|e| self.fail(e))?
+                .ok_or_else(|| damaged(&self.file, "a checkpoint without its pending orthos"))?;
+            let pending = pending.value().to_vec();
+            checks
+                .verify("pending/checkpoint", &pending)
+                .map_err(|what| damaged(&self.file, what))?;
+            Ok(Some(pending))
+        })?;
+        let Some(pending) = pending else {
             return Ok(None);
         };
-        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
-        let pending = table
-            .get("checkpoint")
-            .map_err(|e| self.fail(e))?
-            .ok_or_else(|| self.corrupt("a checkpoint without its pending orthos".into()))?;
-        checkpoint.checkpoint.pending = pending.value().to_vec();
+        checkpoint.checkpoint.pending = pending;
         Ok(Some(checkpoint))
     }
 
     fn search_entry<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let Some(handle) = &self.handle else {
-            return Ok(None);
-        };
-        let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-        let table = match txn.open_table(SEARCH) {
-            Ok(table) => table,
-            // State written before the search log existed.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(self.fail(e)),
-        };
-        let Some(json) = table.get(key).map_err(|e| self.fail(e))? else {
-            return Ok(None);
-        };
-        serde_json::from_str(json.value())
-            .map(Some)
-            .map_err(|e| self.corrupt(format!("search {key}: {e}")))
+        self.read(None, |txn, checks| {
+            let table = match txn.open_table(SEARCH) {
+                Ok(table) => table,
+                // State written before the search log existed.
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.fail(e)),
+            };
+            let Some(json) = table.get(key).map_err(|e| self.fail(e))? else {
+                return Ok(None);
+            };
+            let json = json.value();
+            checks
+                .verify(&format!("search/{key}"), json.as_bytes())
+                .map_err(|what| damaged(&self.file, what))?;
+            serde_json::from_str(json)
+                .map(Some)
+                .map_err(|e| damaged(&self.file, format!("search {key}: {e}")))
+        })
     }
 
     /// Durably records a checkpoint of the version being searched.
     pub fn save_checkpoint(&mut self, checkpoint: &RunCheckpoint) -> Result<()> {
         let json = serde_json::to_string(checkpoint).expect("a checkpoint always serialises");
-        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
-            search
-                .insert("checkpoint", json.as_str())
-                .map_err(|e| self.fail(e))?;
-            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
-            pending
-                .insert("checkpoint", checkpoint.checkpoint.pending.as_slice())
-                .map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+        let pending = &checkpoint.checkpoint.pending;
+        self.write(|txn| {
+            txn.open_table(SEARCH)?
+                .insert("checkpoint", json.as_str())?;
+            storage::seal(txn, "search/checkpoint", json.as_bytes())?;
+            txn.open_table(PENDING)?
+                .insert("checkpoint", pending.as_slice())?;
+            storage::seal(txn, "pending/checkpoint", pending)
+        })
     }
 
     /// Durably replaces the search manifest (after the log was compacted).
     pub fn save_manifest(&mut self, manifest: &Manifest) -> Result<()> {
         let json = serde_json::to_string(manifest).expect("manifests serialise");
-        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
-            search
-                .insert("manifest", json.as_str())
-                .map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+        self.write(|txn| {
+            txn.open_table(SEARCH)?.insert("manifest", json.as_str())?;
+            storage::seal(txn, "search/manifest", json.as_bytes())
+        })
     }
 
     /// Forgets the search manifest, before the log it described is
@@ -301,12 +378,10 @@ impl StateDir {
         if self.manifest()?.is_none() {
             return Ok(());
         }
-        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
-            search.remove("manifest").map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+        self.write(|txn| {
+            txn.open_table(SEARCH)?.remove("manifest")?;
+            storage::unseal(txn, "search/manifest")
+        })
     }
 
     /// Durably records the next version: its text, its figures and, when
@@ -321,71 +396,40 @@ impl StateDir {
         let version = record.report.version;
         let json = serde_json::to_string(record).expect("a record always serialises");
         let manifest = manifest.map(|m| serde_json::to_string(m).expect("manifests serialise"));
-        let txn = self.writer()?.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut search = txn.open_table(SEARCH).map_err(|e| self.fail(e))?;
-            search.remove("checkpoint").map_err(|e| self.fail(e))?;
-            let mut pending = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
-            pending.remove("checkpoint").map_err(|e| self.fail(e))?;
-            match &manifest {
-                Some(manifest) => search.insert("manifest", manifest.as_str()),
-                None => search.remove("manifest"),
+        self.write(|txn| {
+            {
+                let mut search = txn.open_table(SEARCH)?;
+                search.remove("checkpoint")?;
+                storage::unseal(txn, "search/checkpoint")?;
+                txn.open_table(PENDING)?.remove("checkpoint")?;
+                storage::unseal(txn, "pending/checkpoint")?;
+                match &manifest {
+                    Some(manifest) => {
+                        search.insert("manifest", manifest.as_str())?;
+                        storage::seal(txn, "search/manifest", manifest.as_bytes())?;
+                    }
+                    None => {
+                        search.remove("manifest")?;
+                        storage::unseal(txn, "search/manifest")?;
+                    }
+                }
             }
-            .map_err(|e| self.fail(e))?;
-        }
-        {
-            let mut texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-            texts
-                .insert(version, text.as_bytes())
-                .map_err(|e| self.fail(e))?;
-            let mut versions = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
-            versions
-                .insert(version, json.as_str())
-                .map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+            txn.open_table(TEXTS)?.insert(version, text.as_bytes())?;
+            storage::seal(txn, &format!("texts/{version}"), text.as_bytes())?;
+            txn.open_table(VERSIONS)?.insert(version, json.as_str())?;
+            storage::seal(txn, &format!("versions/{version}"), json.as_bytes())
+        })
     }
 
     fn fail(&self, error: impl std::fmt::Display) -> Error {
         Error::storage(&self.file, error)
     }
-
-    fn corrupt(&self, what: String) -> Error {
-        Error::BadState(format!("{} is damaged: {what}", self.file.display()))
-    }
 }
 
-/// Checks the format marker that every fold database carries in its `meta`
-/// table, refusing files that fold (this version of it) did not write.
-pub(crate) fn expect_format(
-    txn: &redb::ReadTransaction,
-    expected: &str,
-    file: &Path,
-) -> Result<()> {
-    let format = txn.open_table(META).ok().and_then(|meta| {
-        meta.get("format")
-            .ok()
-            .flatten()
-            .map(|v| v.value().to_owned())
-    });
-    if format.as_deref() == Some(expected) {
-        return Ok(());
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        self.drop_handle();
     }
-    if let Some(older) = format
-        .as_deref()
-        .filter(|f| f.split('/').next() == expected.split('/').next())
-    {
-        return Err(Error::BadState(format!(
-            "{} was written by another version of fold (format {older}; this one reads {expected}); \
-             it is left as it is: use a new --state-dir, or the fold that wrote it",
-            file.display()
-        )));
-    }
-    Err(Error::BadState(format!(
-        "{} was not written by this version of fold (format {})",
-        file.display(),
-        format.as_deref().unwrap_or("missing")
-    )))
 }
 
 /// Writes the format marker and creates the tables of a new state database.
@@ -399,6 +443,24 @@ fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
     txn.open_table(VERSIONS)?;
     txn.open_table(SEARCH)?;
     txn.open_table(PENDING)?;
+    txn.open_table(CHECKS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Gives a state file written before checksums existed a checksum for each
+/// of its values (see `storage.rs`).
+fn seal_if_unsealed(db: &Database) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    if !storage::unsealed(&txn)? {
+        return Ok(());
+    }
+    let text = |bytes: &[u8]| bytes.to_vec();
+    let json = |value: &str| value.as_bytes().to_vec();
+    storage::seal_table(&txn, TEXTS, |v| v.to_string(), text)?;
+    storage::seal_table(&txn, VERSIONS, |v| v.to_string(), json)?;
+    storage::seal_table(&txn, SEARCH, |k| k.to_owned(), json)?;
+    storage::seal_table(&txn, PENDING, |k| k.to_owned(), text)?;
     txn.commit()?;
     Ok(())
 }
@@ -468,6 +530,95 @@ mod tests {
         assert!(!path.exists());
         state.append("a", &record(1, "a"), None).unwrap();
         assert!(path.join(STATE_FILE).exists());
+    }
+
+    /// Changes the stored record of version 1 behind the checksums' back.
+    fn overwrite_version_one(file: &Path, json: &str) {
+        let db = Database::open(file).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(VERSIONS).unwrap().insert(1, json).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_value_that_does_not_match_its_checksum_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        StateDir::open(dir.path())
+            .unwrap()
+            .append("a b", &record(1, "a b"), None)
+            .unwrap();
+        let mut changed = record(1, "a b");
+        changed.report.orthos += 1;
+        let file = dir.path().join(STATE_FILE);
+        overwrite_version_one(&file, &serde_json::to_string(&changed).unwrap());
+        let error = StateDir::open(dir.path())
+            .unwrap()
+            .versions()
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("fold-state.redb is damaged"), "{error}");
+        assert!(error.contains("versions/1"), "{error}");
+    }
+
+    #[test]
+    fn a_text_that_does_not_match_its_content_hash_is_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = StateDir::open(dir.path()).unwrap();
+        // A record whose hash is of another text (as a damaged hash would be).
+        let mut wrong = record(1, "a b");
+        wrong.hash = content_hash("a c");
+        state.append("a b", &wrong, None).unwrap();
+        let error = state.texts().unwrap_err().to_string();
+        assert!(error.contains("does not match its content hash"), "{error}");
+    }
+
+    #[test]
+    fn a_state_written_before_checksums_is_read_and_sealed_on_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(STATE_FILE);
+        {
+            // What an earlier fold wrote: the same tables, no checksums.
+            let db = Database::create(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("format", FORMAT)
+                .unwrap();
+            txn.open_table(TEXTS)
+                .unwrap()
+                .insert(1, &b"a b"[..])
+                .unwrap();
+            let json = serde_json::to_string(&record(1, "a b")).unwrap();
+            txn.open_table(VERSIONS)
+                .unwrap()
+                .insert(1, json.as_str())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let mut state = StateDir::open(dir.path()).unwrap();
+        assert_eq!(state.versions().unwrap(), vec![record(1, "a b")]);
+        state.append("c d", &record(2, "c d"), None).unwrap();
+        drop(state);
+        // Sealed now: a change to version 1 is noticed.
+        let mut changed = record(1, "a b");
+        changed.report.frontier += 1;
+        overwrite_version_one(&file, &serde_json::to_string(&changed).unwrap());
+        assert!(StateDir::open(dir.path()).unwrap().versions().is_err());
+    }
+
+    #[test]
+    fn a_state_dir_in_use_by_another_process_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = StateDir::open(dir.path()).unwrap();
+        writer.append("a b", &record(1, "a b"), None).unwrap();
+        // redb locks a file per open handle, so a second handle in this
+        // process meets the lock as another process would.
+        let error = match StateDir::open(dir.path()) {
+            Ok(mut other) => other.begin_writing().unwrap_err(),
+            Err(error) => error,
+        }
+        .to_string();
+        assert!(error.contains("in use by another process"), "{error}");
     }
 
     #[test]

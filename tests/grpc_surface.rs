@@ -403,12 +403,12 @@ fn garbage_and_abandoned_streams_leave_the_coordinator_serving() {
 /// connection) while the coordinator waits for the rest.
 fn abandon_a_submit_mid_stream(url: &str) {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let (chunks, stream) = tokio::sync::mpsc::channel(4);
     runtime.block_on(async {
         let channel = channel_to(url).await;
         let token = BearerToken::new(Some(TOKEN)).expect("token");
         let mut client =
             v1::coordinator_client::CoordinatorClient::with_interceptor(channel, token);
-        let (chunks, stream) = tokio::sync::mpsc::channel(4);
         chunks
             .send(v1::SubmitChunk {
                 data: "the cat sat. ".repeat(10_000).into_bytes(),
@@ -426,11 +426,12 @@ fn abandon_a_submit_mid_stream(url: &str) {
             !call.is_finished(),
             "the coordinator answered a Submit that had not ended"
         );
-        call.abort();
-        let _ = call.await;
-        // Only now may the chunk sender go: dropped earlier, it would end the stream cleanly.
-        drop(chunks);
     });
+    // The runtime goes first, and with it the call, the connection and the
+    // task that streams the request: the sender dropped while that task still
+    // ran would end the stream cleanly, making a complete submission.
+    drop(runtime);
+    drop(chunks);
 }
 
 /// A plaintext channel to the coordinator.

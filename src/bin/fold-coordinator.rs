@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use fold::client::{self, Connection, DEFAULT_COORDINATOR, StatusOptions, SubmitOptions};
-use fold::coordinator::{self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, ServeOptions};
+use fold::coordinator::{
+    self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, MAX_LEASE, MAX_TEXT_BYTES_LIMIT, MIN_LEASE,
+    ServeOptions,
+};
 use fold::embedded::{DEFAULT_CHECKPOINT_EVERY, RunOptions, run};
 use fold::search::Dedup;
 
@@ -21,7 +24,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Search texts for orthos: grids of words whose every line is a phrase"
+    about = "Search texts for orthos: grids of words whose every line is a phrase",
+    after_help = "Logs go to stderr: warnings only, but serve logs at info level; FOLD_LOG sets \
+                  the filter, e.g. FOLD_LOG=debug."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,7 +52,8 @@ enum Command {
         /// Where texts, figures and the search log are kept between runs.
         #[arg(long, value_name = "DIR", default_value = "fold_state")]
         state_dir: PathBuf,
-        /// Search threads (default: one per core).
+        /// Search threads (default: one per core). At most 4 per core: a
+        /// larger N is lowered, with a warning.
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
         /// Print one JSON object per version, one per line.
@@ -58,7 +64,9 @@ enum Command {
         quiet: bool,
         /// Orthos expanded between two checkpoints of a version's search (0:
         /// only when a version is done). A killed run resumes from the last
-        /// one when the same command is run again.
+        /// one when the same command is run again. Each checkpoint is a
+        /// durable write, taken at most once per batch of 1,000 orthos: much
+        /// smaller values slow the search down.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_CHECKPOINT_EVERY)]
         checkpoint_every: u64,
         /// Keep no search history: only checkpoints touch the disk, and every
@@ -87,12 +95,32 @@ enum Command {
         /// Bearer token that every Coordinator rpc must carry.
         #[arg(long, env = "FOLD_TOKEN", hide_env_values = true)]
         token: String,
-        /// A shard goes back to pending this long after its worker's last report.
-        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        /// A shard goes back to pending this long after its worker's last
+        /// report on it (100 to 86,400,000: a day). Workers report on every shard they
+        /// hold every quarter lease, so only a stopped or cut-off worker
+        /// loses its shards this way.
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 10_000,
+            value_parser = clap::value_parser!(u64)
+                .range(MIN_LEASE.as_millis() as u64..=MAX_LEASE.as_millis() as u64)
+        )]
         lease_ms: u64,
-        /// Largest text Submit accepts, in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_TEXT_BYTES)]
-        max_text_bytes: usize,
+        /// Largest text Submit accepts, in bytes (at most 1 GiB: the
+        /// coordinator and every worker keep each text in memory).
+        #[arg(
+            long,
+            value_name = "BYTES",
+            default_value_t = DEFAULT_MAX_TEXT_BYTES as u64,
+            value_parser = clap::value_parser!(u64).range(..=MAX_TEXT_BYTES_LIMIT as u64)
+        )]
+        max_text_bytes: u64,
+        /// Connections open at once (default: as many as the open file
+        /// limit allows, up to 1024). Further clients wait until one closes;
+        /// connections that send nothing are closed first, and after 10 s.
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+        max_connections: usize,
     },
     /// Submit FILEs to a running coordinator, each as the next version.
     Submit {
@@ -146,7 +174,7 @@ enum Command {
 
 #[derive(Args)]
 struct ConnectionArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL (http:// only: TLS is not supported yet).
     #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
     /// Bearer token.
@@ -165,7 +193,12 @@ impl ConnectionArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fold::runtime::init_logging();
+    // A server says what it does; the other commands only warn.
+    let log_default = match cli.command {
+        Command::Serve { .. } => "warn,fold=info",
+        _ => "warn",
+    };
+    fold::runtime::init_logging(log_default);
     let result = match cli.command {
         Command::Run {
             files,
@@ -177,9 +210,13 @@ fn main() -> ExitCode {
             no_history,
             dedup,
         } => {
+            let threads = fold::runtime::search_threads(threads);
+            if let Some(warning) = &threads.lowered {
+                eprintln!("fold-coordinator: warning: {warning}");
+            }
             let options = RunOptions {
                 state_dir,
-                threads,
+                threads: threads.count,
                 json,
                 progress: !quiet,
                 checkpoint_every,
@@ -203,7 +240,7 @@ fn asynchronous(command: Command) -> fold::Result<()> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| fold::Error::io("cannot start the async runtime", e))?;
     let mut out = std::io::stdout();
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match command {
             Command::Serve {
                 listen,
@@ -211,13 +248,15 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 token,
                 lease_ms,
                 max_text_bytes,
+                max_connections,
             } => {
                 let options = ServeOptions {
                     listen,
                     state_dir,
                     token,
-                    lease: Duration::from_millis(lease_ms.max(1)),
-                    max_text_bytes,
+                    lease: Duration::from_millis(lease_ms),
+                    max_text_bytes: max_text_bytes as usize,
+                    max_connections,
                 };
                 let announce = |bound: SocketAddr| {
                     println!("fold-coordinator: listening on {bound}");
@@ -249,7 +288,11 @@ fn asynchronous(command: Command) -> fold::Result<()> {
             } => client::optimal(&connection.connection(), version, json, &mut out).await,
             Command::Run { .. } => unreachable!("run is synchronous"),
         }
-    })
+    });
+    // Work still running in the background (a text being ingested when
+    // Ctrl-C came) is not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn parse_dedup(name: &str) -> Result<Dedup, String> {

@@ -17,18 +17,26 @@ impl TokenCheck {
     }
 
     /// The interceptor: passes requests with the right token, refuses others.
+    /// The scheme is matched without regard to case, as HTTP schemes are
+    /// (`Bearer`, `bearer`, `BEARER`).
     #[allow(clippy::result_large_err)]
     pub fn check(&self, request: Request<()>) -> Result<Request<()>, Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
+        let Some(header) = request.metadata().get("authorization") else {
+            return Err(Status::unauthenticated(
+                "missing `authorization: Bearer <token>` header",
+            ));
+        };
+        let presented = header.to_str().ok().and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_start_matches(' '))
+        });
         match presented {
             Some(token) if constant_time_eq(token.as_bytes(), &self.expected) => Ok(request),
             Some(_) => Err(Status::unauthenticated("wrong bearer token")),
             None => Err(Status::unauthenticated(
-                "missing `authorization: Bearer <token>` header",
+                "the authorization header must be `Bearer <token>`",
             )),
         }
     }
@@ -90,13 +98,17 @@ mod tests {
     #[test]
     fn only_the_exact_token_passes() {
         let check = TokenCheck::new("s3cret");
-        assert!(check.check(with_header(Some("Bearer s3cret"))).is_ok());
+        for good in ["Bearer s3cret", "bearer s3cret", "BEARER  s3cret"] {
+            assert!(check.check(with_header(Some(good))).is_ok(), "{good}");
+        }
         for bad in [
             None,
             Some("Bearer s3cre"),
             Some("Bearer s3cret!"),
             Some("s3cret"),
             Some("Bearer "),
+            Some("Basic s3cret"),
+            Some("Bearers3cret"),
         ] {
             let status = check.check(with_header(bad)).unwrap_err();
             assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad:?}");

@@ -3,32 +3,36 @@
 //! shards to workers over their Work streams, and adds up their figures.
 //!
 //! * [`ledger`] — versions, shards, attempts, leases and aggregation (no I/O).
+//! * [`vocabulary`] — the words of the texts, shared by every version.
 //! * [`persist`] — texts and finished shards in redb.
 //! * [`service`] — the `fold.v1.Coordinator` rpcs.
 //! * [`auth`] — the bearer token check.
+//! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
-//! beside the Coordinator service and need no token.
+//! beside the Coordinator service and need no token. On the shutdown signal
+//! the coordinator ends the workers' Work streams, gives other connections
+//! a few seconds, and saves the finished shards.
 
 pub mod auth;
+pub mod connections;
 pub mod ledger;
 pub mod persist;
 pub mod service;
+pub mod vocabulary;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::wrappers::TcpListenerStream;
-
 use crate::error::{Error, Result};
-use crate::interner::Interner;
 use crate::proto::{self, v1};
 use auth::TokenCheck;
 use ledger::Ledger;
 use persist::CoordinatorStore;
 use service::{CoordinatorService, Shared};
+use vocabulary::Vocabulary;
 
 /// Default address `serve` listens on: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -36,8 +40,21 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 /// Default largest text `submit` accepts.
 pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 << 20;
 
-/// Largest gRPC message the coordinator accepts (texts come in 1 MiB chunks).
-const MAX_MESSAGE_BYTES: usize = 8 << 20;
+/// Largest `--max-text-bytes`: the coordinator and every worker hold each
+/// text in memory, with its interner.
+pub const MAX_TEXT_BYTES_LIMIT: usize = 1 << 30;
+
+/// Shortest lease `serve` accepts: workers renew their leases every quarter
+/// lease, which must stay well above network and scheduling delays.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// Longest lease `serve` accepts (a day): a frozen worker keeps its shards
+/// this long.
+pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Largest gRPC message the coordinator accepts, and clients accept from it
+/// (8 MiB; texts travel in 1 MiB chunks, so larger texts still work).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// How often finished shards are committed to disk.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
@@ -55,26 +72,54 @@ pub struct ServeOptions {
     pub lease: Duration,
     /// Largest text accepted by Submit.
     pub max_text_bytes: usize,
+    /// Connections open at once; 0: as many as the open file limit allows
+    /// (see [`connections::connections_allowed`]).
+    pub max_connections: usize,
 }
 
-/// Rebuilds the coordinator's state from its store.
-fn restore(store: &CoordinatorStore, lease: Duration) -> Result<(Ledger, Vec<Arc<String>>)> {
+/// Rebuilds the coordinator's state from its store: the ledger, the
+/// vocabulary at the latest version and the texts in version order.
+fn restore(
+    store: &CoordinatorStore,
+    lease: Duration,
+) -> Result<(Ledger, Vocabulary, Vec<Arc<String>>)> {
     let mut ledger = Ledger::new(lease);
-    let mut interner = Interner::new();
+    let mut vocabulary = Vocabulary::new();
     let mut texts = Vec::new();
     for stored in store.load()? {
-        interner.ingest(&stored.text);
-        let vocabulary = interner.vocabulary();
+        let added = vocabulary.ingest(&stored.text);
+        let size = added.weights.len();
         let known = stored
             .shards
             .iter()
-            .map(|(origin, bytes)| Ok((*origin, persist::decode_result(bytes, vocabulary)?)))
+            .map(|(origin, bytes)| {
+                persist::decode_result(bytes, size)
+                    .map(|result| (*origin, result))
+                    .map_err(|error| {
+                        crate::storage::damaged(
+                            store.path(),
+                            format!(
+                                "the shard record of version {}, origin {origin}: {error}",
+                                added.version
+                            ),
+                        )
+                    })
+            })
             .collect::<Result<Vec<_>>>()?;
-        ledger.add_version(stored.source, Arc::new(interner.clone()), known);
+        ledger.add_version(stored.source, added.new_words, &added.weights, known);
         texts.push(Arc::new(stored.text));
     }
-    Ok((ledger, texts))
+    Ok((ledger, vocabulary, texts))
 }
+
+/// How long, after the shutdown signal, connections get to finish (a
+/// client watching a version, a worker handing back its shards) before the
+/// coordinator stops anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Concurrent rpcs on one HTTP/2 connection (a worker uses two at most, a
+/// client one).
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// Serves until `shutdown` resolves. `on_listening` is told the bound address
 /// (useful with port 0).
@@ -88,17 +133,44 @@ pub async fn serve(
             "serve needs a bearer token: pass --token or set FOLD_TOKEN".into(),
         ));
     }
-    let store = CoordinatorStore::open(&options.state_dir)?;
-    let (ledger, texts) = restore(&store, options.lease)?;
-    tracing::info!(versions = texts.len(), "state restored");
-    let shared = Arc::new(Shared::new(ledger, texts, store, options.max_text_bytes));
+    if !(MIN_LEASE..=MAX_LEASE).contains(&options.lease) {
+        return Err(Error::BadState(format!(
+            "a lease of {} ms is outside {} ms to {} ms",
+            options.lease.as_millis(),
+            MIN_LEASE.as_millis(),
+            MAX_LEASE.as_millis()
+        )));
+    }
+    if options.max_text_bytes > MAX_TEXT_BYTES_LIMIT {
+        return Err(Error::BadState(format!(
+            "a largest text of {} bytes is over the limit of {MAX_TEXT_BYTES_LIMIT} bytes",
+            options.max_text_bytes
+        )));
+    }
+    let limits = connection_limits(options.max_connections);
 
+    // Bind first: a coordinator that cannot listen leaves no state dir behind.
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
+
+    let store = CoordinatorStore::open(&options.state_dir)?;
+    let (ledger, vocabulary, texts) = restore(&store, options.lease)?;
+    tracing::info!(
+        versions = texts.len(),
+        max_connections = limits.max_connections,
+        "state restored"
+    );
+    let shared = Arc::new(Shared::new(
+        ledger,
+        vocabulary,
+        texts,
+        store,
+        options.max_text_bytes,
+    ));
 
     let background = spawn_background(shared.clone(), options.lease);
 
@@ -126,20 +198,79 @@ pub async fn serve(
             check.check(request)
         });
 
+    // On the signal: stop accepting, end the workers' Work streams (they
+    // reconnect later), and give the other connections a grace period.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let signal = {
+        let shared = shared.clone();
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            shared.end_work_streams();
+        }
+    };
+    let grace_over = {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+
     on_listening(bound);
+    // No per-request timeout: Submit and Work legitimately run long, and
+    // only token holders reach them; silent or lost peers are dealt with by
+    // the connection limits and HTTP/2 keepalive.
     let served = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(coordinator)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(connections::accept(listener, limits), signal);
+    let served = tokio::select! {
+        served = served => served,
+        () = grace_over => {
+            tracing::warn!(
+                "connections still open {} s after the shutdown signal; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    };
     background.abort();
     let saved = shared.save_results().await;
     served.map_err(|e| Error::io("gRPC server failed", std::io::Error::other(e)))?;
     saved
+}
+
+/// The connection limits for `--max-connections requested` (0: as many as
+/// the file descriptor limit allows, up to 1024). More than the descriptor
+/// limit allows is lowered, with a warning.
+fn connection_limits(requested: usize) -> connections::Limits {
+    let allowed = connections::connections_allowed();
+    let max_connections = match requested {
+        0 => allowed,
+        requested if requested > allowed => {
+            tracing::warn!(
+                requested,
+                allowed,
+                "--max-connections is more than the open file limit allows; lowered"
+            );
+            allowed
+        }
+        requested => requested,
+    };
+    connections::Limits {
+        max_connections,
+        handshake_timeout: connections::HANDSHAKE_TIMEOUT,
+    }
 }
 
 /// Lease expiry and periodic saving of finished shards.

@@ -13,12 +13,15 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::coordinator::ledger::ShardResult;
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
-use crate::store::{META, expect_format};
+use crate::storage::{self, CHECKS, Checks, META, damaged, guarded};
 
 /// Name of the database file inside the state dir.
 pub const COORDINATOR_FILE: &str = "coordinator.redb";
 
 const FORMAT: &str = "fold-coordinator/1";
+
+/// What the file should be, for open errors.
+const WHAT: &str = "a fold coordinator file";
 
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const SOURCES: TableDefinition<u32, &str> = TableDefinition::new("sources");
@@ -37,11 +40,13 @@ pub struct StoredVersion {
 /// The coordinator's redb file.
 pub struct CoordinatorStore {
     path: PathBuf,
-    db: Database,
+    /// Always `Some` until dropped (the drop is guarded too).
+    db: Option<Database>,
 }
 
 impl CoordinatorStore {
-    /// Opens (or creates) the store in `dir`, refusing files fold did not write.
+    /// Opens (or creates) the store in `dir`, refusing files fold did not
+    /// write. A state dir it creates is removed again if creating the file fails.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(COORDINATOR_FILE);
         if !path.exists() {
@@ -53,85 +58,134 @@ impl CoordinatorStore {
                     dir.display()
                 )));
             }
+            let created = !dir.exists();
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("cannot create state dir {}", dir.display()), e))?;
-            let db = Database::create(&path).map_err(|e| Error::storage(&path, e))?;
-            let txn = db.begin_write().map_err(|e| Error::storage(&path, e))?;
-            {
-                let mut meta = txn.open_table(META).map_err(|e| Error::storage(&path, e))?;
-                meta.insert("format", FORMAT)
-                    .map_err(|e| Error::storage(&path, e))?;
-                txn.open_table(TEXTS)
-                    .map_err(|e| Error::storage(&path, e))?;
-                txn.open_table(SOURCES)
-                    .map_err(|e| Error::storage(&path, e))?;
-                txn.open_table(SHARDS)
-                    .map_err(|e| Error::storage(&path, e))?;
-            }
-            txn.commit().map_err(|e| Error::storage(&path, e))?;
-            return Ok(Self { path, db });
+            let db = guarded(&path, || {
+                let db = Database::create(&path).map_err(|e| Error::storage(&path, e))?;
+                write_format(&db).map_err(|e| Error::storage(&path, e))?;
+                Ok(db)
+            });
+            return match db {
+                Ok(db) => Ok(Self { path, db: Some(db) }),
+                Err(error) => {
+                    let _ = std::fs::remove_file(&path);
+                    if created {
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                    Err(error)
+                }
+            };
         }
-        let db = Database::open(&path).map_err(|e| {
-            Error::BadState(format!(
-                "cannot open {} as a fold coordinator file: {e}",
-                path.display()
-            ))
+        let db = guarded(&path, || {
+            let db = storage::open_for_writing(&path)
+                .map_err(|e| storage::open_error(&path, e, WHAT, true))?;
+            seal_if_unsealed(&db).map_err(|e| Error::storage(&path, e))?;
+            Ok(db)
         })?;
-        let store = Self { path, db };
-        let txn = store.db.begin_read().map_err(|e| store.fail(e))?;
-        expect_format(&txn, FORMAT, &store.path)?;
-        drop(txn);
+        let store = Self { path, db: Some(db) };
+        store.read(|txn, _| storage::expect_format(txn, FORMAT, &store.path))?;
         Ok(store)
     }
 
-    /// Every stored version, in order.
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database is open until dropped")
+    }
+
+    /// Runs `read` in a read transaction with the file's checksums.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&redb::ReadTransaction, &Checks) -> Result<T>,
+    ) -> Result<T> {
+        guarded(&self.path, || {
+            let txn = self.db().begin_read().map_err(|e| self.fail(e))?;
+            let checks = Checks::open(&txn).map_err(|e| self.fail(e))?;
+            read(&txn, &checks)
+        })
+    }
+
+    /// Runs `write` in a write transaction and commits it durably.
+    fn write(
+        &self,
+        write: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
+    ) -> Result<()> {
+        guarded(&self.path, || {
+            let txn = self.db().begin_write().map_err(|e| self.fail(e))?;
+            write(&txn).map_err(|e| self.fail(e))?;
+            txn.commit().map_err(|e| self.fail(e))
+        })
+    }
+
+    /// Every stored version, in order, each value checked against its checksum.
     pub fn load(&self) -> Result<Vec<StoredVersion>> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-        let sources = txn.open_table(SOURCES).map_err(|e| self.fail(e))?;
-        let shards = txn.open_table(SHARDS).map_err(|e| self.fail(e))?;
-        let mut versions = Vec::new();
-        for (expected, entry) in (1u32..).zip(texts.iter().map_err(|e| self.fail(e))?) {
-            let (version, text) = entry.map_err(|e| self.fail(e))?;
-            if version.value() != expected {
-                return Err(self.damaged(format!("version {expected} is missing")));
+        self.read(|txn, checks| {
+            let texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
+            let sources = txn.open_table(SOURCES).map_err(|e| self.fail(e))?;
+            let shards = txn.open_table(SHARDS).map_err(|e| self.fail(e))?;
+            let verify = |key: String, bytes: &[u8]| {
+                checks
+                    .verify(&key, bytes)
+                    .map_err(|what| damaged(&self.path, what))
+            };
+            let mut versions = Vec::new();
+            for (expected, entry) in (1u32..).zip(texts.iter().map_err(|e| self.fail(e))?) {
+                let (version, text) = entry.map_err(|e| self.fail(e))?;
+                if version.value() != expected {
+                    return Err(damaged(
+                        &self.path,
+                        format!("version {expected} is missing"),
+                    ));
+                }
+                verify(format!("texts/{expected}"), text.value())?;
+                let text = String::from_utf8(text.value().to_vec()).map_err(|_| {
+                    damaged(
+                        &self.path,
+                        format!("text of version {expected} is not UTF-8"),
+                    )
+                })?;
+                let source = match sources.get(expected).map_err(|e| self.fail(e))? {
+                    Some(source) => {
+                        let source = source.value().to_owned();
+                        verify(format!("sources/{expected}"), source.as_bytes())?;
+                        source
+                    }
+                    None => String::new(),
+                };
+                let mut results = Vec::new();
+                for entry in shards
+                    .range((expected, 0)..=(expected, u32::MAX))
+                    .map_err(|e| self.fail(e))?
+                {
+                    let (key, value) = entry.map_err(|e| self.fail(e))?;
+                    let origin = key.value().1;
+                    verify(format!("shards/{expected}/{origin}"), value.value())?;
+                    results.push((origin, value.value().to_vec()));
+                }
+                versions.push(StoredVersion {
+                    source,
+                    text,
+                    shards: results,
+                });
             }
-            let text = String::from_utf8(text.value().to_vec())
-                .map_err(|_| self.damaged(format!("text of version {expected} is not UTF-8")))?;
-            let source = sources
-                .get(expected)
-                .map_err(|e| self.fail(e))?
-                .map(|s| s.value().to_owned())
-                .unwrap_or_default();
-            let mut results = Vec::new();
-            for entry in shards
-                .range((expected, 0)..=(expected, u32::MAX))
-                .map_err(|e| self.fail(e))?
-            {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
-                results.push((key.value().1, value.value().to_vec()));
-            }
-            versions.push(StoredVersion {
-                source,
-                text,
-                shards: results,
-            });
-        }
-        Ok(versions)
+            Ok(versions)
+        })
     }
 
     /// Durably stores the text of a new version.
     pub fn append_text(&self, version: u32, source: &str, text: &str) -> Result<()> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-            texts
-                .insert(version, text.as_bytes())
-                .map_err(|e| self.fail(e))?;
-            let mut sources = txn.open_table(SOURCES).map_err(|e| self.fail(e))?;
-            sources.insert(version, source).map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+        self.write(|txn| {
+            txn.open_table(TEXTS)?.insert(version, text.as_bytes())?;
+            storage::seal(txn, &format!("texts/{version}"), text.as_bytes())?;
+            txn.open_table(SOURCES)?.insert(version, source)?;
+            storage::seal(txn, &format!("sources/{version}"), source.as_bytes())
+        })
     }
 
     /// Durably stores a group of finished shards in one transaction.
@@ -139,26 +193,62 @@ impl CoordinatorStore {
         if results.is_empty() {
             return Ok(());
         }
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut shards = txn.open_table(SHARDS).map_err(|e| self.fail(e))?;
+        self.write(|txn| {
+            let mut shards = txn.open_table(SHARDS)?;
             for (version, origin, result) in results {
                 let bytes = encode_result(result);
-                shards
-                    .insert((*version, *origin), bytes.as_slice())
-                    .map_err(|e| self.fail(e))?;
+                shards.insert((*version, *origin), bytes.as_slice())?;
+                storage::seal(txn, &format!("shards/{version}/{origin}"), &bytes)?;
             }
-        }
-        txn.commit().map_err(|e| self.fail(e))
+            Ok(())
+        })
     }
 
     fn fail(&self, error: impl std::fmt::Display) -> Error {
         Error::storage(&self.path, error)
     }
+}
 
-    fn damaged(&self, what: String) -> Error {
-        Error::BadState(format!("{} is damaged: {what}", self.path.display()))
+impl Drop for CoordinatorStore {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = guarded(&self.path, || {
+                drop(db);
+                Ok(())
+            });
+        }
     }
+}
+
+/// Writes the format marker and creates the tables of a new coordinator file.
+fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?.insert("format", FORMAT)?;
+    txn.open_table(TEXTS)?;
+    txn.open_table(SOURCES)?;
+    txn.open_table(SHARDS)?;
+    txn.open_table(CHECKS)?;
+    txn.commit()?;
+    Ok(())
+}
+
+/// Gives a coordinator file written before checksums existed a checksum for
+/// each of its values (see `storage.rs`).
+fn seal_if_unsealed(db: &Database) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    if !storage::unsealed(&txn)? {
+        return Ok(());
+    }
+    storage::seal_table(&txn, TEXTS, |v| v.to_string(), |bytes| bytes.to_vec())?;
+    storage::seal_table(&txn, SOURCES, |v| v.to_string(), |s| s.as_bytes().to_vec())?;
+    storage::seal_table(
+        &txn,
+        SHARDS,
+        |(version, origin)| format!("{version}/{origin}"),
+        |bytes| bytes.to_vec(),
+    )?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// A shard result as stored: the wire's `ShardDone` message.

@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::coordinator::ledger::{Ledger, ShardPhase, ShardResult, ShardSummary, WorkerId};
 use crate::coordinator::persist::{self, CoordinatorStore};
+use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
-use crate::interner::{Interner, Token};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
 use crate::store::content_hash;
@@ -35,9 +35,11 @@ pub struct Shared {
     ledger: Mutex<Ledger>,
     senders: Mutex<HashMap<WorkerId, ToWorkerSender>>,
     texts: Mutex<Vec<Arc<String>>>,
+    /// The words of every text; held while a text is added, which keeps
+    /// submissions in order.
+    vocabulary: Mutex<Vocabulary>,
     store: Arc<CoordinatorStore>,
     unsaved: Mutex<Vec<(u32, u32, ShardResult)>>,
-    submit_lock: tokio::sync::Mutex<()>,
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
@@ -46,10 +48,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Shared state over a ledger already rebuilt from `store`, with `texts`
-    /// being the stored texts in version order.
+    /// Shared state over a ledger and vocabulary already rebuilt from
+    /// `store`, with `texts` being the stored texts in version order.
     pub fn new(
         ledger: Ledger,
+        vocabulary: Vocabulary,
         texts: Vec<Arc<String>>,
         store: CoordinatorStore,
         max_text_bytes: usize,
@@ -58,9 +61,9 @@ impl Shared {
             ledger: Mutex::new(ledger),
             senders: Mutex::new(HashMap::new()),
             texts: Mutex::new(texts),
+            vocabulary: Mutex::new(vocabulary),
             store: Arc::new(store),
             unsaved: Mutex::new(Vec::new()),
-            submit_lock: tokio::sync::Mutex::new(()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
             wire_bytes: AtomicU64::new(0),
@@ -93,12 +96,41 @@ impl Shared {
         }
     }
 
-    /// Releases shards whose leases ran out, and reassigns them.
+    /// Releases shards whose leases ran out (telling their workers to stop
+    /// on them) and offers pending shards to idle workers. Called
+    /// periodically, so pending work never waits for some other event.
     pub fn expire_leases(&self) {
         let expired = self.ledger().expire_leases(Instant::now());
-        if expired > 0 {
-            tracing::warn!(expired, "leases expired; shards go back to pending");
-            self.dispatch();
+        if !expired.is_empty() {
+            tracing::warn!(
+                expired = expired.len(),
+                "leases expired; shards go back to pending"
+            );
+            for (worker, attempt) in expired {
+                self.revoke(worker, attempt);
+            }
+        }
+        self.dispatch();
+    }
+
+    /// Ends every worker's Work stream (at shutdown): each worker sees its
+    /// session end and reconnects later.
+    pub fn end_work_streams(&self) {
+        self.senders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Tells `worker` that it no longer holds `attempt`.
+    fn revoke(&self, worker: WorkerId, attempt: u64) {
+        let message = v1::CoordinatorMessage {
+            kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
+        };
+        self.count_wire(&message);
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = senders.get(&worker) {
+            let _ = sender.send(Ok(message));
         }
     }
 
@@ -114,6 +146,27 @@ impl Shared {
             .map_err(|e| Error::io("shard writer stopped", std::io::Error::other(e)))?
     }
 
+    /// Makes `text` the next version: stores it durably, ingests it and
+    /// hands its shards out. Blocking; one text at a time. It runs to the
+    /// end once started (even if the submitting client goes away), so the
+    /// store, the vocabulary and the ledger always agree on the versions.
+    fn add_text(&self, name: String, text: String) -> crate::Result<u32> {
+        let mut vocabulary = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
+        let version = vocabulary.version() + 1;
+        self.store.append_text(version, &name, &text)?;
+        let added = vocabulary.ingest(&text);
+        debug_assert_eq!(added.version, version);
+        self.texts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::new(text));
+        self.ledger()
+            .add_version(name, added.new_words, &added.weights, []);
+        drop(vocabulary);
+        self.dispatch();
+        Ok(version)
+    }
+
     fn count_wire(&self, message: &impl Message) {
         self.wire_bytes
             .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
@@ -121,28 +174,37 @@ impl Shared {
 
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
         self.count_wire(&message);
-        self.ledger().heard_from(worker);
+        let was_stalled = self.ledger().heard_from(worker);
+        if was_stalled {
+            tracing::info!(worker, "a worker whose lease ran out is heard from again");
+        }
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
-                if let Err(refusal) =
+                let refused =
                     self.ledger()
-                        .progress(worker, progress.attempt, progress.orthos, now)
-                {
+                        .progress(worker, progress.attempt, progress.orthos, now);
+                if let Err(refusal) = refused {
                     tracing::debug!(worker, %refusal, "progress ignored");
+                    self.revoke(worker, progress.attempt);
                 }
             }
-            Some(FromWorker::Done(done)) => self.finish(worker, &done, now),
+            Some(FromWorker::Done(done)) => self.finish(worker, &done),
             Some(FromWorker::Failed(failed)) => {
-                tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
-                let _ = self.ledger().hand_back(worker, failed.attempt);
+                // A stale attempt (one revoked, say) was released already.
+                if self.ledger().hand_back(worker, failed.attempt).is_ok() {
+                    tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
+                }
                 self.dispatch();
             }
             Some(FromWorker::Hello(_)) | None => {}
         }
+        if was_stalled {
+            self.dispatch();
+        }
     }
 
-    fn finish(&self, worker: WorkerId, done: &v1::ShardDone, now: Instant) {
+    fn finish(&self, worker: WorkerId, done: &v1::ShardDone) {
         let mut ledger = self.ledger();
         let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
             tracing::debug!(
@@ -154,7 +216,7 @@ impl Shared {
         };
         let finished = match persist::result_of(done, vocabulary) {
             Ok(result) => ledger
-                .complete(worker, done.attempt, &result, now)
+                .complete(worker, done.attempt, &result)
                 .map(|finished| {
                     ledger.record_search(worker, &finished, done.base_version, done.stored);
                     (finished, result)
@@ -196,7 +258,8 @@ impl Shared {
             .iter()
             .filter(|v| version == 0 || v.version == version)
             .map(|v| {
-                let report = VersionReport::new(&v.interner, v.figures());
+                let words = ledger.words(v.version);
+                let report = VersionReport::from_words(v.version, words, v.figures());
                 v1::VersionStatus {
                     version: v.version,
                     state: if v.is_done() { "done" } else { "running" }.into(),
@@ -214,7 +277,7 @@ impl Shared {
                             .shards(v.version)
                             .unwrap_or_default()
                             .into_iter()
-                            .map(|shard| shard_status(shard, &v.interner))
+                            .map(|shard| shard_status(shard, words))
                             .collect()
                     } else {
                         Vec::new()
@@ -233,7 +296,7 @@ impl Shared {
 }
 
 /// One shard on the wire.
-fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
+fn shard_status(shard: ShardSummary, words: &[String]) -> v1::ShardStatus {
     let (state, worker, worker_name) = match shard.phase {
         ShardPhase::Pending => ("pending", None, None),
         ShardPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
@@ -241,10 +304,10 @@ fn shard_status(shard: ShardSummary, interner: &Interner) -> v1::ShardStatus {
     };
     v1::ShardStatus {
         origin: shard.origin,
-        word: interner
-            .word(Token(shard.origin))
-            .unwrap_or_default()
-            .to_owned(),
+        word: words
+            .get(shard.origin as usize)
+            .cloned()
+            .unwrap_or_default(),
         state: state.into(),
         attempts_started: shard.attempts_started,
         attempts_discarded: shard.attempts_discarded,
@@ -296,7 +359,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let mut chunks = request.into_inner();
         let mut data = Vec::new();
         let mut name = None;
+        let mut any_chunk = false;
         while let Some(chunk) = chunks.message().await? {
+            any_chunk = true;
             name.get_or_insert(chunk.name);
             if data.len() + chunk.data.len() > self.shared.max_text_bytes {
                 return Err(Status::resource_exhausted(format!(
@@ -305,6 +370,12 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 )));
             }
             data.extend_from_slice(&chunk.data);
+        }
+        if !any_chunk {
+            // An empty text is one empty chunk; no chunk at all is no submission.
+            return Err(Status::invalid_argument(
+                "a Submit stream must carry at least one chunk (an empty text is one empty chunk)",
+            ));
         }
         let text = String::from_utf8(data).map_err(|e| {
             Status::invalid_argument(format!(
@@ -316,38 +387,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "(unnamed)".into());
 
-        // One submission at a time, so versions are numbered in order.
-        let _turn = self.shared.submit_lock.lock().await;
-        let (version, previous) = {
-            let ledger = self.shared.ledger();
-            let previous = ledger.versions().last().map(|v| v.interner.clone());
-            (ledger.versions().len() as u32 + 1, previous)
-        };
-        let store = self.shared.store.clone();
+        let bytes = text.len() as u64;
         let hash = content_hash(&text);
-        let text = Arc::new(text);
-        let (interner, text) = {
-            let name = name.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut interner = previous.map(|i| (*i).clone()).unwrap_or_else(Interner::new);
-                interner.ingest(&text);
-                store.append_text(version, &name, &text)?;
-                Ok::<_, Error>((interner, text))
-            })
+        let shared = self.shared.clone();
+        let version = tokio::task::spawn_blocking(move || shared.add_text(name, text))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| status_of(&e))?
-        };
-        let bytes = text.len() as u64;
-        self.shared
-            .texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(text);
-        self.shared
-            .ledger()
-            .add_version(name, Arc::new(interner), []);
-        self.shared.dispatch();
+            .map_err(|e| status_of(&e))?;
         tracing::info!(version, bytes, "text submitted");
         Ok(Response::new(v1::SubmitReply {
             version,
@@ -413,7 +459,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 .version(requested)
                 .ok_or_else(|| unknown_version(requested, ledger.versions().len()))?
         };
-        let report = VersionReport::new(&version.interner, version.figures());
+        let words = ledger.words(version.version);
+        let report = VersionReport::from_words(version.version, words, version.figures());
         Ok(Response::new(v1::OptimalReply {
             version: version.version,
             state: if version.is_done() { "done" } else { "running" }.into(),

@@ -1,8 +1,9 @@
 //! The worker's search thread: it runs assigned shards one after another on
 //! one reusable [`Searcher`], turning engine progress into wire reports.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -40,6 +41,8 @@ pub struct ShardRunner {
     jobs: std::sync::mpsc::Sender<Job>,
     /// Jobs of sessions below this number are cancelled.
     live_from: Arc<AtomicU64>,
+    /// Attempts the coordinator took back: skipped, or stopped between batches.
+    revoked: Arc<Mutex<HashSet<u64>>>,
     next_session: AtomicU64,
     threads: usize,
     kept: Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
@@ -54,21 +57,26 @@ impl ShardRunner {
         let kept_now = kept.clone();
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let live_from = Arc::new(AtomicU64::new(0));
-        let live = live_from.clone();
+        let revoked = Arc::new(Mutex::new(HashSet::new()));
+        let cancel = Cancellation {
+            live_from: live_from.clone(),
+            revoked: revoked.clone(),
+        };
         std::thread::Builder::new()
             .name("fold-shards".into())
             .spawn(move || {
                 for job in queue {
-                    if job.session < live.load(Ordering::Acquire) {
+                    if cancel.cancelled(&job) {
                         continue;
                     }
-                    run_job(&searcher, &store, &job, &live, &kept_now);
+                    run_job(&searcher, &store, &job, &cancel, &kept_now);
                 }
             })
             .map_err(|e| Error::io("cannot start the search thread", e))?;
         Ok(Self {
             jobs,
             live_from,
+            revoked,
             next_session: AtomicU64::new(0),
             threads,
             kept,
@@ -98,6 +106,46 @@ impl ShardRunner {
     /// Cancels every job of `session` (and of older sessions).
     pub fn cancel(&self, session: u64) {
         self.live_from.fetch_max(session + 1, Ordering::AcqRel);
+        // Attempt ids belong to one session: those revoked are all cancelled now.
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Cancels the job of one attempt: it is skipped if it has not started,
+    /// and stopped at its next batch if it has.
+    pub fn revoke(&self, attempt: u64) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(attempt);
+    }
+
+    /// Whether `attempt` was revoked.
+    pub fn is_revoked(&self, attempt: u64) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&attempt)
+    }
+}
+
+/// What the search thread checks to drop a job: its session ended or its
+/// attempt was revoked.
+struct Cancellation {
+    live_from: Arc<AtomicU64>,
+    revoked: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl Cancellation {
+    fn cancelled(&self, job: &Job) -> bool {
+        job.session < self.live_from.load(Ordering::Acquire)
+            || self
+                .revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&job.attempt)
     }
 }
 
@@ -105,12 +153,19 @@ fn run_job(
     searcher: &Searcher,
     store: &ShardStore,
     job: &Job,
-    live_from: &AtomicU64,
+    cancel: &Cancellation,
     kept: &std::sync::Mutex<Vec<(u32, u32)>>,
 ) {
+    tracing::debug!(
+        attempt = job.attempt,
+        version = job.texts.len(),
+        origin = job.origin,
+        "searching a shard"
+    );
     let mut reporter = Reporter {
         job,
-        live_from,
+        cancel,
+        base: 0,
         last_report: Instant::now(),
         frontier_reported: 0,
         optimal_reported: None,
@@ -153,15 +208,22 @@ fn search_shard(
     reporter: &mut Reporter<'_>,
 ) -> Result<(Figures, u32, bool)> {
     let mut search = store.open(job.origin, &job.texts)?;
+    reporter.base = search.exploration.manifest().orthos();
     let advanced = searcher.advance(&mut search.exploration, &job.interner, reporter)?;
+    let figures = &advanced.figures;
+    reporter.report(figures.orthos, figures.frontier, &figures.optimal, 0);
     let kept = store.keep(job.origin, &job.texts, &mut search)?;
     Ok((advanced.figures, search.base_version, kept))
 }
 
-/// Turns engine progress into Progress reports, at most every [`REPORT_EVERY`].
+/// Turns engine progress into Progress reports, at most every
+/// [`REPORT_EVERY`] and once when the search is done. A report counts the
+/// orthos this attempt found: not those a kept shard had stored before.
 struct Reporter<'a> {
     job: &'a Job,
-    live_from: &'a AtomicU64,
+    cancel: &'a Cancellation,
+    /// Orthos of the shard before this attempt (a kept shard's).
+    base: u64,
     last_report: Instant,
     frontier_reported: u64,
     optimal_reported: Option<Ortho>,
@@ -169,30 +231,42 @@ struct Reporter<'a> {
 
 impl SearchObserver for Reporter<'_> {
     fn on_batch(&mut self, progress: &Progress) -> Result<()> {
-        if self.job.session < self.live_from.load(Ordering::Acquire) {
+        if self.cancel.cancelled(self.job) {
             return Err(Error::Cancelled);
         }
         if self.last_report.elapsed() < REPORT_EVERY {
             return Ok(());
         }
+        self.report(
+            progress.orthos,
+            progress.frontier,
+            &progress.optimal,
+            progress.queued,
+        );
+        Ok(())
+    }
+}
+
+impl Reporter<'_> {
+    /// Sends a Progress report of the shard's figures so far.
+    fn report(&mut self, orthos: u64, frontier: u64, optimal: &Option<Ortho>, queued: u64) {
         self.last_report = Instant::now();
-        let candidate = (progress.optimal != self.optimal_reported)
-            .then(|| progress.optimal.as_ref().map(proto::tokens_of))
+        let candidate = (*optimal != self.optimal_reported)
+            .then(|| optimal.as_ref().map(proto::tokens_of))
             .flatten();
-        self.optimal_reported = progress.optimal.clone();
+        self.optimal_reported = optimal.clone();
         let report = v1::Progress {
             attempt: self.job.attempt,
-            orthos: progress.orthos,
+            orthos: orthos.saturating_sub(self.base),
             // A new version can turn former leaves into inner orthos.
-            frontier_added: progress.frontier.saturating_sub(self.frontier_reported),
-            frontier_removed: self.frontier_reported.saturating_sub(progress.frontier),
-            queued: progress.queued,
+            frontier_added: frontier.saturating_sub(self.frontier_reported),
+            frontier_removed: self.frontier_reported.saturating_sub(frontier),
+            queued,
             optimal_candidate: candidate,
         };
-        self.frontier_reported = progress.frontier;
+        self.frontier_reported = frontier;
         let _ = self.job.events.send(v1::WorkerMessage {
             kind: Some(ToCoordinator::Progress(report)),
         });
-        Ok(())
     }
 }

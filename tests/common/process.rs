@@ -200,6 +200,8 @@ pub struct Coordinator {
     pub state_dir: PathBuf,
     /// The extra `serve` flags it was started with.
     flags: Vec<String>,
+    /// The open file limit it was started under, if one was set.
+    fd_limit: Option<u32>,
 }
 
 impl Coordinator {
@@ -212,7 +214,28 @@ impl Coordinator {
     /// Starts a coordinator on `port` (0: any free port) and waits for its
     /// `listening on` line.
     pub fn start_on(port: u16, state_dir: &Path, flags: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+        Self::launch(port, state_dir, flags, None)
+    }
+
+    /// Like [`Coordinator::start`], with the open file limit (`ulimit -n`)
+    /// set to `fd_limit`.
+    pub fn start_with_fd_limit(state_dir: &Path, flags: &[&str], fd_limit: u32) -> Self {
+        Self::launch(0, state_dir, flags, Some(fd_limit))
+    }
+
+    fn launch(port: u16, state_dir: &Path, flags: &[&str], fd_limit: Option<u32>) -> Self {
+        let binary = env!("CARGO_BIN_EXE_fold-coordinator");
+        let mut command = match fd_limit {
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                shell
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("serve")
             .arg("--listen")
@@ -251,6 +274,7 @@ impl Coordinator {
             port,
             state_dir: state_dir.to_owned(),
             flags: flags.iter().map(|flag| flag.to_string()).collect(),
+            fd_limit,
         }
     }
 
@@ -260,7 +284,7 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.process.kill();
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
-        *self = Self::start_on(self.port, &self.state_dir, &flags);
+        *self = Self::launch(self.port, &self.state_dir, &flags, self.fd_limit);
     }
 
     /// `host:port`, as grpcurl takes it.
@@ -633,4 +657,15 @@ fn grpcurl_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// The resident set size of process `pid`, in KiB (VmRSS of /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("cannot read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }

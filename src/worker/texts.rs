@@ -1,0 +1,184 @@
+//! Preparing a worker for a shard: the interner of the shard's version,
+//! built from the texts fetched from the coordinator (or brought up from an
+//! older cached interner with only the texts it lacks).
+//!
+//! Preparation runs in its own task, beside the session loop, so that while
+//! a large text is fetched and ingested the worker still reads its Work
+//! stream, renews its leases and answers Ctrl-C.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::runner::{Job, ShardRunner};
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::interner::Interner;
+use crate::proto::v1;
+use crate::store::content_hash;
+
+use v1::worker_message::Kind as ToCoordinator;
+
+/// Interners kept for versions recently worked on.
+const CACHED_INTERNERS: usize = 4;
+
+/// The interner of a version and the content hashes of its texts.
+#[derive(Clone)]
+struct Texts {
+    interner: Arc<Interner>,
+    hashes: Arc<Vec<String>>,
+}
+
+/// A task that prepares assigned shards in order and queues them on the
+/// search thread. Dropping it stops the task.
+pub struct Preparer {
+    assignments: mpsc::UnboundedSender<v1::Assign>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Preparer {
+    /// Starts preparing the shards of session `session`: their texts come
+    /// through `client`, their jobs go to `runner`, and a shard that cannot
+    /// be prepared is reported as failed on `events`.
+    pub fn start(
+        mut client: Client,
+        runner: Arc<ShardRunner>,
+        session: u64,
+        events: mpsc::UnboundedSender<v1::WorkerMessage>,
+    ) -> Self {
+        let (assignments, mut queue) = mpsc::unbounded_channel::<v1::Assign>();
+        let task = tokio::spawn(async move {
+            // Versions are numbered by the coordinator of this session only,
+            // so the cache lives as long as the session.
+            let mut cache = HashMap::new();
+            while let Some(assign) = queue.recv().await {
+                if runner.is_revoked(assign.attempt) {
+                    continue;
+                }
+                match interner_for(&mut client, &mut cache, assign.version).await {
+                    Ok(texts) => runner.submit(Job {
+                        session,
+                        attempt: assign.attempt,
+                        origin: assign.origin,
+                        interner: texts.interner,
+                        texts: texts.hashes,
+                        events: events.clone(),
+                    }),
+                    Err(error) => {
+                        tracing::warn!(%error, version = assign.version, "cannot get the texts; handing the shard back");
+                        let reason = format!("cannot get texts: {error}");
+                        let _ = events.send(failed(assign.attempt, &reason));
+                    }
+                }
+            }
+        });
+        Self { assignments, task }
+    }
+
+    /// Queues a shard for preparation.
+    pub fn prepare(&self, assign: v1::Assign) {
+        let _ = self.assignments.send(assign);
+    }
+}
+
+impl Drop for Preparer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A ShardFailed message.
+pub fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
+    v1::WorkerMessage {
+        kind: Some(ToCoordinator::Failed(v1::ShardFailed {
+            attempt,
+            reason: reason.into(),
+        })),
+    }
+}
+
+/// The interner of `version`: from the cache, or built on the newest cached
+/// older interner with only the texts it lacks, fetched from the coordinator.
+async fn interner_for(
+    client: &mut Client,
+    cache: &mut HashMap<u32, Texts>,
+    version: u32,
+) -> Result<Texts> {
+    if let Some(texts) = cache.get(&version) {
+        return Ok(texts.clone());
+    }
+    let started = Instant::now();
+    let base = cache
+        .iter()
+        .filter(|(cached, _)| **cached < version)
+        .max_by_key(|(cached, _)| **cached)
+        .map(|(cached, texts)| (*cached, texts.clone()));
+    let after = base.as_ref().map_or(0, |(cached, _)| *cached);
+    let fail = |status: tonic::Status| {
+        Error::io("GetTexts failed", std::io::Error::other(status.to_string()))
+    };
+    let mut chunks = client
+        .get_texts(v1::GetTextsRequest {
+            version,
+            after_version: after,
+        })
+        .await
+        .map_err(fail)?
+        .into_inner();
+    let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(chunk) = chunks.message().await.map_err(fail)? {
+        let last = texts.last_mut().expect("there is always a current text");
+        last.extend_from_slice(&chunk.data);
+        if chunk.last {
+            texts.push(Vec::new());
+        }
+    }
+    texts.pop();
+    if texts.len() != (version - after) as usize {
+        return Err(Error::BadState(format!(
+            "the coordinator sent {} texts for versions {} to {version}",
+            texts.len(),
+            after + 1
+        )));
+    }
+    let bytes: usize = texts.iter().map(Vec::len).sum();
+    let texts = texts
+        .into_iter()
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| Error::BadText("a text is not UTF-8".into()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (interner, hashes) = tokio::task::spawn_blocking(move || {
+        let (mut interner, mut hashes) = base.map_or_else(
+            || (Interner::new(), Vec::new()),
+            |(_, texts)| ((*texts.interner).clone(), (*texts.hashes).clone()),
+        );
+        for text in &texts {
+            interner.ingest(text);
+            hashes.push(content_hash(text));
+        }
+        (interner, hashes)
+    })
+    .await
+    .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
+    tracing::info!(
+        version,
+        vocabulary = interner.vocabulary(),
+        fetched_bytes = bytes,
+        ms = started.elapsed().as_millis() as u64,
+        "working on version {version}: texts fetched and interner built"
+    );
+    let texts = Texts {
+        interner: Arc::new(interner),
+        hashes: Arc::new(hashes),
+    };
+    if cache.len() >= CACHED_INTERNERS
+        && let Some(&oldest) = cache.keys().min()
+    {
+        cache.remove(&oldest);
+    }
+    cache.insert(version, texts.clone());
+    Ok(texts)
+}
