@@ -20,7 +20,11 @@ fn one_line(bytes: usize) -> String {
         .chars()
         .map(|c| if ".?!;\n".contains(c) { ' ' } else { c })
         .collect();
-    line[..line.floor_char_boundary(bytes)].to_owned()
+    let end = (0..=bytes.min(line.len()))
+        .rev()
+        .find(|&end| line.is_char_boundary(end))
+        .unwrap_or(0);
+    line[..end].to_owned()
 }
 
 /// Peak resident memory of a running process, in kB.
