@@ -1,11 +1,15 @@
 //! The batch loop (ORTHO.md §6): pop up to `batch_size` orthos from the top
-//! of the pending stack, expand them in parallel with rayon, push the
-//! children they accept, and count.
+//! of the pending stack, expand them in parallel with rayon, count them and
+//! push the children they accept.
 //!
 //! Pending work is a stack, so the search goes depth-first: it holds at most
 //! a batch's children per level of fullness, however many orthos it finds.
 //! Which children are kept is the [`Dedup`] mode's business: the canonical
 //! parent (a tree, nothing to remember) or a seen set (the reference).
+//!
+//! An ortho is counted (in the figures) when it is expanded, not when it is
+//! found: every found ortho is expanded exactly once, and pending orthos,
+//! counted nowhere yet, can be handed to another search whole.
 
 use std::collections::VecDeque;
 
@@ -27,7 +31,7 @@ pub(crate) struct Batches<'a> {
     pub seen: Option<&'a SeenSet>,
     /// Hand leaves to the observer.
     pub keep_leaves: bool,
-    /// Hand every accepted ortho to the observer.
+    /// Hand every expanded ortho to the observer.
     pub keep_orthos: bool,
     pub figures: Figures,
     pub stats: SearchStats,
@@ -41,7 +45,7 @@ pub(crate) struct Expanded {
     /// The accepted children, ortho after ortho, in one list per rayon task
     /// (joining them would copy every child once more).
     pub children: Vec<Vec<Ortho>>,
-    /// The best of the children by the §7 order.
+    /// The best of the batch's orthos by the §7 order.
     pub best: Option<Ortho>,
     /// The history records, ortho after ortho (empty unless asked for).
     pub records: Vec<Vec<u8>>,
@@ -70,38 +74,26 @@ struct Part {
 const PREFETCH_DISTANCE: usize = 8;
 
 impl Part {
-    /// Keeps `child`, whose `(volume, fullness)` is `key`, as the part's best
+    /// Keeps `ortho`, whose `(volume, fullness)` is `key`, as the part's best
     /// if it beats it (§7).
     #[inline]
-    fn consider(&mut self, child: &Ortho, key: (u64, usize)) {
-        // Nearly every child loses on (volume, fullness) alone; the full
+    fn consider(&mut self, ortho: &Ortho, key: (u64, usize)) {
+        // Nearly every ortho loses on (volume, fullness) alone; the full
         // comparison runs only on a tie.
         let challenges = match &self.best {
             None => true,
             Some(best) => {
-                key > self.best_key || (key == self.best_key && child.tie_cmp(best).is_gt())
+                key > self.best_key || (key == self.best_key && ortho.tie_cmp(best).is_gt())
             }
         };
         if challenges {
-            self.best = Some(child.clone());
+            self.best = Some(ortho.clone());
             self.best_key = key;
         }
     }
 }
 
 impl Batches<'_> {
-    /// Counts newly found orthos that do not come from a batch (roots) and
-    /// hands them to the observer's list.
-    pub fn found(&mut self, orthos: &[Ortho], listed: &mut Vec<Ortho>) {
-        self.figures.orthos += orthos.len() as u64;
-        for ortho in orthos {
-            self.figures.optimal = better(self.figures.optimal.take(), Some(ortho.clone()));
-        }
-        if self.keep_orthos {
-            listed.extend_from_slice(orthos);
-        }
-    }
-
     /// How wide watched node ids are recorded: enough for every node of
     /// the interner.
     fn node_width(&self) -> NodeWidth {
@@ -111,7 +103,8 @@ impl Batches<'_> {
     /// Expands `batch` in parallel, keeping children of candidates new since
     /// version `since` (all of them for 0) that the mode accepts, and the
     /// history records when `records` is set. Counts only the children
-    /// generated; the caller counts what it keeps.
+    /// generated; the caller counts the batch (or does not, for orthos
+    /// expanded again).
     pub fn expand(&mut self, batch: &[Ortho], since: u32, records: bool) -> Result<Expanded> {
         let threads = self.pool.current_num_threads().max(1);
         let chunk = batch.len().div_ceil(threads * 8).max(1);
@@ -149,20 +142,13 @@ impl Batches<'_> {
 
     /// Searches everything below the orthos on `stack` until it is empty,
     /// recording each batch in `history` when given. After every batch,
-    /// `between` is shown the stack as it then is, how many orthos the batch
-    /// pushed on top of it, the batch's leaves (when kept) and the history
-    /// (for progress and checkpoints); an error from it stops the search.
+    /// `between` is shown what it did ([`BatchDone`]) and the history (for
+    /// progress and checkpoints); an error from it stops the search.
     pub fn run(
         &mut self,
         stack: &mut Vec<Ortho>,
         mut history: Option<&mut BlockWriter>,
-        mut between: impl FnMut(
-            &mut Self,
-            &[Ortho],
-            usize,
-            Vec<Ortho>,
-            Option<&mut BlockWriter>,
-        ) -> Result<()>,
+        mut between: impl FnMut(&mut Self, BatchDone<'_>, Option<&mut BlockWriter>) -> Result<()>,
     ) -> Result<()> {
         let batch_size = self.batch_size.max(1);
         let mut branching = Branching::default();
@@ -179,9 +165,14 @@ impl Batches<'_> {
                 let parts: Vec<&[u8]> = expanded.records.iter().map(Vec::as_slice).collect();
                 history.batch(count, self.node_width(), &parts)?;
             }
+            let listed = if self.keep_orthos {
+                stack[first..].to_vec()
+            } else {
+                Vec::new()
+            };
             let pushed: usize = expanded.children.iter().map(Vec::len).sum();
             self.stats.processed += count as u64;
-            self.figures.orthos += pushed as u64;
+            self.figures.orthos += count as u64;
             self.figures.frontier += expanded.leaves;
             self.figures.optimal = better(self.figures.optimal.take(), expanded.best);
             stack.truncate(first);
@@ -190,16 +181,25 @@ impl Batches<'_> {
             }
             branching.observe(level, count, pushed);
             self.stats.peak_queue = self.stats.peak_queue.max(stack.len() as u64);
-            between(
-                self,
+            let done = BatchDone {
                 stack,
-                pushed,
-                expanded.leaf_orthos,
-                history.as_deref_mut(),
-            )?;
+                expanded: listed,
+                leaves: expanded.leaf_orthos,
+            };
+            between(self, done, history.as_deref_mut())?;
         }
         Ok(())
     }
+}
+
+/// What one batch of [`Batches::run`] did, for whoever watches it.
+pub(crate) struct BatchDone<'a> {
+    /// The pending orthos after it.
+    pub stack: &'a [Ortho],
+    /// The orthos it expanded (only when the observer keeps them).
+    pub expanded: Vec<Ortho>,
+    /// Its leaves (only when the observer keeps them).
+    pub leaves: Vec<Ortho>,
 }
 
 /// Children one batch may push, about: a text whose words have thousands of
@@ -269,23 +269,14 @@ fn expand_part(
     let mut steps: Vec<(usize, Step)> = Vec::new();
     // Seen-set mode: children waiting for their prefetched slot, oldest first.
     let mut in_flight: VecDeque<(OrthoId, usize, Step, Ortho)> = VecDeque::new();
-    let accept = |part: &mut Part,
-                  steps: &mut Vec<(usize, Step)>,
-                  parent: usize,
-                  step: Step,
-                  child: Ortho,
-                  fullness: usize| {
-        // Fill children share their parent's shape; only reshapings change the volume.
-        let volume = match step.reshape {
-            None => orthos[parent].volume(),
-            Some(_) => child.volume(),
-        };
-        part.consider(&child, (volume, fullness));
+    let accept = |part: &mut Part, steps: &mut Vec<(usize, Step)>, parent, step, child| {
         steps.push((parent, step));
         part.children.push(child);
     };
     for (index, ortho) in orthos.iter().enumerate() {
-        let fullness = ortho.fullness() + 1;
+        if since == 0 {
+            part.consider(ortho, ortho.rank_key());
+        }
         let expanded = expand_since(
             ortho,
             interner,
@@ -295,7 +286,7 @@ fn expand_part(
             |step, child| {
                 part.generated += 1;
                 let Some(seen) = seen else {
-                    accept(&mut part, &mut steps, index, step, child, fullness);
+                    accept(&mut part, &mut steps, index, step, child);
                     return;
                 };
                 let id = child.id();
@@ -305,8 +296,7 @@ fn expand_part(
                     && let Some((id, parent, step, child)) = in_flight.pop_front()
                     && seen.insert(id)
                 {
-                    let fullness = orthos[parent].fullness() + 1;
-                    accept(&mut part, &mut steps, parent, step, child, fullness);
+                    accept(&mut part, &mut steps, parent, step, child);
                 }
             },
         );
@@ -329,8 +319,7 @@ fn expand_part(
     if let Some(seen) = seen {
         while let Some((id, parent, step, child)) = in_flight.pop_front() {
             if seen.insert(id) {
-                let fullness = orthos[parent].fullness() + 1;
-                accept(&mut part, &mut steps, parent, step, child, fullness);
+                accept(&mut part, &mut steps, parent, step, child);
             }
         }
     }

@@ -24,23 +24,21 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use super::backing::Backing;
 use super::batch::Batches;
 use super::history::{
-    BlockKind, BlockReader, BlockWriter, FORMAT_VERSION, RawRecord, RecordAt,
-    decode_checked_orthos, encode_checked_orthos, get_varint, parse_segment_path, read_overrides,
-    rewrite_batch, segment_paths,
+    BlockKind, BlockReader, BlockWriter, FORMAT_VERSION, RecordAt, get_varint, parse_segment_path,
+    read_overrides, rewrite_batch, segment_paths,
 };
+use super::manifest::{Checkpoint, Checkpoints, Manifest, SegmentExtent, StoredFigures};
 use super::replay::replay;
-use super::{Dedup, Figures, Progress, SearchConfig, SearchObserver, SearchStats, SeenSet};
+use super::revisit::{StoredHistory, revisit};
+use super::version::VersionSearch;
+use super::{Dedup, Figures, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Growth, Interner, PhraseNode, Token};
-use crate::ortho::{Expansion, Ortho, Watch};
-use crate::spatial::shapes;
+use crate::interner::{Interner, Token};
+use crate::ortho::{Expansion, Ortho};
 
 /// Which part of the search an exploration covers.
 ///
@@ -56,165 +54,8 @@ pub enum Scope {
     Origin(Token),
 }
 
-/// The files of one searched version, as far as they are known to be written.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SegmentExtent {
-    /// Bytes of the history file.
-    pub history_bytes: u64,
-    /// Records in it: the orthos the version expanded for the first time.
-    pub records: u64,
-    /// Bytes of the overrides file.
-    pub overrides_bytes: u64,
-}
-
-/// An ortho as stored in a manifest: dims and raw slots.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredOrtho {
-    dims: Vec<usize>,
-    slots: Vec<u32>,
-}
-
-impl StoredOrtho {
-    fn of(ortho: &Ortho) -> Self {
-        Self {
-            dims: ortho.dims().to_vec(),
-            slots: ortho.raw_slots().to_vec(),
-        }
-    }
-
-    fn ortho(&self) -> Result<Ortho> {
-        let shape = shapes()
-            .id(&self.dims)
-            .ok_or_else(|| Error::BadState(format!("unknown shape {:?}", self.dims)))?;
-        Ortho::from_raw(shape, &self.slots)
-    }
-}
-
-/// Figures in a form that survives a restart.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredFigures {
-    orthos: u64,
-    frontier: u64,
-    optimal: Option<StoredOrtho>,
-}
-
-impl StoredFigures {
-    fn of(figures: &Figures) -> Self {
-        Self {
-            orthos: figures.orthos,
-            frontier: figures.frontier,
-            optimal: figures.optimal.as_ref().map(StoredOrtho::of),
-        }
-    }
-
-    fn figures(&self) -> Result<Figures> {
-        Ok(Figures {
-            orthos: self.orthos,
-            frontier: self.frontier,
-            optimal: self.optimal.as_ref().map(StoredOrtho::ortho).transpose()?,
-        })
-    }
-}
-
-/// What an exploration's directory holds once a version is done: enough to
-/// reopen it. Its owner stores it durably after each version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The history format of the files ([`FORMAT_VERSION`]).
-    pub format: u32,
-    /// The interner version the figures are for (0: nothing searched).
-    pub version: u32,
-    /// The vocabulary at `version`: tokens from it on are new to a later one.
-    pub vocabulary: u32,
-    /// Whether the history is kept (otherwise each version is searched afresh).
-    pub history: bool,
-    /// One extent per searched version since the last compaction, oldest first.
-    pub segments: Vec<SegmentExtent>,
-    /// The figures at `version`.
-    figures: StoredFigures,
-    /// Compactions so far; the history's file names carry it.
-    pub generation: u32,
-}
-
-impl Default for Manifest {
-    fn default() -> Self {
-        Self {
-            format: FORMAT_VERSION,
-            version: 0,
-            vocabulary: 0,
-            history: true,
-            segments: Vec::new(),
-            figures: StoredFigures::default(),
-            generation: 0,
-        }
-    }
-}
-
-impl Manifest {
-    /// Orthos recorded over all segments.
-    pub fn orthos(&self) -> u64 {
-        self.segments.iter().map(|segment| segment.records).sum()
-    }
-
-    /// Bytes of the history's files.
-    pub fn bytes(&self) -> u64 {
-        self.segments
-            .iter()
-            .map(|s| s.history_bytes + s.overrides_bytes)
-            .sum()
-    }
-}
-
 /// Segments a history may have before it is compacted into one.
 const MAX_SEGMENTS: usize = 8;
-
-/// A consistent point inside a version's search: resuming from it loses only
-/// the work done after it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    /// The version being searched.
-    pub version: u32,
-    /// The manifest the search started from.
-    pub base: Manifest,
-    /// How far the version's own segment was written; `records` is the
-    /// number of orthos of the version already expanded.
-    pub segment: SegmentExtent,
-    /// Figures so far.
-    figures: StoredFigures,
-    /// The orthos still to expand, encoded with a checksum. Its owner
-    /// stores it beside the rest (it is not part of the serialized form).
-    #[serde(skip)]
-    pub pending: Vec<u8>,
-}
-
-impl Checkpoint {
-    /// Orthos of the version already expanded.
-    pub fn expanded(&self) -> u64 {
-        self.segment.records
-    }
-}
-
-/// Decides when a search takes a checkpoint and keeps what it gets.
-pub trait Checkpoints {
-    /// Whether to checkpoint now; asked between batches.
-    fn due(&mut self, progress: &Progress) -> bool;
-
-    /// Stores `checkpoint` durably. The exploration's files are synced first.
-    fn save(&mut self, checkpoint: &Checkpoint) -> Result<()>;
-}
-
-/// Never checkpoints.
-pub struct NoCheckpoints;
-
-impl Checkpoints for NoCheckpoints {
-    fn due(&mut self, _progress: &Progress) -> bool {
-        false
-    }
-
-    fn save(&mut self, _checkpoint: &Checkpoint) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// What bringing an exploration to a version found.
 #[derive(Clone, Debug)]
@@ -485,7 +326,6 @@ impl Exploration {
         observer: &mut dyn SearchObserver,
         checkpoints: &mut dyn Checkpoints,
     ) -> Result<Advanced> {
-        let started = Instant::now();
         let base = self.manifest.version;
         if interner.version() < base {
             return Err(Error::BadState(format!(
@@ -501,18 +341,10 @@ impl Exploration {
         }
         self.materialize()?;
         let incremental = self.manifest.history && base > 0;
-        if !self.manifest.history {
-            self.seen = None;
-        }
-        if config.dedup == Dedup::SeenSet {
-            self.fill_seen_set(incremental)?;
-        } else {
-            self.seen = None;
-        }
+        self.prepare_seen_set(config.dedup, incremental)?;
         let segment = self.manifest.segments.len() as u32;
-        let [history_path, overrides_path] = self.paths(segment);
-        let in_memory = self.temporary && segment == 0 && resume.is_none();
-        let mut batches = Batches {
+        let paths = self.paths(segment);
+        let batches = Batches {
             pool,
             interner,
             batch_size: config.batch_size,
@@ -523,8 +355,8 @@ impl Exploration {
             figures: Figures::default(),
             stats: SearchStats::default(),
         };
-        let keep = self.manifest.history;
-        let (mut history, mut overrides, mut stack, resumed_after) = match resume {
+        let history = self.manifest.history;
+        let mut search = match resume {
             Some(checkpoint) => {
                 if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
                     return Err(Error::BadState(format!(
@@ -532,117 +364,64 @@ impl Exploration {
                         checkpoint.version
                     )));
                 }
-                let extent = &checkpoint.segment;
-                let stack = decode_checked_orthos(&checkpoint.pending).map_err(|detail| {
-                    Error::Damaged {
-                        path: self.dir.clone(),
-                        detail: format!("the checkpoint's pending orthos: {detail}"),
-                    }
-                })?;
-                batches.figures = checkpoint.figures.figures()?;
-                let history = keep
-                    .then(|| BlockWriter::reopen(&history_path, extent.history_bytes))
-                    .transpose()?;
-                let overrides = keep
-                    .then(|| BlockWriter::reopen(&overrides_path, extent.overrides_bytes))
-                    .transpose()?;
-                (history, overrides, stack, extent.records)
+                VersionSearch::resume(batches, &paths, history, checkpoint)?
             }
             None => {
-                if incremental {
-                    batches.figures = self.figures()?;
-                }
-                let mut history = keep
-                    .then(|| BlockWriter::create(&history_path, in_memory))
-                    .transpose()?;
-                let mut overrides = keep
-                    .then(|| BlockWriter::create(&overrides_path, in_memory))
-                    .transpose()?;
+                let in_memory = self.temporary && segment == 0;
+                let figures = if incremental {
+                    self.figures()?
+                } else {
+                    Figures::default()
+                };
+                let mut search =
+                    VersionSearch::start(batches, &paths, history, in_memory, figures)?;
+                // Phase 1: new first words.
                 let mut roots = self.new_roots(interner, incremental);
-                if let Some(seen) = batches.seen {
-                    roots.retain(|root| seen.insert(root.id()));
-                }
+                // Phase 2: stored orthos whose candidates grew.
                 if incremental {
-                    let changed = self.revisit(&mut batches, base, &mut roots)?;
-                    if let Some(overrides) = overrides.as_mut() {
-                        overrides.overrides(&changed)?;
-                    }
+                    let changed = revisit(&self.stored(), &mut search.batches, base, &mut roots)?;
+                    search.record_overrides(&changed)?;
                     for (at, expansion) in changed {
                         set_override(&mut self.overrides, segment, at, expansion)?;
                     }
                 }
-                tracing::debug!(elapsed = ?started.elapsed(), roots = roots.len(), "revisits done");
-                let mut listed = Vec::new();
-                batches.found(&roots, &mut listed);
-                if !listed.is_empty() {
-                    observer.on_orthos(&listed)?;
-                }
-                if let Some(history) = history.as_mut() {
-                    history.roots(&roots)?;
-                }
-                (history, overrides, roots, 0)
+                search.plant(roots)?;
+                search
             }
         };
-
-        let base_manifest = self.manifest.clone();
-        let durable = self.durable;
-        let version = interner.version();
-        batches.run(
-            &mut stack,
-            history.as_mut(),
-            |batches, stack, pushed, leaves, history| {
-                if batches.keep_leaves {
-                    observer.on_leaves(leaves)?;
-                }
-                if batches.keep_orthos {
-                    observer.on_orthos(&stack[stack.len() - pushed..])?;
-                }
-                let progress = Progress {
-                    orthos: batches.figures.orthos,
-                    processed: batches.stats.processed,
-                    queued: stack.len() as u64,
-                    frontier: batches.figures.frontier,
-                    optimal: batches.figures.optimal.clone(),
-                    elapsed: started.elapsed(),
-                };
-                observer.on_batch(&progress)?;
-                if checkpoints.due(&progress) {
-                    let segment = SegmentExtent {
-                        history_bytes: sync(history, durable)?,
-                        records: resumed_after + batches.stats.processed,
-                        overrides_bytes: sync(overrides.as_mut(), durable)?,
-                    };
-                    checkpoints.save(&Checkpoint {
-                        version,
-                        base: base_manifest.clone(),
-                        segment,
-                        figures: StoredFigures::of(&batches.figures),
-                        pending: encode_checked_orthos(stack),
-                    })?;
-                    batches.stats.checkpoints += 1;
-                }
-                Ok(())
-            },
+        // Phase 3: everything below.
+        search.search(
+            observer,
+            checkpoints,
+            interner.version(),
+            &self.manifest,
+            self.durable,
         )?;
-        let mut stats = std::mem::take(&mut batches.stats);
-        let figures = std::mem::take(&mut batches.figures);
-        stats.stored = stats.processed;
-        if let (Some(mut history), Some(mut overrides)) = (history, overrides) {
-            let extent = SegmentExtent {
-                history_bytes: history.sync(self.durable)?,
-                records: resumed_after + stats.processed,
-                overrides_bytes: overrides.sync(self.durable)?,
-            };
-            if in_memory {
-                self.unsaved = Some([history.into_backing(), overrides.into_backing()]);
+        let searched = search.finish(self.durable)?;
+        if let Some((extent, files)) = searched.segment {
+            if self.temporary && segment == 0 && resume.is_none() {
+                self.unsaved = Some(files);
             }
             self.manifest.segments.push(extent);
         }
         self.manifest.version = interner.version();
         self.manifest.vocabulary = interner.vocabulary() as u32;
-        self.manifest.figures = StoredFigures::of(&figures);
+        self.manifest.figures = StoredFigures::of(&searched.figures);
         self.manifest.format = FORMAT_VERSION;
-        Ok(Advanced { figures, stats })
+        Ok(Advanced {
+            figures: searched.figures,
+            stats: searched.stats,
+        })
+    }
+
+    /// The stored history, as a scan reads it.
+    fn stored(&self) -> StoredHistory<'_> {
+        StoredHistory {
+            dir: &self.dir,
+            generation: self.manifest.generation,
+            segments: &self.manifest.segments,
+            overrides: &self.overrides,
+        }
     }
 
     /// The orthos new in this version that no stored ortho leads to: the
@@ -667,93 +446,13 @@ impl Exploration {
         }
     }
 
-    /// Phase 2: replays every segment, expands again the stored orthos whose
-    /// candidates may have grown since `base`, and adds the children of their
-    /// new candidates to `roots`. Returns their new expansions, to be
-    /// recorded as overrides.
-    fn revisit(
-        &self,
-        batches: &mut Batches<'_>,
-        base: u32,
-        roots: &mut Vec<Ortho>,
-    ) -> Result<Vec<(RecordAt, Expansion)>> {
-        let interner = batches.interner;
-        let growth = interner.growth_since(base);
-        let batch_size = batches.batch_size.max(1);
-        let mut pending: Vec<(RecordAt, Ortho, bool)> = Vec::new();
-        let mut changed = Vec::new();
-        let mut memo = GainMemo::default();
-        for (segment, extent) in self.manifest.segments.iter().enumerate() {
-            let [path, _] = self.paths(segment as u32);
-            let reader = BlockReader::open(&path, extent.history_bytes)?;
-            // Overrides in record order, met with a cursor as records pass.
-            let known: Vec<(u32, Expansion)> = self
-                .overrides
-                .get(segment)
-                .into_iter()
-                .flatten()
-                .map(|(&index, &expansion)| (index, expansion))
-                .collect();
-            let mut next_known = 0;
-            // The expansion the filter found wanting, for the visit after it.
-            let current = std::cell::Cell::new(Expansion::default());
-            let wanted = |index: u32, record: &RawRecord<'_>| {
-                let mut overridden = None;
-                if next_known < known.len() && known[next_known].0 <= index {
-                    while next_known < known.len() && known[next_known].0 < index {
-                        next_known += 1;
-                    }
-                    if next_known < known.len() && known[next_known].0 == index {
-                        overridden = Some(known[next_known].1);
-                    }
-                }
-                let expansion = match overridden {
-                    Some(overridden) => overridden,
-                    // Nearly every ortho is dismissed here, its record undecoded.
-                    None if !record
-                        .nodes()
-                        .any(|node| interner.grew_since(PhraseNode(node), base)) =>
-                    {
-                        return false;
-                    }
-                    None => record.expansion(),
-                };
-                current.set(expansion);
-                memo.may_have_gained(&expansion.watch, interner, base, &growth)
-            };
-            let records = replay(reader, wanted, |replayed| {
-                let index = replayed.index;
-                let at = RecordAt {
-                    segment: segment as u32,
-                    index,
-                };
-                let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
-                    path: path.clone(),
-                    detail: format!("record {index}: {detail}"),
-                })?;
-                pending.push((at, ortho, current.get().leaf));
-                if pending.len() >= batch_size {
-                    revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
-                }
-                Ok(())
-            })?;
-            if u64::from(records) != extent.records {
-                return Err(Error::Damaged {
-                    path,
-                    detail: format!(
-                        "holds {records} records but {} were recorded",
-                        extent.records
-                    ),
-                });
-            }
-            batches.stats.scanned += u64::from(records);
+    /// Seen-set mode: makes sure the seen set holds every stored ortho (and
+    /// in tree mode, that there is none).
+    fn prepare_seen_set(&mut self, dedup: Dedup, incremental: bool) -> Result<()> {
+        if dedup == Dedup::Tree {
+            self.seen = None;
+            return Ok(());
         }
-        revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
-        Ok(changed)
-    }
-
-    /// Seen-set mode: makes sure the seen set holds every stored ortho.
-    fn fill_seen_set(&mut self, incremental: bool) -> Result<()> {
         if !incremental {
             self.seen = Some(SeenSet::new());
             return Ok(());
@@ -781,80 +480,6 @@ impl Exploration {
         self.seen = Some(seen);
         Ok(())
     }
-}
-
-/// Remembers [`Watch::may_have_gained`] for watches of two nodes, which
-/// siblings share: a scan asks it of a few hundred thousand records and
-/// meets the same pairs again and again.
-struct GainMemo {
-    slots: Vec<(u32, u32, bool)>,
-}
-
-impl Default for GainMemo {
-    fn default() -> Self {
-        Self {
-            slots: vec![(u32::MAX, u32::MAX, false); Self::SLOTS],
-        }
-    }
-}
-
-impl GainMemo {
-    const SLOTS: usize = 1 << 14;
-
-    fn may_have_gained(
-        &mut self,
-        watch: &Watch,
-        interner: &Interner,
-        base: u32,
-        growth: &Growth,
-    ) -> bool {
-        let &[a, b] = watch.nodes() else {
-            return watch.may_have_gained(interner, base, growth);
-        };
-        let hash = (u64::from(a) << 32 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let slot = &mut self.slots[(hash >> 50) as usize];
-        if (slot.0, slot.1) != (a, b) {
-            *slot = (a, b, watch.may_have_gained(interner, base, growth));
-        }
-        slot.2
-    }
-}
-
-/// Expands the stored orthos in `pending` again, keeping the children of
-/// their new candidates as new roots and their new expansions.
-fn revisit_batch(
-    batches: &mut Batches<'_>,
-    base: u32,
-    pending: &mut Vec<(RecordAt, Ortho, bool)>,
-    roots: &mut Vec<Ortho>,
-    changed: &mut Vec<(RecordAt, Expansion)>,
-) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let orthos: Vec<Ortho> = pending.iter().map(|(_, ortho, _)| ortho.clone()).collect();
-    let mut expanded = batches.expand(&orthos, base, false)?;
-    batches.stats.revisited += orthos.len() as u64;
-    for ((at, _, was_leaf), expansion) in pending.drain(..).zip(&expanded.expansions) {
-        // Candidates only grow, so a leaf may stop being one but never the
-        // other way round.
-        if was_leaf && !expansion.leaf {
-            batches.figures.frontier =
-                batches.figures.frontier.checked_sub(1).ok_or_else(|| {
-                    Error::BadState("stored leaves do not add up to the frontier".into())
-                })?;
-        }
-        changed.push((at, *expansion));
-    }
-    for part in expanded.children.iter_mut() {
-        roots.append(part);
-    }
-    Ok(())
-}
-
-/// Syncs a history file, if there is one; returns its length (0 if none).
-fn sync(writer: Option<&mut BlockWriter>, durable: bool) -> Result<u64> {
-    writer.map_or(Ok(0), |writer| writer.sync(durable))
 }
 
 impl Drop for Exploration {

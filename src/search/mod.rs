@@ -9,8 +9,9 @@
 //! way, a set of every ortho's id, as a reference for tests and benches.
 //!
 //! * `batch` — the batch loop;
-//! * [`exploration`] — a search kept across versions (incremental versions,
-//!   checkpoints, compaction);
+//! * [`exploration`] — a search kept across versions: `version` runs one
+//!   version's phases, `revisit` scans the stored history for orthos whose
+//!   candidates grew, `manifest` is what the owner stores about it;
 //! * `history` — its on-disk format, and `replay` to read it back;
 //! * `seen` — the seen set of the reference mode.
 //!
@@ -21,16 +22,18 @@ mod backing;
 mod batch;
 pub mod exploration;
 mod history;
+mod manifest;
 mod replay;
+mod revisit;
 mod seen;
+mod version;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use exploration::{
-    Advanced, Checkpoint, Checkpoints, Exploration, Manifest, NoCheckpoints, Scope, SegmentExtent,
-};
+pub use exploration::{Advanced, Exploration, Scope};
 pub use history::FORMAT_VERSION;
+pub use manifest::{Checkpoint, Checkpoints, Manifest, NoCheckpoints, SegmentExtent};
 pub use seen::SeenSet;
 
 use crate::error::{Error, Result};
