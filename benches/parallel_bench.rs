@@ -1,4 +1,6 @@
-//! Whole searches of three workloads (ORTHO.md §6), with one and two threads:
+//! Whole searches of three workloads (ORTHO.md §6), with one and two threads,
+//! in both modes: `tree` accepts each ortho from its canonical parent only,
+//! `seen-set` keeps every ortho's id to drop second arrivals (the reference).
 //! small = ts_0_2k (1,041 orthos), medium = ts_0_10k (41,863),
 //! large = ts_0_20k (1,280,079).
 
@@ -6,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fold::search::Unobserved;
+use fold::search::{Dedup, Unobserved};
 use fold::{Interner, SearchConfig, search};
 
 #[global_allocator]
@@ -26,14 +28,17 @@ fn bench_workload(c: &mut Criterion, label: &str, text: &str, samples: usize) {
     let mut group = c.benchmark_group(label);
     group.sample_size(samples);
     group.measurement_time(Duration::from_secs(if samples <= 10 { 20 } else { 5 }));
-    for threads in [1, 2] {
-        let config = SearchConfig {
-            threads,
-            ..SearchConfig::default()
-        };
-        group.bench_function(format!("{text}/threads_{threads}"), |b| {
-            b.iter(|| search(&interner, &config, &mut Unobserved).expect("search succeeds"))
-        });
+    for dedup in [Dedup::Tree, Dedup::SeenSet] {
+        for threads in [1, 2] {
+            let config = SearchConfig {
+                threads,
+                dedup,
+                ..SearchConfig::default()
+            };
+            group.bench_function(format!("{text}/{}/threads_{threads}", dedup.name()), |b| {
+                b.iter(|| search(&interner, &config, &mut Unobserved).expect("search succeeds"))
+            });
+        }
     }
     group.finish();
 }

@@ -393,6 +393,21 @@ pub fn canonical_parent(ortho: &Ortho) -> Option<Ortho> {
     local_parents(ortho).into_iter().next()
 }
 
+/// Whether the found ortho `ortho` lies in the subtree of `root` (is
+/// `root` or a descendant of it): whether walking up its canonical parents
+/// meets `root`. Every step up removes one filled slot.
+pub fn is_below(ortho: &Ortho, root: &Ortho) -> bool {
+    let target = root.fullness();
+    let mut at = ortho.clone();
+    while at.fullness() > target {
+        match canonical_parent(&at) {
+            Some(parent) => at = parent,
+            None => return false,
+        }
+    }
+    at == *root
+}
+
 fn from_raw(like: &Ortho, slots: &[u32]) -> Ortho {
     Ortho::from_raw(like.shape(), slots).expect("same shape, same length")
 }

@@ -236,3 +236,145 @@ fn pending_work_stays_small_however_many_orthos_are_found() {
         assert!(peak * 4 < outcome.figures.orthos, "{peak} pending at once");
     }
 }
+
+/// Hands off whatever is pending after a given number of batches.
+struct HandOffAfter {
+    batches: u32,
+}
+
+impl SearchObserver for HandOffAfter {
+    fn hand_off(&mut self) -> bool {
+        self.batches = self.batches.saturating_sub(1);
+        self.batches == 0
+    }
+}
+
+/// A search split into subtree units as a cluster splits it: a unit stops
+/// early and hands its pending orthos off as new units (again and again),
+/// and every later version brings each unit up to date: from its kept
+/// history, or from scratch with its handed-off orthos excluded. The units'
+/// figures add up to a fresh search's, version after version.
+fn units_add_up(texts: &[String], stop_after: u32) -> Result<(), TestCaseError> {
+    use fold::search::{Exploration, Scope, Searcher, Subtrees};
+    use std::sync::Arc;
+
+    struct Unit {
+        part: Subtrees,
+        exploration: Exploration,
+        _dir: tempfile::TempDir,
+    }
+    let searcher = Searcher::new(config(1, 2, Dedup::Tree)).unwrap();
+    let mut units: Vec<Unit> = Vec::new();
+    let mut interner = Interner::new();
+    for text in texts {
+        let known = interner.vocabulary() as u32;
+        interner.ingest(text);
+        // New first words make a new unit.
+        let roots: Vec<Ortho> = (known..interner.vocabulary() as u32)
+            .map(|t| Ortho::new(&[2, 2], &[Some(fold::Token(t)), None, None, None]).unwrap())
+            .collect();
+        let mut queue: Vec<Subtrees> = Vec::new();
+        if !roots.is_empty() {
+            queue.push(Subtrees {
+                roots,
+                excluded: Default::default(),
+            });
+        }
+        let mut total = fold::Figures::default();
+        // Bring every unit up to this version; half of them from scratch.
+        for (index, unit) in units.iter_mut().enumerate() {
+            if index % 2 == 1 {
+                let dir = tempfile::tempdir().unwrap();
+                unit.exploration =
+                    Exploration::create(dir.path(), Scope::Subtrees(Arc::new(unit.part.clone())))
+                        .unwrap();
+                unit._dir = dir;
+            }
+            let advanced = searcher
+                .advance(
+                    &mut unit.exploration,
+                    &interner,
+                    &mut HandOffAfter {
+                        batches: stop_after,
+                    },
+                )
+                .unwrap();
+            total.add(&advanced.figures);
+            record_handoff(&mut unit.part, advanced.handed_off, &mut queue);
+        }
+        while let Some(part) = queue.pop() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut exploration =
+                Exploration::create(dir.path(), Scope::Subtrees(Arc::new(part.clone()))).unwrap();
+            let advanced = searcher
+                .advance(
+                    &mut exploration,
+                    &interner,
+                    &mut HandOffAfter {
+                        batches: stop_after,
+                    },
+                )
+                .unwrap();
+            total.add(&advanced.figures);
+            let mut unit = Unit {
+                part,
+                exploration,
+                _dir: dir,
+            };
+            record_handoff(&mut unit.part, advanced.handed_off, &mut queue);
+            units.push(unit);
+        }
+        let fresh = fold::search(&interner, &SearchConfig::default(), &mut Unobserved).unwrap();
+        prop_assert_eq!(&total, &fresh.figures, "version {}", interner.version());
+    }
+    Ok(())
+}
+
+/// A unit that handed `pending` off: they become new units (in two parts),
+/// which keep the unit's exclusions that lie below their roots, and the
+/// unit excludes them from now on.
+fn record_handoff(
+    part: &mut fold::search::Subtrees,
+    pending: Vec<Ortho>,
+    queue: &mut Vec<fold::search::Subtrees>,
+) {
+    if pending.is_empty() {
+        return;
+    }
+    let half = pending.len().div_ceil(2);
+    for chunk in pending.chunks(half) {
+        let excluded = part
+            .excluded
+            .iter()
+            .filter(|excluded| {
+                chunk
+                    .iter()
+                    .any(|root| fold::canonical::is_below(excluded, root))
+            })
+            .cloned()
+            .collect();
+        queue.push(fold::search::Subtrees {
+            roots: chunk.to_vec(),
+            excluded,
+        });
+    }
+    part.excluded.extend(pending);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn subtree_units_that_hand_work_off_add_up_to_the_whole_search(
+        text in text(),
+        cuts in prop::collection::btree_set(1usize..12, 0..=2),
+        stop_after in 1u32..4,
+    ) {
+        let sentences: Vec<&str> = text.split(". ").collect();
+        let mut bounds: Vec<usize> = cuts.into_iter().filter(|&cut| cut < sentences.len()).collect();
+        bounds.insert(0, 0);
+        bounds.push(sentences.len());
+        let texts: Vec<String> = bounds.windows(2).map(|part| sentences[part[0]..part[1]].join(". ")).collect();
+        units_add_up(&texts, stop_after)?;
+    }
+}

@@ -11,7 +11,7 @@
 //! found: every found ortho is expanded exactly once, and pending orthos,
 //! counted nowhere yet, can be handed to another search whole.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use rayon::prelude::*;
 
@@ -29,6 +29,8 @@ pub(crate) struct Batches<'a> {
     pub dedup: Dedup,
     /// The ids of every ortho found, in seen-set mode.
     pub seen: Option<&'a SeenSet>,
+    /// Orthos never to accept (their subtrees belong to another search).
+    pub excluded: Option<&'a HashSet<Ortho>>,
     /// Hand leaves to the observer.
     pub keep_leaves: bool,
     /// Hand every expanded ortho to the observer.
@@ -108,14 +110,28 @@ impl Batches<'_> {
     pub fn expand(&mut self, batch: &[Ortho], since: u32, records: bool) -> Result<Expanded> {
         let threads = self.pool.current_num_threads().max(1);
         let chunk = batch.len().div_ceil(threads * 8).max(1);
-        let (interner, dedup, seen, keep_leaves) =
-            (self.interner, self.dedup, self.seen, self.keep_leaves);
+        let (interner, dedup, seen, excluded, keep_leaves) = (
+            self.interner,
+            self.dedup,
+            self.seen,
+            self.excluded,
+            self.keep_leaves,
+        );
         let records = records.then(|| self.node_width());
         let parts: Vec<Part> = self.pool.install(|| {
             batch
                 .par_chunks(chunk)
                 .map(|orthos| {
-                    expand_part(orthos, interner, since, dedup, seen, keep_leaves, records)
+                    let rules = PartRules {
+                        interner,
+                        since,
+                        dedup,
+                        seen,
+                        excluded,
+                        keep_leaves,
+                        records,
+                    };
+                    expand_part(orthos, rules)
                 })
                 .collect()
         });
@@ -143,12 +159,14 @@ impl Batches<'_> {
     /// Searches everything below the orthos on `stack` until it is empty,
     /// recording each batch in `history` when given. After every batch,
     /// `between` is shown what it did ([`BatchDone`]) and the history (for
-    /// progress and checkpoints); an error from it stops the search.
+    /// progress and checkpoints); it answers whether to go on (the orthos
+    /// still pending then stay on `stack`), and an error from it stops the
+    /// search.
     pub fn run(
         &mut self,
         stack: &mut Vec<Ortho>,
         mut history: Option<&mut BlockWriter>,
-        mut between: impl FnMut(&mut Self, BatchDone<'_>, Option<&mut BlockWriter>) -> Result<()>,
+        mut between: impl FnMut(&mut Self, BatchDone<'_>, Option<&mut BlockWriter>) -> Result<bool>,
     ) -> Result<()> {
         let batch_size = self.batch_size.max(1);
         let mut branching = Branching::default();
@@ -186,7 +204,9 @@ impl Batches<'_> {
                 expanded: listed,
                 leaves: expanded.leaf_orthos,
             };
-            between(self, done, history.as_deref_mut())?;
+            if !between(self, done, history.as_deref_mut())? {
+                break;
+            }
         }
         Ok(())
     }
@@ -246,16 +266,31 @@ impl Branching {
     }
 }
 
-/// Expands one task's orthos in order.
-fn expand_part(
-    orthos: &[Ortho],
-    interner: &Interner,
+/// What decides how one rayon task expands its orthos.
+#[derive(Clone, Copy)]
+struct PartRules<'a> {
+    interner: &'a Interner,
+    /// Keep only children of candidates new since this version (0: all).
     since: u32,
     dedup: Dedup,
-    seen: Option<&SeenSet>,
+    seen: Option<&'a SeenSet>,
+    excluded: Option<&'a HashSet<Ortho>>,
     keep_leaves: bool,
+    /// Write history records, with node ids this wide.
     records: Option<NodeWidth>,
-) -> Part {
+}
+
+/// Expands one task's orthos in order.
+fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
+    let PartRules {
+        interner,
+        since,
+        dedup,
+        seen,
+        excluded,
+        keep_leaves,
+        records,
+    } = rules;
     let acceptance = match dedup {
         Dedup::Tree => Acceptance::Canonical,
         Dedup::SeenSet => Acceptance::Every,
@@ -270,6 +305,9 @@ fn expand_part(
     // Seen-set mode: children waiting for their prefetched slot, oldest first.
     let mut in_flight: VecDeque<(OrthoId, usize, Step, Ortho)> = VecDeque::new();
     let accept = |part: &mut Part, steps: &mut Vec<(usize, Step)>, parent, step, child| {
+        if excluded.is_some_and(|excluded| excluded.contains(&child)) {
+            return;
+        }
         steps.push((parent, step));
         part.children.push(child);
     };

@@ -22,8 +22,9 @@
 //! During phase 3 the exploration can checkpoint: the history files are
 //! synced and their lengths, the figures and the pending orthos recorded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::backing::Backing;
 use super::batch::Batches;
@@ -42,16 +43,29 @@ use crate::ortho::{Expansion, Ortho};
 
 /// Which part of the search an exploration covers.
 ///
-/// The token in slot 0 never changes as an ortho grows or reshapes, so the
-/// orthos with one origin token form a closed sub-search: the shards of a
-/// distributed search. Their figures add up to the whole search's, and the
-/// whole optimum is the best of theirs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Every ortho has one canonical parent, so the orthos below any ortho form
+/// a closed, disjoint part of the search: its figures add up with those of
+/// the other parts to the whole search's, and the whole optimum is the best
+/// of theirs.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Every ortho.
     All,
-    /// Only the orthos whose slot 0 holds this token.
+    /// Only the orthos whose slot 0 holds this token (the token there never
+    /// changes as an ortho grows; these are the subtree of `[token, _, _, _]`).
     Origin(Token),
+    /// The subtrees below some orthos: a unit of a distributed search.
+    Subtrees(Arc<Subtrees>),
+}
+
+/// The subtrees below some roots, less the subtrees of some of their
+/// descendants (parts handed to other units).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subtrees {
+    /// The roots, counted in the part.
+    pub roots: Vec<Ortho>,
+    /// Descendants whose subtrees belong elsewhere: never accepted here.
+    pub excluded: HashSet<Ortho>,
 }
 
 /// Segments a history may have before it is compacted into one.
@@ -60,10 +74,16 @@ const MAX_SEGMENTS: usize = 8;
 /// What bringing an exploration to a version found.
 #[derive(Clone, Debug)]
 pub struct Advanced {
-    /// The figures at that version (of the whole search, not only the new part).
+    /// The figures at that version (of the whole search, not only the new
+    /// part; without the orthos handed off).
     pub figures: Figures,
     /// The work this call did.
     pub stats: SearchStats,
+    /// The orthos found but not expanded when the observer asked to stop
+    /// ([`SearchObserver::hand_off`]), bottom of the pending stack first:
+    /// they and their subtrees belong to other searches now. Empty when the
+    /// search ran to the end.
+    pub handed_off: Vec<Ortho>,
 }
 
 /// Everything found so far, as a history on disk.
@@ -247,7 +267,7 @@ impl Exploration {
                 if kind == BlockKind::Overrides {
                     return Err(damaged("an overrides block in a history file"));
                 }
-                if kind == BlockKind::Roots {
+                if kind == BlockKind::Roots || kind == BlockKind::Handoff {
                     history.raw(kind, payload)?;
                     continue;
                 }
@@ -337,6 +357,7 @@ impl Exploration {
             return Ok(Advanced {
                 figures: self.figures()?,
                 stats: SearchStats::default(),
+                handed_off: Vec::new(),
             });
         }
         self.materialize()?;
@@ -344,12 +365,17 @@ impl Exploration {
         self.prepare_seen_set(config.dedup, incremental)?;
         let segment = self.manifest.segments.len() as u32;
         let paths = self.paths(segment);
+        let excluded = match &self.scope {
+            Scope::Subtrees(part) if !part.excluded.is_empty() => Some(&part.excluded),
+            _ => None,
+        };
         let batches = Batches {
             pool,
             interner,
             batch_size: config.batch_size,
             dedup: config.dedup,
             seen: self.seen.as_ref(),
+            excluded,
             keep_leaves: observer.wants_leaves(),
             keep_orthos: observer.wants_orthos(),
             figures: Figures::default(),
@@ -411,6 +437,7 @@ impl Exploration {
         Ok(Advanced {
             figures: searched.figures,
             stats: searched.stats,
+            handed_off: searched.handed_off,
         })
     }
 
@@ -437,12 +464,20 @@ impl Exploration {
         let root = |token: u32| {
             Ortho::new(&[2, 2], &[Some(Token(token)), None, None, None]).expect("a start ortho")
         };
-        match self.scope {
+        match &self.scope {
             Scope::All => (known..vocabulary).map(root).collect(),
-            Scope::Origin(Token(origin)) if origin >= known && origin < vocabulary => {
+            &Scope::Origin(Token(origin)) if origin >= known && origin < vocabulary => {
                 vec![root(origin)]
             }
             Scope::Origin(_) => Vec::new(),
+            // A part's roots are planted once; later versions only revisit.
+            Scope::Subtrees(part) if !incremental => part
+                .roots
+                .iter()
+                .filter(|root| !part.excluded.contains(*root))
+                .cloned()
+                .collect(),
+            Scope::Subtrees(_) => Vec::new(),
         }
     }
 

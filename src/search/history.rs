@@ -56,6 +56,9 @@
 //!   children, a byte with bit `j` set for over-reshaping `j` and bit 7 for
 //!   the up-reshaping. Replaying pushes each record's children, record after
 //!   record, as the search did.
+//! * `4` handoff — `count`: the search stopped with `count` orthos still
+//!   pending and handed them to other searches (other units of a distributed
+//!   search); replaying drops them, and the run ends.
 //! * `3` overrides (only in `overrides-G-S`) — `count`, the node-id width
 //!   byte `n`, then per entry the segment and record index it replaces the
 //!   expansion of, and the new head byte and watched nodes (bit 6 is unused
@@ -87,6 +90,7 @@ pub(crate) enum BlockKind {
     Roots = 1,
     Batch = 2,
     Overrides = 3,
+    Handoff = 4,
 }
 
 impl BlockKind {
@@ -95,6 +99,7 @@ impl BlockKind {
             1 => Some(Self::Roots),
             2 => Some(Self::Batch),
             3 => Some(Self::Overrides),
+            4 => Some(Self::Handoff),
             _ => None,
         }
     }
@@ -209,6 +214,12 @@ impl BlockWriter {
                 out.extend_from_slice(part);
             }
         })
+    }
+
+    /// Records that the `count` orthos still pending were handed to other
+    /// searches: the run ends here.
+    pub fn handoff(&mut self, count: usize) -> Result<()> {
+        self.block(BlockKind::Handoff, |out| put_varint(out, count as u32))
     }
 
     /// Appends overrides.

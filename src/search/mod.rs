@@ -31,7 +31,7 @@ mod version;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use exploration::{Advanced, Exploration, Scope};
+pub use exploration::{Advanced, Exploration, Scope, Subtrees};
 pub use history::FORMAT_VERSION;
 pub use manifest::{Checkpoint, Checkpoints, Manifest, NoCheckpoints, SegmentExtent};
 pub use seen::SeenSet;
@@ -175,6 +175,12 @@ pub trait SearchObserver {
     fn on_batch(&mut self, _progress: &Progress) -> Result<()> {
         Ok(())
     }
+
+    /// Asked after each batch: whether to stop here and hand the orthos
+    /// still pending to other searches (see [`Advanced::handed_off`]).
+    fn hand_off(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that watches nothing.
@@ -232,7 +238,7 @@ impl Searcher {
     ) -> Result<SearchOutcome> {
         let mut exploration = Exploration::temporary(&self.config.spill_dir, scope)?;
         exploration.discard_history();
-        let Advanced { figures, stats } = self.advance(&mut exploration, interner, observer)?;
+        let Advanced { figures, stats, .. } = self.advance(&mut exploration, interner, observer)?;
         Ok(SearchOutcome { figures, stats })
     }
 

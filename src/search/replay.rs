@@ -219,6 +219,19 @@ pub(crate) fn replay(
                 }
                 arena.compact_if_large(&mut stack);
             }
+            BlockKind::Handoff => {
+                let mut bytes = payload;
+                let count =
+                    get_varint(&mut bytes).ok_or_else(|| damaged(at, "bad count".into()))?;
+                if count as usize != stack.len() || !bytes.is_empty() {
+                    return Err(damaged(
+                        at,
+                        format!("{count} orthos handed off with {} pending", stack.len()),
+                    ));
+                }
+                stack.clear();
+                opening = false;
+            }
             BlockKind::Overrides => {
                 return Err(damaged(at, "an overrides block in a history file".into()));
             }

@@ -30,6 +30,8 @@ pub(super) struct VersionSearch<'a> {
 pub(super) struct Searched {
     pub figures: Figures,
     pub stats: SearchStats,
+    /// The pending orthos handed to other searches, if the search stopped.
+    pub handed_off: Vec<Ortho>,
     /// The segment's extent and files, when a history is kept.
     pub segment: Option<(SegmentExtent, [Backing; 2])>,
 }
@@ -164,9 +166,16 @@ impl<'a> VersionSearch<'a> {
                     })?;
                     batches.stats.checkpoints += 1;
                 }
-                Ok(())
+                Ok(!observer.hand_off())
             },
-        )
+        )?;
+        if !self.stack.is_empty() {
+            // Stopped to hand the rest off: the run ends here.
+            if let Some(history) = self.history.as_mut() {
+                history.handoff(self.stack.len())?;
+            }
+        }
+        Ok(())
     }
 
     /// Closes the version's segment, waiting for the disk when `durable`.
@@ -188,6 +197,7 @@ impl<'a> VersionSearch<'a> {
             figures: self.batches.figures,
             stats,
             segment,
+            handed_off: self.stack,
         })
     }
 }

@@ -89,7 +89,7 @@ impl ShardStore {
         let version = texts.len() as u32;
         let fresh = |may_keep| -> Result<ShardSearch> {
             Ok(ShardSearch {
-                exploration: Exploration::temporary(&self.scratch, scope)?,
+                exploration: Exploration::temporary(&self.scratch, scope.clone())?,
                 base_version: 0,
                 kept: false,
                 may_keep,
@@ -106,7 +106,7 @@ impl ShardStore {
                     && record.texts.len() as u32 == record.manifest.version =>
             {
                 let base_version = record.manifest.version;
-                match Exploration::open(&dir, scope, record.manifest) {
+                match Exploration::open(&dir, scope.clone(), record.manifest) {
                     Ok(mut exploration) => {
                         exploration.set_durable(false);
                         // The record no longer describes the log once it
