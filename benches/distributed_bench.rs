@@ -5,8 +5,8 @@
 //! The coordinator and workers start once; every iteration submits the text
 //! again as a new version (same text, same interner content, same figures)
 //! and waits for it. In `coordinator_2_workers_1_thread` the workers keep no
-//! shard, so every version is searched from scratch, like the embedded run;
-//! in `..._kept_shards` they keep their large shards (the default), so each
+//! unit, so every version is searched from scratch, like the embedded run;
+//! in `..._kept_units` they keep their large units (the default), so each
 //! new version only rescans those and searches the small ones again.
 
 use std::io::{BufRead, BufReader};
@@ -60,7 +60,7 @@ fn embedded(c: &mut Criterion) {
     });
 }
 
-/// A coordinator and two one-thread workers that keep shards of at least
+/// A coordinator and two one-thread workers that keep units of at least
 /// `keep_from` orthos; returns the coordinator's URL and the processes.
 fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
     let mut coordinator = Command::new(COORDINATOR)
@@ -86,7 +86,7 @@ fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
     for index in 0..2 {
         let worker = Command::new(WORKER)
             .args(["--coordinator", &url, "--threads", "1", "--token", TOKEN])
-            .args(["--keep-shards-from", &keep_from.to_string(), "--data-dir"])
+            .args(["--keep-units-from", &keep_from.to_string(), "--data-dir"])
             .arg(dir.join(format!("worker{index}")))
             .spawn()
             .expect("worker starts");
@@ -137,8 +137,8 @@ fn distributed(c: &mut Criterion) {
 fn distributed_kept(c: &mut Criterion) {
     distributed_with(
         c,
-        "ts_0_20k/coordinator_2_workers_1_thread_kept_shards",
-        fold::worker::DEFAULT_KEEP_SHARDS_FROM,
+        "ts_0_20k/coordinator_2_workers_1_thread_kept_units",
+        fold::worker::DEFAULT_KEEP_UNITS_FROM,
     );
 }
 

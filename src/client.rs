@@ -170,10 +170,7 @@ fn text_chunks(name: &str, bytes: Vec<u8>) -> Vec<v1::SubmitChunk> {
 async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v1::VersionStatus> {
     let progress = progress && std::io::stderr().is_terminal();
     let mut updates = client
-        .watch_status(v1::StatusRequest {
-            version,
-            shards: false,
-        })
+        .watch_status(v1::StatusRequest { version, units: 0 })
         .await?
         .into_inner();
     let mut last = None;
@@ -183,10 +180,10 @@ async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v
         };
         if progress {
             eprint!(
-                "\r\x1b[2Kversion {}: shards {}/{}, {} orthos, {} workers, {:.0} orthos/s",
+                "\r\x1b[2Kversion {}: units {}/{}, {} orthos, {} workers, {:.0} orthos/s",
                 status.version,
-                status.shards_done,
-                status.shards_total,
+                status.units_done,
+                status.units_total,
                 status.orthos,
                 reply.workers,
                 reply.orthos_per_second
@@ -215,8 +212,8 @@ async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v
 pub struct StatusOptions {
     /// One JSON object per version per line.
     pub json: bool,
-    /// Also list every shard of each version.
-    pub shards: bool,
+    /// Also list up to this many units of each version (0: none).
+    pub units: u32,
 }
 
 /// Prints the status of every version.
@@ -229,7 +226,7 @@ pub async fn status(
     let reply = client
         .status(v1::StatusRequest {
             version: 0,
-            shards: options.shards,
+            units: options.units,
         })
         .await?
         .into_inner();
@@ -239,14 +236,16 @@ pub async fn status(
             let mut object = report.to_json();
             let mut extra = serde_json::json!({
                 "state": status.state,
-                "shards_done": status.shards_done,
-                "shards_total": status.shards_total,
-                "shards_running": status.shards_running,
+                "units_done": status.units_done,
+                "units_total": status.units_total,
+                "units_running": status.units_running,
+                "units_pending": status.units_pending,
+                "units_split": status.units_split,
                 "attempts_discarded": status.attempts_discarded,
                 "source": status.source,
             });
-            if options.shards {
-                extra["shards"] = status.shards.iter().map(shard_json).collect();
+            if options.units > 0 {
+                extra["units"] = status.units.iter().map(unit_json).collect();
             }
             if let (Some(object), Some(extra)) = (object.as_object_mut(), extra.as_object()) {
                 object.extend(extra.clone());
@@ -254,22 +253,23 @@ pub async fn status(
             object.to_string()
         } else {
             format!(
-                "version {} ({}): {}, shards {}/{} ({} running), vocabulary {}, orthos {}, frontier {}",
+                "version {} ({}): {}, units {}/{} ({} running, {} split), vocabulary {}, orthos {}, frontier {}",
                 status.version,
                 status.source,
                 status.state,
-                status.shards_done,
-                status.shards_total,
-                status.shards_running,
+                status.units_done,
+                status.units_total,
+                status.units_running,
+                status.units_split,
                 status.vocabulary,
                 status.orthos,
                 status.frontier
             )
         };
         write_line(out, &line)?;
-        if options.shards && !options.json {
-            for shard in &status.shards {
-                write_line(out, &shard_line(shard))?;
+        if options.units > 0 && !options.json {
+            for unit in &status.units {
+                write_line(out, &unit_line(unit))?;
             }
         }
     }
@@ -288,39 +288,55 @@ pub async fn status(
     Ok(())
 }
 
-/// One shard as a JSON object; figures and worker are `null` when absent.
-fn shard_json(shard: &v1::ShardStatus) -> serde_json::Value {
+/// One unit as a JSON object; the worker is `null` unless it is running.
+fn unit_json(unit: &v1::UnitStatus) -> serde_json::Value {
     serde_json::json!({
-        "origin": shard.origin,
-        "word": shard.word,
-        "state": shard.state,
-        "attempts_started": shard.attempts_started,
-        "attempts_discarded": shard.attempts_discarded,
-        "times_counted": shard.times_counted,
-        "orthos": shard.orthos,
-        "frontier": shard.frontier,
-        "worker": shard.worker,
-        "worker_name": shard.worker_name,
-        "base_version": shard.base_version,
+        "unit": unit.unit,
+        "created": unit.created,
+        "parent": unit.parent,
+        "state": unit.state,
+        "roots": unit.roots,
+        "excluded": unit.excluded,
+        "attempts_started": unit.attempts_started,
+        "attempts_discarded": unit.attempts_discarded,
+        "times_counted": unit.times_counted,
+        "orthos": unit.orthos,
+        "frontier": unit.frontier,
+        "split_into": unit.split_into,
+        "elapsed_ms": unit.elapsed_ms,
+        "worker": unit.worker,
+        "worker_name": unit.worker_name,
+        "base_version": unit.base_version,
     })
 }
 
-/// One shard as an indented line under its version.
-fn shard_line(shard: &v1::ShardStatus) -> String {
-    let mut line = format!("  shard {} {:?}: {}", shard.origin, shard.word, shard.state);
-    if let Some(worker) = &shard.worker {
-        let name = shard.worker_name.as_deref().unwrap_or_default();
+/// One unit as an indented line under its version.
+fn unit_line(unit: &v1::UnitStatus) -> String {
+    let mut line = format!(
+        "  unit {} ({} roots, {} excluded): {}",
+        unit.unit, unit.roots, unit.excluded, unit.state
+    );
+    if let Some(worker) = &unit.worker {
+        let name = unit.worker_name.as_deref().unwrap_or_default();
         line += &format!(" on worker {worker} ({name})");
     }
     line += &format!(
-        ", attempts {} ({} discarded), counted {}",
-        shard.attempts_started, shard.attempts_discarded, shard.times_counted
+        ", attempts {} ({} discarded), counted {}, orthos {}, frontier {}, {:.1} s",
+        unit.attempts_started,
+        unit.attempts_discarded,
+        unit.times_counted,
+        unit.orthos,
+        unit.frontier,
+        unit.elapsed_ms as f64 / 1000.0
     );
-    if let (Some(orthos), Some(frontier)) = (shard.orthos, shard.frontier) {
-        line += &format!(", orthos {orthos}, frontier {frontier}");
+    if unit.parent > 0 {
+        line += &format!(", split from unit {}", unit.parent);
     }
-    if shard.base_version > 0 {
-        line += &format!(", brought up from version {}", shard.base_version);
+    if unit.split_into > 0 {
+        line += &format!(", split into {} units", unit.split_into);
+    }
+    if unit.base_version > 0 {
+        line += &format!(", brought up from version {}", unit.base_version);
     }
     line
 }

@@ -18,14 +18,15 @@
 //!   files check what they read back and turn a damaged file into an error.
 //! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
 //! * [`proto`] — the generated `fold.v1` gRPC types and their conversions.
-//! * [`coordinator`] — `fold-coordinator serve`: shards, leases, aggregation.
-//! * [`worker`] — `fold-worker`: searches leased shards and reports back.
+//! * [`coordinator`] — `fold-coordinator serve`: units, leases, splits, aggregation.
+//! * [`worker`] — `fold-worker`: searches leased units and reports back.
 //! * [`client`] — `fold-coordinator submit | status | optimal`.
 //!
 //! Data flows text → interner → search (spatial + ortho + log) → figures →
 //! report and store. Distributed, the coordinator splits a version's search
-//! into one shard per origin token; workers run [`search::Searcher`] on each
-//! shard and the coordinator adds the shards' figures up.
+//! into units (subtrees of the search tree); workers run [`search::Searcher`]
+//! on each unit, hand part of a large one off to new units when told to, and
+//! the coordinator adds the units' figures up.
 
 #![warn(missing_docs)]
 

@@ -46,6 +46,55 @@ pub fn ortho_of(tokens: &v1::OrthoTokens, vocabulary: usize) -> Result<Ortho> {
     Ortho::new(&dims, &payload)
 }
 
+/// Orthos from an encoded ortho list on the wire (see
+/// [`crate::search::encode_ortho_list`]), checked against a vocabulary of
+/// `vocabulary` tokens.
+pub fn orthos_of(bytes: &[u8], vocabulary: usize) -> Result<Vec<Ortho>> {
+    let orthos = crate::search::decode_ortho_list(bytes)
+        .map_err(|e| Error::BadOrtho(format!("a bad ortho list: {e}")))?;
+    let outside = orthos
+        .iter()
+        .flat_map(|ortho| ortho.payload().flatten())
+        .find(|token| token.0 as usize >= vocabulary);
+    match outside {
+        Some(token) => Err(Error::BadOrtho(format!(
+            "token id {} outside a vocabulary of {vocabulary}",
+            token.0
+        ))),
+        None => Ok(orthos),
+    }
+}
+
+/// An assignment as the worker receives it.
+pub fn assign_of(assignment: &crate::coordinator::ledger::Assignment) -> v1::Assign {
+    v1::Assign {
+        attempt: assignment.attempt,
+        version: assignment.version,
+        unit: assignment.unit,
+        roots: assignment.roots.as_ref().clone(),
+        excluded: assignment.excluded.as_ref().clone(),
+        base_version: assignment.base_version,
+        dedup: dedup_of(assignment.dedup) as i32,
+        most_orthos: assignment.most_orthos,
+    }
+}
+
+/// A dedup mode on the wire.
+pub fn dedup_of(dedup: crate::search::Dedup) -> v1::Dedup {
+    match dedup {
+        crate::search::Dedup::Tree => v1::Dedup::Tree,
+        crate::search::Dedup::SeenSet => v1::Dedup::SeenSet,
+    }
+}
+
+/// A dedup mode from the wire (an unknown value is the default, tree).
+pub fn dedup_from(value: i32) -> crate::search::Dedup {
+    match v1::Dedup::try_from(value) {
+        Ok(v1::Dedup::SeenSet) => crate::search::Dedup::SeenSet,
+        _ => crate::search::Dedup::Tree,
+    }
+}
+
 /// The optimal ortho of a report, as words on the wire.
 pub fn words_of(optimal: &OptimalReport) -> v1::OrthoWords {
     v1::OrthoWords {

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use common::{Cluster, json_lines, output_within, rss_kib, stdout_of, succeeded};
 use fold::coordinator::auth::BearerToken;
-use fold::coordinator::persist::CoordinatorStore;
+use fold::coordinator::persist::{Change, CoordinatorStore, decode_result};
 use fold::{Figures, Ortho, Token};
 use serde_json::Value;
 
 /// Bookkeeping a coordinator may add for 100 versions of ts_0_20k's 1,097
-/// words: 32 bytes and a pending entry per shard come to about 4 MB. (A copy
+/// words: a task per unit per version comes to well under that. (A copy
 /// of the interner per version took about 3 MB each, 300 MB in all.)
 const RSS_BOUND_KIB: u64 = 8 << 10;
 
@@ -184,7 +184,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A coordinator state dir in which square was searched to the end by one
-/// worker and every shard saved; nothing runs on it any more.
+/// worker and every unit saved; nothing runs on it any more.
 fn finished_square_state(dir: &Path) -> PathBuf {
     let square = common::case("square");
     let state = dir.join("coordinator");
@@ -193,7 +193,7 @@ fn finished_square_state(dir: &Path) -> PathBuf {
     let reports = coordinator.submit_and_wait(&square.texts);
     common::assert_figures("square", 0, &reports[0], &square.after_each_text[0]);
     worker.kill();
-    // Finished shards are saved within 200 ms; Ctrl-C saves the rest.
+    // Finished units are saved within 200 ms; Ctrl-C saves the rest.
     coordinator.process.signal("INT");
     let exit = coordinator.process.wait_timeout(Duration::from_secs(20));
     assert!(
@@ -253,25 +253,31 @@ fn serve_on(state: &Path) -> Served {
 }
 
 #[test]
-fn a_bad_shard_record_stops_the_coordinator_with_one_line_naming_its_file() {
+fn a_bad_result_record_stops_the_coordinator_with_one_line_naming_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = finished_square_state(dir.path());
-    {
+    let unit = {
         // A record that passes its checksum but names a token the version lacks.
-        let store = CoordinatorStore::open(&state).unwrap();
+        let store = CoordinatorStore::open(&state, None).unwrap();
+        let (_, unit, stored) = store.load().unwrap().results.remove(0);
+        let mut counted = decode_result(&stored, 4).unwrap();
         let outside = Ortho::new(&[2, 2], &[Some(Token(9_999)), None, None, None]).unwrap();
-        let bad = Figures {
+        counted.result.figures = Figures {
             orthos: 1,
             frontier: 1,
             optimal: Some(outside),
         };
-        store.record_shards(&[(1, 0, bad)]).unwrap();
-    }
+        store.record(&[Change::Result(1, unit, counted)]).unwrap();
+        unit
+    };
     match serve_on(&state) {
         Served::Refused(output) => {
-            assert_refused_naming(&output, "coordinator.redb", "bad shard record");
+            assert_refused_naming(&output, "coordinator.redb", "bad result record");
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert!(stderr.contains("origin 0"), "{stderr}");
+            assert!(
+                stderr.contains(&format!("unit {unit} at version 1")),
+                "{stderr}"
+            );
         }
         Served::Status(status) => panic!("the coordinator started: {status:?}"),
     }
@@ -297,7 +303,7 @@ fn a_flipped_bit_in_the_coordinator_state_gives_the_right_figures_or_one_line_na
                 refused += 1;
             }
             Served::Status(status) => {
-                // Shards whose records were lost are searched again; the
+                // Units whose records were lost are searched again; the
                 // restored ones must be exactly what was found.
                 assert_eq!(status.len(), 1, "{what}: {status:?}");
                 if status[0]["state"] == "done" {

@@ -231,7 +231,7 @@ fn rate(status: &str) -> f64 {
 }
 
 /// Polls the human `status` until version `version` is done; returns the
-/// rate of each poll taken while it ran with at least one shard done.
+/// rate of each poll taken while it ran with at least one unit done.
 fn rates_while_running(cluster: &Cluster, version: u64) -> Vec<f64> {
     let mut rates = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -245,7 +245,7 @@ fn rates_while_running(cluster: &Cluster, version: u64) -> Vec<f64> {
         if line.contains(": done,") {
             return rates;
         }
-        if line.contains(": running,") && !line.contains("shards 0/") {
+        if line.contains(": running,") && !line.contains("units 0/") {
             rates.push(rate(&status));
         }
         assert!(
@@ -258,7 +258,7 @@ fn rates_while_running(cluster: &Cluster, version: u64) -> Vec<f64> {
 
 #[test]
 fn the_rate_counts_new_orthos_and_shows_while_a_version_runs() {
-    let cluster = Cluster::start_keeping(1, 1, 100);
+    let cluster = Cluster::start_keeping(1, 1, 100, &[]);
     let case = common::case("ts_0_20k");
     let text = case.texts[0].to_str().unwrap();
     succeeded(
@@ -270,7 +270,7 @@ fn the_rate_counts_new_orthos_and_shows_while_a_version_runs() {
     assert!(fresh.iter().all(|&rate| rate > 0.0), "{fresh:?}");
 
     // Let the rate window forget version 1, then add one sentence of known
-    // words: the worker brings its kept shards up, finding few new orthos.
+    // words: the worker brings its kept units up, finding few new orthos.
     std::thread::sleep(Duration::from_millis(5_500));
     let sentence = cluster.write_file("sentence.txt", b"I do think you have the.");
     succeeded(
@@ -285,7 +285,7 @@ fn the_rate_counts_new_orthos_and_shows_while_a_version_runs() {
         "status",
     ));
     let fastest = fresh.iter().copied().fold(0.0, f64::max);
-    // Before, the orthos a kept shard had stored counted as found again.
+    // Before, the orthos a kept unit had stored counted as found again.
     for rate in incremental.iter().chain([&after]) {
         assert!(
             *rate < fastest / 10.0,

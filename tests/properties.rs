@@ -237,24 +237,32 @@ fn pending_work_stays_small_however_many_orthos_are_found() {
     }
 }
 
-/// Hands off whatever is pending after a given number of batches.
-struct HandOffAfter {
+/// Every `every` batches, hands off `thirds` thirds of the orthos pending
+/// (at least one): the search goes on with the rest, or ends when all go.
+#[derive(Clone, Copy)]
+struct HandOffEvery {
+    every: u32,
+    thirds: usize,
     batches: u32,
 }
 
-impl SearchObserver for HandOffAfter {
-    fn hand_off(&mut self) -> bool {
-        self.batches = self.batches.saturating_sub(1);
-        self.batches == 0
+impl SearchObserver for HandOffEvery {
+    fn hand_off(&mut self, pending: &[Ortho]) -> usize {
+        self.batches += 1;
+        if !self.batches.is_multiple_of(self.every) {
+            return 0;
+        }
+        (pending.len() * self.thirds / 3).max(1)
     }
 }
 
-/// A search split into subtree units as a cluster splits it: a unit stops
-/// early and hands its pending orthos off as new units (again and again),
-/// and every later version brings each unit up to date: from its kept
-/// history, or from scratch with its handed-off orthos excluded. The units'
-/// figures add up to a fresh search's, version after version.
-fn units_add_up(texts: &[String], stop_after: u32) -> Result<(), TestCaseError> {
+/// A search split into subtree units as a cluster splits it: a running unit
+/// hands some of its pending orthos off as new units (again and again) and
+/// goes on with the rest, and every later version brings each unit up to
+/// date: from its kept history (whose hand-offs its replay must follow), or
+/// from scratch with its handed-off orthos excluded. The units' figures add
+/// up to a fresh search's, version after version.
+fn units_add_up(texts: &[String], hand_off: HandOffEvery) -> Result<(), TestCaseError> {
     use fold::search::{Exploration, Scope, Searcher, Subtrees};
     use std::sync::Arc;
 
@@ -291,13 +299,7 @@ fn units_add_up(texts: &[String], stop_after: u32) -> Result<(), TestCaseError> 
                 unit._dir = dir;
             }
             let advanced = searcher
-                .advance(
-                    &mut unit.exploration,
-                    &interner,
-                    &mut HandOffAfter {
-                        batches: stop_after,
-                    },
-                )
+                .advance(&mut unit.exploration, &interner, &mut hand_off.clone())
                 .unwrap();
             total.add(&advanced.figures);
             record_handoff(&mut unit.part, advanced.handed_off, &mut queue);
@@ -307,13 +309,7 @@ fn units_add_up(texts: &[String], stop_after: u32) -> Result<(), TestCaseError> 
             let mut exploration =
                 Exploration::create(dir.path(), Scope::Subtrees(Arc::new(part.clone()))).unwrap();
             let advanced = searcher
-                .advance(
-                    &mut exploration,
-                    &interner,
-                    &mut HandOffAfter {
-                        batches: stop_after,
-                    },
-                )
+                .advance(&mut exploration, &interner, &mut hand_off.clone())
                 .unwrap();
             total.add(&advanced.figures);
             let mut unit = Unit {
@@ -368,13 +364,14 @@ proptest! {
     fn subtree_units_that_hand_work_off_add_up_to_the_whole_search(
         text in text(),
         cuts in prop::collection::btree_set(1usize..12, 0..=2),
-        stop_after in 1u32..4,
+        every in 1u32..4,
+        thirds in 1usize..=3,
     ) {
         let sentences: Vec<&str> = text.split(". ").collect();
         let mut bounds: Vec<usize> = cuts.into_iter().filter(|&cut| cut < sentences.len()).collect();
         bounds.insert(0, 0);
         bounds.push(sentences.len());
         let texts: Vec<String> = bounds.windows(2).map(|part| sentences[part[0]..part[1]].join(". ")).collect();
-        units_add_up(&texts, stop_after)?;
+        units_add_up(&texts, HandOffEvery { every, thirds, batches: 0 })?;
     }
 }

@@ -1,6 +1,6 @@
-//! A cluster must never stall: whenever shards are pending and a live
+//! A cluster must never stall: whenever units are pending and a live
 //! worker has room, the worker gets them, without waiting for some other
-//! event (a new worker, a new text, a shard finishing). These are the three
+//! event (a new worker, a new text, a unit finishing). These are the three
 //! ways issue 12 saw a cluster stall forever; each must end with the golden
 //! figures of ts_0_20k, with nothing added to the cluster.
 
@@ -8,15 +8,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, assert_every_shard_counted_once, assert_figures, assert_finished};
+use common::{Cluster, assert_every_unit_counted_once, assert_figures, assert_finished};
 use serde_json::Value;
 
 /// Long enough for ts_0_20k on one thread (about 1.5 s) many times over.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Submits ts_0_20k (`text` may be a copy with more bytes but the same
-/// words) without waiting, and returns once shards are out and work remains.
-fn submit_and_wait_for_shards(cluster: &Cluster, text: &str) {
+/// words) without waiting, and returns once units are out and work remains.
+fn submit_and_wait_for_units(cluster: &Cluster, text: &str) {
     let submitted = common::succeeded(
         &cluster
             .coordinator
@@ -27,8 +27,8 @@ fn submit_and_wait_for_shards(cluster: &Cluster, text: &str) {
     let status =
         cluster
             .coordinator
-            .wait_for_status("shards handed out", VERSION_TIMEOUT, |lines| {
-                lines[0]["shards_running"].as_u64() > Some(0)
+            .wait_for_status("units handed out", VERSION_TIMEOUT, |lines| {
+                lines[0]["units_running"].as_u64() > Some(0)
             });
     assert_ne!(
         status[0]["state"], "done",
@@ -36,14 +36,14 @@ fn submit_and_wait_for_shards(cluster: &Cluster, text: &str) {
     );
 }
 
-/// Waits for version 1 and checks it is ts_0_20k's, shard by shard.
+/// Waits for version 1 and checks it is ts_0_20k's, unit by unit.
 fn assert_golden_ts_0_20k(cluster: &Cluster) -> Value {
     let case = common::case("ts_0_20k");
     let line = cluster.coordinator.wait_until_done(1, VERSION_TIMEOUT);
     assert_finished(&line);
     assert_figures(&case.name, 0, &line, &case.after_each_text[0]);
-    let status = cluster.coordinator.shard_status();
-    assert_every_shard_counted_once(&status[0]);
+    let status = cluster.coordinator.unit_status();
+    assert_every_unit_counted_once(&status[0]);
     line
 }
 
@@ -58,13 +58,13 @@ fn the_only_worker_frozen_past_its_lease_finishes_the_version_once_thawed() {
     cluster
         .coordinator
         .wait_for_workers(1, Duration::from_secs(20));
-    submit_and_wait_for_shards(&cluster, &ts_0_20k());
+    submit_and_wait_for_units(&cluster, &ts_0_20k());
     cluster.workers[0].signal("STOP");
-    // Every shard it held goes back to pending; nobody else can take them.
+    // Every unit it held goes back to pending; nobody else can take them.
     cluster
         .coordinator
         .wait_for_status("the leases expire", VERSION_TIMEOUT, |lines| {
-            lines[0]["shards_running"] == 0 && lines[0]["attempts_discarded"].as_u64() > Some(0)
+            lines[0]["units_running"] == 0 && lines[0]["attempts_discarded"].as_u64() > Some(0)
         });
     std::thread::sleep(Duration::from_secs(1));
     cluster.workers[0].signal("CONT");
@@ -75,10 +75,10 @@ fn the_only_worker_frozen_past_its_lease_finishes_the_version_once_thawed() {
 
 #[test]
 fn one_of_two_workers_frozen_under_short_leases_the_other_finishes_the_version() {
-    // Leases shorter than the search thread's report interval (250 ms): only
+    // Leases no longer than the search thread's report interval (100 ms):
     // the workers' heartbeats keep them.
-    let mut cluster = Cluster::start_in_order(2, 1, &["--lease-ms", "200"]);
-    submit_and_wait_for_shards(&cluster, &ts_0_20k());
+    let mut cluster = Cluster::start_in_order(2, 1, &["--lease-ms", "100"]);
+    submit_and_wait_for_units(&cluster, &ts_0_20k());
     cluster.workers[0].signal("STOP");
     assert_golden_ts_0_20k(&cluster);
     cluster.workers[0].signal("CONT");
@@ -92,7 +92,7 @@ fn one_of_two_workers_frozen_under_short_leases_the_other_finishes_the_version()
 }
 
 #[test]
-fn workers_whose_preparation_outlasts_the_lease_keep_their_shards() {
+fn workers_whose_preparation_outlasts_the_lease_keep_their_units() {
     // ts_0_20k followed by 40 MB of digits, which hold no word: the same
     // search, but each worker takes about a second to fetch the text and
     // build its interner, longer than a lease. (Heartbeats go out every
@@ -103,7 +103,7 @@ fn workers_whose_preparation_outlasts_the_lease_keep_their_shards() {
     let digits = "0123456789 ".repeat(9) + "\n";
     text.extend(digits.as_bytes().iter().cycle().take(40 << 20));
     let path = cluster.write_file("ts_0_20k_and_digits.txt", &text);
-    submit_and_wait_for_shards(&cluster, path.to_str().expect("UTF-8 path"));
+    submit_and_wait_for_units(&cluster, path.to_str().expect("UTF-8 path"));
     let line = assert_golden_ts_0_20k(&cluster);
     // The leases were kept through the preparation: nothing was redone.
     assert_eq!(line["attempts_discarded"], 0, "{line}");

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use fold::client::{self, Connection, DEFAULT_COORDINATOR, StatusOptions, SubmitOptions};
 use fold::coordinator::{
-    self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, MAX_LEASE, MAX_TEXT_BYTES_LIMIT, MIN_LEASE,
-    ServeOptions,
+    self, DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, DEFAULT_SPLIT_FROM, DEFAULT_UNIT_ORTHOS,
+    MAX_LEASE, MAX_TEXT_BYTES_LIMIT, MIN_LEASE, ServeOptions,
 };
 use fold::embedded::{DEFAULT_CHECKPOINT_EVERY, RunOptions, run};
 use fold::search::Dedup;
@@ -80,25 +80,26 @@ enum Command {
         #[arg(long, value_name = "MODE", default_value = "tree", value_parser = parse_dedup)]
         dedup: Dedup,
     },
-    /// Run the gRPC coordinator that workers take shards from.
+    /// Run the gRPC coordinator that workers take units of work from.
     ///
-    /// Accepts texts, leases shards to workers and adds up their figures.
-    /// Serves fold.v1.Coordinator (token required), gRPC health and server
+    /// Accepts texts, leases units (subtrees of the search) to workers, splits
+    /// large ones for idle workers and adds up their figures. Serves
+    /// fold.v1.Coordinator (token required), gRPC health and server
     /// reflection (no token), on loopback unless --listen says otherwise.
     Serve {
         /// Address to listen on (port 0 picks a free port; the bound address is printed).
         #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// Where texts and finished shards are kept.
+        /// Where texts, units and their results are kept.
         #[arg(long, value_name = "DIR", default_value = "fold_coordinator")]
         state_dir: PathBuf,
         /// Bearer token that every Coordinator rpc must carry.
         #[arg(long, env = "FOLD_TOKEN", hide_env_values = true)]
         token: String,
-        /// A shard goes back to pending this long after its worker's last
-        /// report on it (100 to 86,400,000: a day). Workers report on every shard they
-        /// hold every quarter lease, so only a stopped or cut-off worker
-        /// loses its shards this way.
+        /// A unit goes back to pending this long after its worker's last
+        /// report on it (100 to 86,400,000: a day). Workers report on every
+        /// unit they hold every quarter lease, so only a stopped or cut-off
+        /// worker loses its units this way.
         #[arg(
             long,
             value_name = "MS",
@@ -121,6 +122,29 @@ enum Command {
         /// connections that send nothing are closed first, and after 10 s.
         #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         max_connections: usize,
+        /// How workers avoid finding an ortho twice: `tree` (canonical
+        /// parents; units are subtrees and split while they run) or `seen-set`
+        /// (one unit per first word, never split: the reference). Default:
+        /// the mode the state dir was created with, or `tree` for a new one;
+        /// a state dir keeps its mode for good.
+        #[arg(long, value_name = "MODE", value_parser = parse_dedup)]
+        dedup: Option<Dedup>,
+        /// Split a running unit for an idle worker only when it has at least
+        /// N orthos found and not yet expanded (at least 2). Smaller units
+        /// balance better and cost more messages.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = DEFAULT_SPLIT_FROM,
+            value_parser = clap::value_parser!(u64).range(2..)
+        )]
+        split_from: u64,
+        /// Orthos a worker may expand in one unit before it hands the rest
+        /// off as new units (0: no limit), so that no unit grows past a small
+        /// share of a search. Smaller units balance better and cost more
+        /// messages.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_UNIT_ORTHOS)]
+        unit_orthos: u64,
     },
     /// Submit FILEs to a running coordinator, each as the next version.
     Submit {
@@ -141,21 +165,24 @@ enum Command {
     },
     /// Show every version's state and figures, and the connected workers.
     ///
-    /// One line per version: state (running or done), shards done/total and
-    /// running, and the figures of the shards finished so far. With --shards,
-    /// every shard of every version as well.
+    /// One line per version: state (running or done), units done/total,
+    /// running and split, and the figures so far (finished units plus what
+    /// running ones reported). With --units N, up to N units of each version
+    /// as well.
     Status {
         /// One JSON object per version per line (the `run --json` keys plus
-        /// state, shard counts, attempts_discarded and source).
+        /// state, unit counts, attempts_discarded and source).
         #[arg(long)]
         json: bool,
-        /// Also list every shard (one per word): its state (pending, running
-        /// or done), attempts started and discarded, times counted (1 once
-        /// done, never more), the orthos and frontier it added, and the worker
-        /// holding it. With --json, each version's object gets a `shards`
-        /// array of such objects. Attempt counts restart with the coordinator.
-        #[arg(long)]
-        shards: bool,
+        /// Also list up to N units of each version, those running longest
+        /// first, then the largest finished: state (pending, running or done),
+        /// roots and excluded subtrees, attempts started and discarded, times
+        /// counted (1 once done, never more), orthos and frontier, the unit it
+        /// was split from and into how many it split, and the worker holding
+        /// it. With --json, each version's object gets a `units` array of such
+        /// objects. Attempt counts restart with the coordinator.
+        #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+        units: u32,
         #[command(flatten)]
         connection: ConnectionArgs,
     },
@@ -249,6 +276,9 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 lease_ms,
                 max_text_bytes,
                 max_connections,
+                dedup,
+                split_from,
+                unit_orthos,
             } => {
                 let options = ServeOptions {
                     listen,
@@ -257,6 +287,9 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                     lease: Duration::from_millis(lease_ms),
                     max_text_bytes: max_text_bytes as usize,
                     max_connections,
+                    dedup,
+                    split_from,
+                    unit_orthos,
                 };
                 let announce = |bound: SocketAddr| {
                     println!("fold-coordinator: listening on {bound}");
@@ -275,10 +308,10 @@ fn asynchronous(command: Command) -> fold::Result<()> {
             }
             Command::Status {
                 json,
-                shards,
+                units,
                 connection,
             } => {
-                let options = StatusOptions { json, shards };
+                let options = StatusOptions { json, units };
                 client::status(&connection.connection(), options, &mut out).await
             }
             Command::Optimal {
@@ -296,8 +329,5 @@ fn asynchronous(command: Command) -> fold::Result<()> {
 }
 
 fn parse_dedup(name: &str) -> Result<Dedup, String> {
-    [Dedup::Tree, Dedup::SeenSet]
-        .into_iter()
-        .find(|mode| mode.name() == name)
-        .ok_or_else(|| format!("unknown mode `{name}`: use `tree` or `seen-set`"))
+    Dedup::from_name(name).ok_or_else(|| format!("unknown mode `{name}`: use `tree` or `seen-set`"))
 }

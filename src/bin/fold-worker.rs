@@ -1,6 +1,6 @@
 //! `fold-worker`: a search node. It connects to a coordinator, searches the
-//! shards it is given and reports back, reconnecting when the coordinator
-//! goes away; Ctrl-C hands unfinished shards back and exits.
+//! units it is given and reports back, reconnecting when the coordinator
+//! goes away; Ctrl-C hands unfinished units back and exits.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use fold::client::DEFAULT_COORDINATOR;
-use fold::worker::{self, DEFAULT_KEEP_SHARDS_FROM, WorkerOptions};
+use fold::worker::{self, DEFAULT_KEEP_UNITS_FROM, WorkerOptions};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -16,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     version,
-    about = "A fold search node that takes shards from a coordinator",
+    about = "A fold search node that takes units of work from a coordinator",
     after_help = "Logs go to stderr at info level (connected, the version worked on, what was \
                   searched every 10 s); FOLD_LOG sets the filter, e.g. FOLD_LOG=debug."
 )]
@@ -24,15 +24,15 @@ struct Cli {
     /// The coordinator's URL (http:// only: TLS is not supported yet).
     #[arg(long, value_name = "URL", default_value = DEFAULT_COORDINATOR)]
     coordinator: String,
-    /// Where the worker keeps the shards it searched (to search their next
+    /// Where the worker keeps the units it searched (to search their next
     /// versions incrementally, also after a restart) and its scratch files.
     /// One worker per data dir: it is locked.
     #[arg(long, value_name = "DIR", default_value = "fold_worker")]
     data_dir: PathBuf,
-    /// Keep shards with at least N orthos on disk for incremental later
+    /// Keep units with at least N orthos on disk for incremental later
     /// versions; smaller ones are searched again from scratch.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_SHARDS_FROM)]
-    keep_shards_from: u64,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_UNITS_FROM)]
+    keep_units_from: u64,
     /// Search threads (default: one per core). At most 4 per core: a larger
     /// N is lowered, with a warning.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         threads: threads.count,
         token: cli.token,
         name: cli.name.unwrap_or_else(worker::default_name),
-        keep_shards_from: cli.keep_shards_from,
+        keep_units_from: cli.keep_units_from,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| fold::Error::io("cannot start the async runtime", e))
@@ -72,7 +72,7 @@ fn main() -> ExitCode {
                 });
                 worker::run(options, stopped).await
             });
-            // An interner still being built for a shard handed back is not
+            // An interner still being built for a unit handed back is not
             // waited for.
             runtime.shutdown_timeout(Duration::from_secs(1));
             result

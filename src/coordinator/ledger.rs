@@ -1,34 +1,56 @@
-//! The coordinator's bookkeeping, free of I/O: versions and their shards,
-//! workers, attempts and leases, and the figures added up from finished shards.
+//! The coordinator's bookkeeping, free of I/O: versions and their units
+//! (see [`super::units`]), workers, attempts and leases, splits, and the
+//! figures added up from finished units.
 //!
-//! Exactness lives here. A shard counts once, when the attempt currently
-//! holding it reports completion; reports from any other attempt (lost,
-//! expired, handed back) are refused, so nothing is counted twice or lost.
-//! Each shard keeps its own tally (attempts started and discarded, times
-//! counted, what it contributed) so that status can show this, shard by shard.
+//! Exactness lives here. A unit's figures at a version count once, when the
+//! attempt currently holding it reports completion; so do the units it was
+//! split into, in the same step. Reports from any other attempt (lost,
+//! expired, handed back) are refused, so nothing is counted twice or lost: a
+//! lost attempt is redone whole. A unit is searched at version `v + 1` only
+//! once its search at `v` is final, since a split at `v` changes what it
+//! covers.
+//!
+//! Each unit keeps its own tally per version (attempts started and discarded,
+//! times counted, what it contributed) so that status can show it.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use super::units::{Unit, UnitDef, UnitId, deal_roots};
+use crate::ortho::Ortho;
+use crate::search::{Dedup, Figures};
 
-use crate::search::Figures;
+/// Units a worker may hold at once: one searched, one waiting, so a worker
+/// never idles for a round trip between units.
+pub const UNITS_PER_WORKER: usize = 2;
 
-/// Shards a worker may hold at once: one searched, one waiting, so a worker
-/// never idles for a round trip between shards.
-pub const SHARDS_PER_WORKER: usize = 2;
+/// Units a version's new first words are dealt into.
+pub const FIRST_UNITS: usize = 16;
+
+/// Default for [`Ledger::set_split_from`]: the fewest orthos found but not
+/// yet expanded that make a running unit worth splitting for an idle worker.
+pub const DEFAULT_SPLIT_FROM: u64 = 256;
+
+/// Default for [`Ledger::set_unit_orthos`]: the orthos an attempt may
+/// expand before it hands the rest of its unit off.
+pub const DEFAULT_UNIT_ORTHOS: u64 = 1 << 18;
+
+/// Most ready units a worker passes over because another worker keeps them
+/// (and would bring them up to date for less), before it takes one anyway.
+const MOST_PASSED_OVER: usize = 64;
+
+/// At most this many new units come out of one split.
+const MOST_PARTS: u32 = 8;
 
 /// Identifies a worker session.
 pub type WorkerId = u64;
 
-/// Identifies one attempt at one shard.
+/// Identifies one attempt at one unit at one version.
 pub type AttemptId = u64;
 
-/// The final figures of one shard: the figures of its part of the search.
-pub type ShardResult = Figures;
-
-/// A shard handed to a worker.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A unit handed to a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assignment {
     /// The worker it goes to.
     pub worker: WorkerId,
@@ -36,80 +58,359 @@ pub struct Assignment {
     pub attempt: AttemptId,
     /// The version to search.
     pub version: u32,
-    /// The origin token of the shard.
-    pub origin: u32,
+    /// The unit.
+    pub unit: UnitId,
+    /// Its roots and exclusions, as ortho lists.
+    pub roots: Arc<Vec<u8>>,
+    /// See [`Assignment::roots`].
+    pub excluded: Arc<Vec<u8>>,
+    /// The version whose searched orthos the worker kept from the counted
+    /// attempt and may bring up to date (0: from scratch).
+    pub base_version: u32,
+    /// How the search avoids duplicates.
+    pub dedup: Dedup,
+    /// Orthos the attempt may expand before it hands the rest off (0: no limit).
+    pub most_orthos: u64,
+}
+
+/// A request that a running unit be split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitRequest {
+    /// The worker holding it.
+    pub worker: WorkerId,
+    /// The attempt.
+    pub attempt: AttemptId,
+    /// Into how many new units, at most.
+    pub parts: u32,
 }
 
 /// Why a worker's report was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// The attempt is not (or no longer) held by this worker.
     #[error("attempt {0} is not held by this worker (lost, expired or already finished)")]
     StaleAttempt(AttemptId),
+    /// The report cannot be right (a split nobody asked for, a handed-off
+    /// ortho outside the vocabulary).
+    #[error("attempt {0} sent a malformed result: {1}")]
+    Malformed(AttemptId, String),
 }
 
-/// A shard that just finished.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an attempt reports when it finishes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnitResult {
+    /// The unit's figures at the version (without what it handed off).
+    pub figures: Figures,
+    /// The version its search was brought up from (0: from scratch).
+    pub base_version: u32,
+    /// Orthos the attempt expanded (its work).
+    pub expanded: u64,
+    /// Whether the worker kept the searched orthos.
+    pub kept: bool,
+}
+
+/// A unit's result as stored, with the attempt that was counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CountedResult {
+    /// The result.
+    pub result: UnitResult,
+    /// The attempt it came from.
+    pub attempt: AttemptId,
+}
+
+/// A unit that just finished at a version.
+#[derive(Clone, Debug)]
 pub struct Finished {
-    /// Its version.
+    /// The version.
     pub version: u32,
-    /// Its origin.
-    pub origin: u32,
-    /// Whether this was the version's last shard.
+    /// The unit.
+    pub unit: UnitId,
+    /// What was counted.
+    pub counted: CountedResult,
+    /// Whether this was the version's last unit.
     pub version_done: bool,
 }
 
-/// Where a shard stands; the attempt holding a running shard is in
-/// [`VersionLedger::holders`].
+/// A running unit that just handed part of its work off.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// The unit, as it is now (with the new exclusions).
+    pub unit: UnitDef,
+    /// The new units, one per part handed off.
+    pub new_units: Vec<UnitDef>,
+}
+
+/// What a worker reports on a running attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The unit's orthos so far.
+    pub orthos: u64,
+    /// Leaves found since the last report.
+    pub frontier_added: u64,
+    /// Former leaves that gained children since the last report.
+    pub frontier_removed: u64,
+    /// The unit's best ortho so far, when it improved.
+    pub optimal: Option<Ortho>,
+    /// Orthos found and not expanded yet.
+    pub queued: u64,
+    /// Orthos the attempt expanded so far.
+    pub expanded: u64,
+    /// CPU time of the worker's process, in milliseconds.
+    pub cpu_ms: u64,
+}
+
+/// A running attempt's figures so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Live {
+    /// The unit's orthos so far.
+    pub orthos: u64,
+    /// Its leaves so far.
+    pub frontier: u64,
+    /// Its best ortho so far.
+    pub optimal: Option<Ortho>,
+    /// Orthos found and not expanded yet.
+    pub queued: u64,
+    /// Orthos the attempt expanded so far.
+    pub expanded: u64,
+}
+
+/// Where a unit stands at one version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ShardState {
-    Pending,
-    Running,
+enum TaskState {
+    /// Waiting for its search at the previous version to become final.
+    Waiting,
+    /// Ready for a worker.
+    Ready,
+    /// Held by this attempt.
+    Running(AttemptId),
+    /// Counted.
     Done,
 }
 
-/// One shard's state and tally: 32 bytes, kept for every shard of every
-/// version, so it stays small.
-#[derive(Clone, Copy, Debug)]
-struct Shard {
+/// One unit at one version.
+#[derive(Clone, Debug)]
+struct Task {
+    state: TaskState,
+    attempts_started: u32,
+    attempts_discarded: u32,
+    /// Results added to the version's figures: 0, then 1 when done.
+    counted: u8,
     /// What the counted result added (zero until done).
     orthos: u64,
     frontier: u64,
-    attempts_started: u32,
-    attempts_discarded: u32,
-    /// The version the counted result was searched up from (0: from scratch).
     base_version: u32,
-    /// Results added to the version's figures: 0, then 1 when done.
-    counted: u8,
-    state: ShardState,
+    split_into: u32,
+    /// The counted attempt.
+    attempt: AttemptId,
+    /// How long the counted attempt ran.
+    elapsed_ms: u64,
 }
 
-impl Shard {
-    const PENDING: Shard = Shard {
-        orthos: 0,
-        frontier: 0,
-        attempts_started: 0,
-        attempts_discarded: 0,
-        base_version: 0,
-        counted: 0,
-        state: ShardState::Pending,
-    };
+impl Task {
+    fn new(state: TaskState) -> Self {
+        Self {
+            state,
+            attempts_started: 0,
+            attempts_discarded: 0,
+            counted: 0,
+            orthos: 0,
+            frontier: 0,
+            base_version: 0,
+            split_into: 0,
+            attempt: 0,
+            elapsed_ms: 0,
+        }
+    }
 
-    /// Marks the shard done and records that `result` was added to the
-    /// version's figures. The only place a shard's result is counted.
-    fn count(&mut self, result: &ShardResult, figures: &mut Figures) {
-        self.state = ShardState::Done;
+    /// Marks the task done and records that `counted` was added to the
+    /// version's figures. The only place a unit's result is counted.
+    fn count(&mut self, counted: &CountedResult, figures: &mut Figures) {
+        self.state = TaskState::Done;
         self.counted += 1;
-        self.orthos = result.orthos;
-        self.frontier = result.frontier;
-        figures.add(result);
+        self.orthos = counted.result.figures.orthos;
+        self.frontier = counted.result.figures.frontier;
+        self.base_version = counted.result.base_version;
+        self.attempt = counted.attempt;
+        figures.add(&counted.result.figures);
     }
 }
 
-/// Where a shard stands, as status reports it.
+/// One version's units and the figures of those finished.
+pub struct VersionLedger {
+    /// The version number.
+    pub version: u32,
+    /// The name the text was submitted with.
+    pub source: String,
+    /// Number of token ids in this version.
+    pub vocabulary: usize,
+    tasks: HashMap<UnitId, Task>,
+    /// Units in the order they joined the version.
+    order: Vec<UnitId>,
+    /// Units ready for a worker, retried ones first; entries no longer
+    /// ready are skipped when met.
+    ready: VecDeque<UnitId>,
+    done: u32,
+    running: u32,
+    split: u32,
+    figures: Figures,
+}
+
+impl VersionLedger {
+    /// Whether every unit has finished.
+    pub fn is_done(&self) -> bool {
+        self.done as usize == self.tasks.len()
+    }
+
+    /// Figures of the finished units (final when [`VersionLedger::is_done`]).
+    pub fn figures(&self) -> &Figures {
+        &self.figures
+    }
+
+    /// Units finished.
+    pub fn units_done(&self) -> u32 {
+        self.done
+    }
+
+    /// Units in all.
+    pub fn units_total(&self) -> u32 {
+        self.tasks.len() as u32
+    }
+
+    /// Units held by workers now.
+    pub fn units_running(&self) -> u32 {
+        self.running
+    }
+
+    /// Units waiting (for a worker, or for their previous version).
+    pub fn units_pending(&self) -> u32 {
+        self.units_total() - self.done - self.running
+    }
+
+    /// Units split while they ran.
+    pub fn units_split(&self) -> u32 {
+        self.split
+    }
+
+    /// Attempts whose results were thrown away.
+    pub fn attempts_discarded(&self) -> u64 {
+        self.tasks
+            .values()
+            .map(|task| u64::from(task.attempts_discarded))
+            .sum()
+    }
+
+    fn add_task(&mut self, unit: UnitId, state: TaskState) {
+        if self.tasks.insert(unit, Task::new(state)).is_none() {
+            self.order.push(unit);
+        }
+        if state == TaskState::Ready {
+            self.ready.push_back(unit);
+        }
+    }
+
+    fn make_ready(&mut self, unit: UnitId, first: bool) {
+        if let Some(task) = self.tasks.get_mut(&unit)
+            && task.state == TaskState::Waiting
+        {
+            task.state = TaskState::Ready;
+            if first {
+                self.ready.push_front(unit);
+            } else {
+                self.ready.push_back(unit);
+            }
+        }
+    }
+
+    /// The next ready unit, if any, passing over up to [`MOST_PASSED_OVER`]
+    /// units that `avoid` names (they stay first in line) unless only those
+    /// are left.
+    fn next_ready(&mut self, avoid: impl Fn(UnitId) -> bool) -> Option<UnitId> {
+        let mut passed_over = Vec::new();
+        let mut found = None;
+        while let Some(unit) = self.ready.pop_front() {
+            if self.tasks.get(&unit).map(|task| task.state) != Some(TaskState::Ready) {
+                continue;
+            }
+            if passed_over.len() < MOST_PASSED_OVER && avoid(unit) {
+                passed_over.push(unit);
+                continue;
+            }
+            found = Some(unit);
+            break;
+        }
+        if found.is_none() && !passed_over.is_empty() {
+            found = Some(passed_over.remove(0));
+        }
+        for unit in passed_over.into_iter().rev() {
+            self.ready.push_front(unit);
+        }
+        found
+    }
+
+    fn has_ready(&self) -> bool {
+        self.ready
+            .iter()
+            .any(|unit| self.tasks.get(unit).map(|task| task.state) == Some(TaskState::Ready))
+    }
+}
+
+struct WorkerEntry {
+    name: String,
+    threads: u32,
+    attempts: Vec<AttemptId>,
+    /// A lease of this worker ran out and it has not been heard from since:
+    /// it gets no new units (it could be frozen rather than gone).
+    stalled: bool,
+    units_done: u64,
+    connected: Instant,
+    /// Units whose searched orthos the worker keeps: version and attempt.
+    kept: HashMap<UnitId, (u32, AttemptId)>,
+    /// Orthos expanded by its finished attempts.
+    expanded: u64,
+    /// CPU time of its process, as it last reported.
+    cpu_ms: u64,
+    /// Its recent expansions, for its rate.
+    rate: Rate,
+}
+
+struct AttemptEntry {
+    worker: WorkerId,
+    version: u32,
+    unit: UnitId,
+    lease_until: Instant,
+    started: Instant,
+    live: Live,
+    /// A split was asked for and not answered yet.
+    split_asked: bool,
+}
+
+/// A connected worker as status reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerSummary {
+    /// Session id.
+    pub id: WorkerId,
+    /// Display name.
+    pub name: String,
+    /// Search threads.
+    pub threads: u32,
+    /// Units held now, as (version, unit).
+    pub units: Vec<(u32, UnitId)>,
+    /// Units finished in this session.
+    pub units_done: u64,
+    /// Time since it connected.
+    pub connected_ms: u64,
+    /// Orthos expanded in this session (running attempts so far included).
+    pub orthos: u64,
+    /// Orthos expanded per second recently.
+    pub orthos_per_second: f64,
+    /// CPU seconds of its process.
+    pub cpu_seconds: f64,
+}
+
+/// Where a unit stands, as status reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ShardPhase {
-    /// Waiting for a worker.
+pub enum UnitPhase {
+    /// Waiting for a worker, or for its previous version.
     Pending,
     /// Held by a worker.
     Running {
@@ -122,124 +423,87 @@ pub enum ShardPhase {
     Done,
 }
 
-/// One shard as status reports it.
+/// One unit at one version, as status reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShardSummary {
-    /// The origin token id.
-    pub origin: u32,
+pub struct UnitSummary {
+    /// The unit.
+    pub unit: UnitId,
+    /// The version it was created in.
+    pub created: u32,
+    /// The unit it was split from (0: none).
+    pub parent: UnitId,
+    /// Numbers of roots and exclusions.
+    pub roots: u32,
+    /// See [`UnitSummary::roots`].
+    pub excluded: u32,
     /// Where it stands.
-    pub phase: ShardPhase,
+    pub phase: UnitPhase,
     /// Attempts handed to workers since the coordinator started.
     pub attempts_started: u64,
     /// Attempts whose results were thrown away.
     pub attempts_discarded: u64,
     /// Results added to the version's figures (at most 1).
     pub times_counted: u32,
-    /// Orthos and frontier it added to the version's figures, once done.
-    pub contributed: Option<(u64, u64)>,
+    /// Orthos and frontier it added (done) or has so far (running).
+    pub orthos: u64,
+    /// See [`UnitSummary::orthos`].
+    pub frontier: u64,
     /// The version its result was searched up from (0: from scratch).
     pub base_version: u32,
+    /// New units it was split into at this version.
+    pub split_into: u32,
+    /// How long it has run (running) or its counted attempt ran (done).
+    pub elapsed_ms: u64,
 }
 
-/// One version's shards and the figures of those finished. Its words are
-/// the first [`VersionLedger::vocabulary`] words of the ledger's one word
-/// list (see [`Ledger::words`]): versions of an append-only vocabulary share it.
-pub struct VersionLedger {
-    /// The version number.
-    pub version: u32,
-    /// The name the text was submitted with.
+/// Orthos per second over a window of recent reports.
+#[derive(Default)]
+struct Rate {
+    recent: VecDeque<(Instant, u64)>,
+}
+
+/// How far back a rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+impl Rate {
+    fn record(&mut self, now: Instant, orthos: u64) {
+        if orthos > 0 {
+            self.recent.push_back((now, orthos));
+        }
+        self.trim(now);
+    }
+
+    fn trim(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// What the reports of the window add up to, over the time they span
+    /// (at least a second), so the rate is not diluted while a search starts.
+    fn per_second(&mut self, now: Instant) -> f64 {
+        self.trim(now);
+        let Some(&(oldest, _)) = self.recent.front() else {
+            return 0.0;
+        };
+        let total: u64 = self.recent.iter().map(|&(_, orthos)| orthos).sum();
+        let span = now
+            .duration_since(oldest)
+            .clamp(Duration::from_secs(1), RATE_WINDOW);
+        total as f64 / span.as_secs_f64()
+    }
+}
+
+/// One version as stored, for [`Ledger::restore`].
+pub struct RestoredVersion {
+    /// The name it was submitted with.
     pub source: String,
-    /// Number of token ids in this version.
-    pub vocabulary: usize,
-    /// Indexed by origin token id.
-    shards: Vec<Shard>,
-    /// The attempt holding each running shard, by origin.
-    holders: HashMap<u32, AttemptId>,
-    /// Origins not yet handed out, the likely largest shard last (popped first).
-    pending: Vec<u32>,
-    done: u32,
-    running: u32,
-    figures: Figures,
-}
-
-impl VersionLedger {
-    /// Whether every shard has finished.
-    pub fn is_done(&self) -> bool {
-        self.done as usize == self.shards.len()
-    }
-
-    /// Figures of the finished shards (final when [`VersionLedger::is_done`]).
-    pub fn figures(&self) -> &Figures {
-        &self.figures
-    }
-
-    /// Shards finished.
-    pub fn shards_done(&self) -> u32 {
-        self.done
-    }
-
-    /// Shards in all.
-    pub fn shards_total(&self) -> u32 {
-        self.shards.len() as u32
-    }
-
-    /// Shards held by workers now.
-    pub fn shards_running(&self) -> u32 {
-        self.running
-    }
-
-    /// Attempts whose results were thrown away.
-    pub fn attempts_discarded(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|shard| u64::from(shard.attempts_discarded))
-            .sum()
-    }
-
-    /// Whether `attempt` is the one holding the shard of `origin`.
-    fn held_by(&self, origin: u32, attempt: AttemptId) -> bool {
-        self.holders.get(&origin) == Some(&attempt)
-            && self.shards[origin as usize].state == ShardState::Running
-    }
-}
-
-struct WorkerEntry {
-    name: String,
-    threads: u32,
-    attempts: Vec<AttemptId>,
-    /// A lease of this worker ran out and it has not been heard from since:
-    /// it gets no new shards (it could be frozen rather than gone).
-    stalled: bool,
-    shards_done: u64,
-    connected: Instant,
-    /// Origins whose orthos the worker keeps, and the version they are at.
-    stored: HashMap<u32, u32>,
-}
-
-struct AttemptEntry {
-    worker: WorkerId,
-    version: u32,
-    origin: u32,
-    lease_until: Instant,
-    /// Orthos the attempt reported so far, for the rate.
-    orthos: u64,
-}
-
-/// A connected worker as status reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WorkerSummary {
-    /// Session id.
-    pub id: WorkerId,
-    /// Display name.
-    pub name: String,
-    /// Search threads.
-    pub threads: u32,
-    /// Shards held now, as (version, origin).
-    pub shards: Vec<(u32, u32)>,
-    /// Shards finished in this session.
-    pub shards_done: u64,
-    /// Time since it connected.
-    pub connected_ms: u64,
+    /// The words it added, in token-id order.
+    pub new_words: Vec<String>,
 }
 
 /// All of the coordinator's bookkeeping.
@@ -247,24 +511,28 @@ pub struct Ledger {
     /// Every word, in token-id order; version `v` has the first
     /// `vocabulary` of them. Words are only ever appended.
     words: Vec<String>,
+    units: HashMap<UnitId, Unit>,
+    next_unit: UnitId,
     versions: Vec<VersionLedger>,
     workers: HashMap<WorkerId, WorkerEntry>,
     attempts: HashMap<AttemptId, AttemptEntry>,
     next_worker: WorkerId,
     next_attempt: AttemptId,
     lease: Duration,
-    /// (when, orthos) reported recently, for orthos per second.
-    recent: VecDeque<(Instant, u64)>,
+    dedup: Dedup,
+    split_from: u64,
+    unit_orthos: u64,
+    rate: Rate,
 }
 
-/// How far back the orthos-per-second rate looks.
-const RATE_WINDOW: Duration = Duration::from_secs(5);
-
 impl Ledger {
-    /// An empty ledger whose leases last `lease` past each report.
-    pub fn new(lease: Duration) -> Self {
+    /// An empty ledger whose leases last `lease` past each report, searching
+    /// in `dedup` mode (units are split only in tree mode).
+    pub fn new(lease: Duration, dedup: Dedup) -> Self {
         Self {
             words: Vec::new(),
+            units: HashMap::new(),
+            next_unit: 1,
             versions: Vec::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
@@ -275,8 +543,23 @@ impl Ledger {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_micros() as u64),
             lease,
-            recent: VecDeque::new(),
+            dedup,
+            split_from: DEFAULT_SPLIT_FROM,
+            unit_orthos: DEFAULT_UNIT_ORTHOS,
+            rate: Rate::default(),
         }
+    }
+
+    /// Splits running units only when they hold at least `orthos` found but
+    /// not expanded (`u64::MAX`: never).
+    pub fn set_split_from(&mut self, orthos: u64) {
+        self.split_from = orthos;
+    }
+
+    /// Lets an attempt expand at most `orthos` orthos before it hands the
+    /// rest of its unit off as new units (0: no limit).
+    pub fn set_unit_orthos(&mut self, orthos: u64) {
+        self.unit_orthos = orthos;
     }
 
     /// The lease length.
@@ -284,54 +567,146 @@ impl Ledger {
         self.lease
     }
 
-    /// Adds the next version: `new_words` are the words its text added to
-    /// the vocabulary (in token-id order), `weights[origin]` estimates the
-    /// size of each shard (words with more completions tend to root bigger
-    /// shards), and `known` holds the results already known for some shards
-    /// (after a restart); the other shards become pending.
+    /// How searches avoid duplicates.
+    pub fn dedup(&self) -> Dedup {
+        self.dedup
+    }
+
+    /// The units the next version's new first words are dealt into:
+    /// `weights[token]` estimates how large a subtree each word roots, and
+    /// the words from `known` on are new. They are stored with the text
+    /// before the version is added ([`Ledger::add_version`]).
+    pub fn first_units(&self, known: usize, weights: &[u32]) -> Vec<UnitDef> {
+        let version = self.versions.len() as u32 + 1;
+        let tokens: Vec<(u32, u32)> = (known..weights.len())
+            .map(|token| (token as u32, weights[token]))
+            .collect();
+        // In seen-set mode a unit must be whole first words, each alone.
+        let groups = match self.dedup {
+            Dedup::Tree => FIRST_UNITS,
+            Dedup::SeenSet => tokens.len(),
+        };
+        (self.next_unit..)
+            .zip(deal_roots(&tokens, groups))
+            .map(|(id, roots)| UnitDef {
+                id,
+                created: version,
+                parent: 0,
+                roots,
+                excluded: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Adds the next version: `new_words` are the words its text added (in
+    /// token-id order) and `units` those of [`Ledger::first_units`]. Every
+    /// existing unit is searched again in it, once its previous version is
+    /// final.
     pub fn add_version(
         &mut self,
         source: String,
         new_words: impl IntoIterator<Item = String>,
-        weights: &[u32],
-        known: impl IntoIterator<Item = (u32, ShardResult)>,
+        units: Vec<UnitDef>,
     ) -> u32 {
+        let version = self.push_version(source, new_words);
+        for def in units {
+            self.next_unit = self.next_unit.max(def.id + 1);
+            self.add_unit(def);
+        }
+        version
+    }
+
+    /// Rebuilds a ledger from what a coordinator stored: its versions, its
+    /// units (as they are now) and the results counted so far.
+    pub fn restore(
+        &mut self,
+        versions: Vec<RestoredVersion>,
+        units: Vec<UnitDef>,
+        results: Vec<(u32, UnitId, CountedResult)>,
+    ) {
+        for version in versions {
+            self.push_version(version.source, version.new_words);
+        }
+        let mut units = units;
+        units.sort_by_key(|def| def.id);
+        for def in units {
+            self.next_unit = self.next_unit.max(def.id + 1);
+            let (parent, created) = (def.parent, def.created);
+            self.add_unit(def);
+            // A unit split off another counts as that unit's split in the
+            // version it was made in, whether or not its parent finished.
+            if let Some(ledger) = self.versions.get_mut(created as usize - 1)
+                && let Some(task) = ledger.tasks.get_mut(&parent)
+            {
+                if task.split_into == 0 {
+                    ledger.split += 1;
+                }
+                task.split_into += 1;
+            }
+        }
+        let mut results = results;
+        results.sort_by_key(|&(version, unit, _)| (version, unit));
+        for (version, unit, counted) in results {
+            let Some(ledger) = self.versions.get_mut((version as usize).wrapping_sub(1)) else {
+                continue;
+            };
+            let Some(task) = ledger.tasks.get_mut(&unit) else {
+                continue;
+            };
+            if task.state == TaskState::Done {
+                continue;
+            }
+            task.count(&counted, &mut ledger.figures);
+            ledger.done += 1;
+            if let Some(next) = self.versions.get_mut(version as usize) {
+                next.make_ready(unit, false);
+            }
+        }
+    }
+
+    fn push_version(&mut self, source: String, new_words: impl IntoIterator<Item = String>) -> u32 {
         let version = self.versions.len() as u32 + 1;
         self.words.extend(new_words);
-        let vocabulary = self.words.len();
         let mut ledger = VersionLedger {
             version,
             source,
-            vocabulary,
-            shards: vec![Shard::PENDING; vocabulary],
-            holders: HashMap::new(),
-            pending: Vec::new(),
+            vocabulary: self.words.len(),
+            tasks: HashMap::new(),
+            order: Vec::new(),
+            ready: VecDeque::new(),
             done: 0,
             running: 0,
+            split: 0,
             figures: Figures::default(),
         };
-        for (origin, result) in known {
-            if let Some(shard) = ledger.shards.get_mut(origin as usize)
-                && shard.state == ShardState::Pending
-            {
-                shard.count(&result, &mut ledger.figures);
-                ledger.done += 1;
+        // Every unit is searched again; it may start once its search at the
+        // previous version is final.
+        if let Some(previous) = self.versions.last() {
+            for &unit in &previous.order {
+                let state = match previous.tasks[&unit].state {
+                    TaskState::Done => TaskState::Ready,
+                    _ => TaskState::Waiting,
+                };
+                ledger.add_task(unit, state);
             }
         }
-        // Hand the likely largest shards out first, so a big shard does not
-        // start last.
-        let mut pending: Vec<u32> = (0..vocabulary as u32)
-            .filter(|&origin| ledger.shards[origin as usize].state == ShardState::Pending)
-            .collect();
-        pending.sort_by_key(|&origin| {
-            (
-                weights.get(origin as usize).copied().unwrap_or(0),
-                std::cmp::Reverse(origin),
-            )
-        });
-        ledger.pending = pending;
         self.versions.push(ledger);
         version
+    }
+
+    /// Adds a unit to the version it was created in (ready) and every later
+    /// one (waiting for the version before).
+    fn add_unit(&mut self, def: UnitDef) {
+        let (id, created) = (def.id, def.created);
+        self.units.insert(id, Unit::new(def));
+        for ledger in self.versions.iter_mut().skip(created as usize - 1) {
+            let state = if ledger.version == created {
+                TaskState::Ready
+            } else {
+                TaskState::Waiting
+            };
+            ledger.add_task(id, state);
+        }
     }
 
     /// The words of `version`, in token-id order (empty for an unknown version).
@@ -350,13 +725,28 @@ impl Ledger {
         self.versions.get((version as usize).checked_sub(1)?)
     }
 
-    /// Registers a worker session; `stored` lists the shards (origin,
-    /// version) whose orthos it keeps from earlier sessions.
+    /// A version's running totals: its finished units' figures plus what
+    /// its running attempts reported so far (its figures, once it is done).
+    pub fn live_figures(&self, version: u32) -> Option<Figures> {
+        let ledger = self.version(version)?;
+        let mut figures = ledger.figures.clone();
+        for attempt in self.attempts.values().filter(|a| a.version == version) {
+            figures.add(&Figures {
+                orthos: attempt.live.orthos,
+                frontier: attempt.live.frontier,
+                optimal: attempt.live.optimal.clone(),
+            });
+        }
+        Some(figures)
+    }
+
+    /// Registers a worker session; `kept` lists the units (unit, version,
+    /// attempt) whose searched orthos it keeps from earlier sessions.
     pub fn add_worker(
         &mut self,
         name: String,
         threads: u32,
-        stored: impl IntoIterator<Item = (u32, u32)>,
+        kept: impl IntoIterator<Item = (UnitId, u32, AttemptId)>,
     ) -> WorkerId {
         let id = self.next_worker;
         self.next_worker += 1;
@@ -367,40 +757,21 @@ impl Ledger {
                 threads,
                 attempts: Vec::new(),
                 stalled: false,
-                shards_done: 0,
+                units_done: 0,
                 connected: Instant::now(),
-                stored: stored.into_iter().collect(),
+                kept: kept
+                    .into_iter()
+                    .map(|(unit, version, attempt)| (unit, (version, attempt)))
+                    .collect(),
+                expanded: 0,
+                cpu_ms: 0,
+                rate: Rate::default(),
             },
         );
         id
     }
 
-    /// Records how a finished shard was searched: from the orthos of
-    /// `base_version` (0: from scratch), and whether `worker` kept them.
-    pub fn record_search(
-        &mut self,
-        worker: WorkerId,
-        finished: &Finished,
-        base_version: u32,
-        stored: bool,
-    ) {
-        if let Some(shard) = self
-            .versions
-            .get_mut(finished.version as usize - 1)
-            .and_then(|version| version.shards.get_mut(finished.origin as usize))
-        {
-            shard.base_version = base_version;
-        }
-        if let Some(entry) = self.workers.get_mut(&worker) {
-            if stored {
-                entry.stored.insert(finished.origin, finished.version);
-            } else {
-                entry.stored.remove(&finished.origin);
-            }
-        }
-    }
-
-    /// Ends a worker session; the shards it held go back to pending.
+    /// Ends a worker session; the units it held go back to pending.
     pub fn remove_worker(&mut self, worker: WorkerId) {
         if let Some(entry) = self.workers.remove(&worker) {
             for attempt in entry.attempts {
@@ -409,59 +780,103 @@ impl Ledger {
         }
     }
 
-    /// Hands out shards to every worker with room, oldest version first. A
-    /// worker is offered first the shards whose orthos it keeps from an
-    /// earlier version, which it can bring up to date incrementally.
+    /// Whether the counted attempt of `unit` at `version` is `attempt`.
+    fn counted_attempt(&self, version: u32, unit: UnitId, attempt: AttemptId) -> bool {
+        self.version(version)
+            .and_then(|ledger| ledger.tasks.get(&unit))
+            .is_some_and(|task| task.state == TaskState::Done && task.attempt == attempt)
+    }
+
+    /// Hands out ready units to every worker with room, oldest version
+    /// first, one per worker per pass. A worker gets first the units whose
+    /// orthos it keeps from their previous version.
     pub fn assign(&mut self, now: Instant) -> Vec<Assignment> {
         let mut assignments = Vec::new();
         let mut workers: Vec<WorkerId> = self.workers.keys().copied().collect();
         workers.sort_unstable();
-        // Round-robin, one shard per worker per pass, so work spreads evenly.
         loop {
             let mut assigned_any = false;
             for &worker in &workers {
                 let entry = &self.workers[&worker];
-                if entry.stalled || entry.attempts.len() >= SHARDS_PER_WORKER {
+                if entry.stalled || entry.attempts.len() >= UNITS_PER_WORKER {
                     continue;
                 }
-                let Some(version) = self.versions.iter_mut().find(|v| !v.pending.is_empty()) else {
+                let Some(index) = self.versions.iter().position(VersionLedger::has_ready) else {
                     return assignments;
                 };
-                let stored = &entry.stored;
-                let kept = version
-                    .pending
+                let version = self.versions[index].version;
+                // A unit it keeps at the previous version, from the counted attempt.
+                let kept = entry
+                    .kept
                     .iter()
-                    .rposition(|origin| stored.get(origin).is_some_and(|&at| at < version.version));
-                let origin = match kept {
-                    Some(index) => version.pending.remove(index),
-                    None => version.pending.pop().expect("version has pending shards"),
+                    .filter(|&(&unit, &(at, attempt))| {
+                        at + 1 == version
+                            && self.versions[index].tasks.get(&unit).map(|t| t.state)
+                                == Some(TaskState::Ready)
+                            && self.counted_attempt(at, unit, attempt)
+                    })
+                    .map(|(&unit, _)| unit)
+                    .min();
+                // Otherwise one no other live worker keeps, if there is one.
+                let workers_now = &self.workers;
+                let kept_elsewhere = |unit| {
+                    workers_now.iter().any(|(&other, entry)| {
+                        other != worker
+                            && !entry.stalled
+                            && entry
+                                .kept
+                                .get(&unit)
+                                .is_some_and(|&(at, _)| at + 1 == version)
+                    })
+                };
+                let (unit, base_version) = match kept {
+                    Some(unit) => (unit, version - 1),
+                    None => match self.versions[index].next_ready(kept_elsewhere) {
+                        Some(unit) => (unit, 0),
+                        None => continue,
+                    },
                 };
                 let attempt = self.next_attempt;
                 self.next_attempt += 1;
-                let shard = &mut version.shards[origin as usize];
-                shard.state = ShardState::Running;
-                shard.attempts_started += 1;
-                version.holders.insert(origin, attempt);
-                version.running += 1;
-                let entry = AttemptEntry {
-                    worker,
-                    version: version.version,
-                    origin,
-                    lease_until: now + self.lease,
-                    orthos: 0,
-                };
-                let version = version.version;
-                self.attempts.insert(attempt, entry);
+                let ledger = &mut self.versions[index];
+                let task = ledger
+                    .tasks
+                    .get_mut(&unit)
+                    .expect("a ready unit has a task");
+                task.state = TaskState::Running(attempt);
+                task.attempts_started += 1;
+                ledger.running += 1;
+                self.attempts.insert(
+                    attempt,
+                    AttemptEntry {
+                        worker,
+                        version,
+                        unit,
+                        lease_until: now + self.lease,
+                        started: now,
+                        live: Live::default(),
+                        split_asked: false,
+                    },
+                );
                 self.workers
                     .get_mut(&worker)
                     .expect("worker listed")
                     .attempts
                     .push(attempt);
+                let def = &self.units[&unit];
                 assignments.push(Assignment {
                     worker,
                     attempt,
                     version,
-                    origin,
+                    unit,
+                    roots: def.roots_wire.clone(),
+                    excluded: def.excluded_wire.clone(),
+                    base_version,
+                    dedup: self.dedup,
+                    most_orthos: match self.dedup {
+                        Dedup::Tree => self.unit_orthos,
+                        Dedup::SeenSet => 0,
+                    },
                 });
                 assigned_any = true;
             }
@@ -471,13 +886,53 @@ impl Ledger {
         }
     }
 
+    /// Running units to split so that idle workers find work: when workers
+    /// have room and no unit is ready, the running units with the most
+    /// orthos waiting to be expanded (at least the split threshold), one per
+    /// free place. Each is asked once.
+    pub fn splits(&mut self) -> Vec<SplitRequest> {
+        if self.dedup != Dedup::Tree || self.versions.iter().any(VersionLedger::has_ready) {
+            return Vec::new();
+        }
+        let free: usize = self
+            .workers
+            .values()
+            .filter(|entry| !entry.stalled)
+            .map(|entry| UNITS_PER_WORKER.saturating_sub(entry.attempts.len()))
+            .sum();
+        if free == 0 {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u64, AttemptId)> = self
+            .attempts
+            .iter()
+            .filter(|(_, entry)| !entry.split_asked && entry.live.queued >= self.split_from.max(2))
+            .map(|(&attempt, entry)| (entry.live.queued, attempt))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        candidates.truncate(free);
+        let parts = (free as u32 + 1).clamp(2, MOST_PARTS);
+        candidates
+            .into_iter()
+            .map(|(_, attempt)| {
+                let entry = self.attempts.get_mut(&attempt).expect("listed");
+                entry.split_asked = true;
+                SplitRequest {
+                    worker: entry.worker,
+                    attempt,
+                    parts,
+                }
+            })
+            .collect()
+    }
+
     /// The vocabulary size of the version an attempt searches, if the attempt is live.
     pub fn attempt_vocabulary(&self, attempt: AttemptId) -> Option<usize> {
         let entry = self.attempts.get(&attempt)?;
         Some(self.version(entry.version)?.vocabulary)
     }
 
-    /// Any message from a worker shows it is alive: it may take shards
+    /// Any message from a worker shows it is alive: it may take units
     /// again. Returns whether it was stalled, in which case the caller must
     /// offer it work ([`Ledger::assign`]): nothing else may happen that would.
     pub fn heard_from(&mut self, worker: WorkerId) -> bool {
@@ -486,61 +941,137 @@ impl Ledger {
             .is_some_and(|entry| std::mem::replace(&mut entry.stalled, false))
     }
 
-    /// A progress report: renews the attempt's lease and feeds the rate.
+    /// A progress report: renews the attempt's lease and updates its live
+    /// figures, the rates and the worker's CPU time.
     pub fn progress(
         &mut self,
         worker: WorkerId,
         attempt: AttemptId,
-        orthos: u64,
+        report: Report,
         now: Instant,
     ) -> Result<(), Refusal> {
         let lease = self.lease;
         let entry = self.held(worker, attempt)?;
         entry.lease_until = now + lease;
-        let delta = orthos.saturating_sub(entry.orthos);
-        entry.orthos = entry.orthos.max(orthos);
-        self.record_rate(now, delta);
+        let delta = report.expanded.saturating_sub(entry.live.expanded);
+        let live = &mut entry.live;
+        live.orthos = report.orthos;
+        live.frontier =
+            (live.frontier + report.frontier_added).saturating_sub(report.frontier_removed);
+        if report.optimal.is_some() {
+            live.optimal = report.optimal;
+        }
+        live.queued = report.queued;
+        live.expanded = live.expanded.max(report.expanded);
+        self.rate.record(now, delta);
+        if let Some(worker) = self.workers.get_mut(&worker) {
+            worker.rate.record(now, delta);
+            worker.cpu_ms = worker.cpu_ms.max(report.cpu_ms);
+        }
         Ok(())
     }
 
-    /// A finished attempt: its shard's figures become final.
+    /// Part of a running attempt's unit handed off (as asked, or at its
+    /// size limit): `parts`, one list of orthos per new unit, become new
+    /// units at once, ready at the attempt's version and waiting at later
+    /// ones, and the unit excludes them from then on. The attempt goes on
+    /// with the rest; if it is lost later, the unit is searched again
+    /// without what it handed off.
+    pub fn split(
+        &mut self,
+        worker: WorkerId,
+        attempt: AttemptId,
+        parts: Vec<Vec<Ortho>>,
+    ) -> Result<Split, Refusal> {
+        let seen_set = self.dedup == Dedup::SeenSet;
+        let entry = self.held(worker, attempt)?;
+        if seen_set {
+            return Err(Refusal::Malformed(
+                attempt,
+                "a split in seen-set mode".into(),
+            ));
+        }
+        // It may be asked again once this split is in.
+        entry.split_asked = false;
+        let (version, unit) = (entry.version, entry.unit);
+        let parts: Vec<Vec<Ortho>> = parts.into_iter().filter(|part| !part.is_empty()).collect();
+        let first_id = self.next_unit;
+        let new_units = self.units[&unit].def.split(parts, version, first_id);
+        self.next_unit += new_units.len() as u64;
+        let owner = self.units.get_mut(&unit).expect("a task's unit exists");
+        owner.exclude(new_units.iter().flat_map(|def| def.roots.iter().cloned()));
+        let unit_def = owner.def.clone();
+        for def in &new_units {
+            self.add_unit(def.clone());
+        }
+        let ledger = &mut self.versions[version as usize - 1];
+        let task = ledger.tasks.get_mut(&unit).expect("a held unit has a task");
+        if task.split_into == 0 && !new_units.is_empty() {
+            ledger.split += 1;
+        }
+        task.split_into += new_units.len() as u32;
+        Ok(Split {
+            unit: unit_def,
+            new_units,
+        })
+    }
+
+    /// A finished attempt: its unit's figures at its version become final.
     pub fn complete(
         &mut self,
         worker: WorkerId,
         attempt: AttemptId,
-        result: &ShardResult,
+        result: UnitResult,
+        now: Instant,
     ) -> Result<Finished, Refusal> {
         let entry = self.held(worker, attempt)?;
-        let (version, origin) = (entry.version as usize - 1, entry.origin);
-        // A live attempt always holds its shard; checked anyway, because
-        // counting a shard twice is the one mistake the ledger must not make.
-        if !self.versions[version].held_by(origin, attempt) {
+        let (version, unit) = (entry.version, entry.unit);
+        let elapsed_ms = now.duration_since(entry.started).as_millis() as u64;
+        let live_expanded = entry.live.expanded;
+        let index = version as usize - 1;
+        // A live attempt always holds its unit; checked anyway, because
+        // counting a unit twice is the one mistake the ledger must not make.
+        if self.versions[index].tasks.get(&unit).map(|t| t.state)
+            != Some(TaskState::Running(attempt))
+        {
             return Err(Refusal::StaleAttempt(attempt));
         }
-        let entry = self
-            .attempts
-            .remove(&attempt)
-            .expect("attempt was just found");
-        // The rate counts what the attempt's progress reports said it found
-        // (the last one comes just before completion): the shard's total
-        // would count again the orthos a kept shard had stored.
-        if let Some(worker) = self.workers.get_mut(&worker) {
-            worker.attempts.retain(|&held| held != attempt);
-            worker.shards_done += 1;
+        self.attempts.remove(&attempt);
+        self.rate
+            .record(now, result.expanded.saturating_sub(live_expanded));
+        if let Some(entry) = self.workers.get_mut(&worker) {
+            entry.attempts.retain(|&held| held != attempt);
+            entry.units_done += 1;
+            entry.expanded += result.expanded;
+            entry
+                .rate
+                .record(now, result.expanded.saturating_sub(live_expanded));
+            if result.kept {
+                entry.kept.insert(unit, (version, attempt));
+            } else {
+                entry.kept.remove(&unit);
+            }
         }
-        let version = &mut self.versions[version];
-        version.holders.remove(&origin);
-        version.shards[origin as usize].count(result, &mut version.figures);
-        version.running -= 1;
-        version.done += 1;
+        let ledger = &mut self.versions[index];
+        let task = ledger.tasks.get_mut(&unit).expect("checked above");
+        let counted = CountedResult { result, attempt };
+        task.count(&counted, &mut ledger.figures);
+        task.elapsed_ms = elapsed_ms;
+        ledger.running -= 1;
+        ledger.done += 1;
+        let version_done = ledger.is_done();
+        if let Some(next) = self.versions.get_mut(index + 1) {
+            next.make_ready(unit, false);
+        }
         Ok(Finished {
-            version: entry.version,
-            origin: entry.origin,
-            version_done: version.is_done(),
+            version,
+            unit,
+            counted,
+            version_done,
         })
     }
 
-    /// A worker hands an attempt back; the shard becomes pending again.
+    /// A worker hands an attempt back; the unit becomes pending again.
     pub fn hand_back(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<(), Refusal> {
         self.held(worker, attempt)?;
         self.release(attempt);
@@ -566,78 +1097,102 @@ impl Ledger {
     }
 
     /// The connected workers.
-    pub fn workers(&self, now: Instant) -> Vec<WorkerSummary> {
+    pub fn workers(&mut self, now: Instant) -> Vec<WorkerSummary> {
+        let live: HashMap<WorkerId, u64> =
+            self.attempts
+                .values()
+                .fold(HashMap::new(), |mut live, attempt| {
+                    *live.entry(attempt.worker).or_default() += attempt.live.expanded;
+                    live
+                });
         let mut workers: Vec<WorkerSummary> = self
             .workers
-            .iter()
+            .iter_mut()
             .map(|(&id, entry)| WorkerSummary {
                 id,
                 name: entry.name.clone(),
                 threads: entry.threads,
-                shards: entry
+                units: entry
                     .attempts
                     .iter()
                     .filter_map(|attempt| self.attempts.get(attempt))
-                    .map(|a| (a.version, a.origin))
+                    .map(|a| (a.version, a.unit))
                     .collect(),
-                shards_done: entry.shards_done,
+                units_done: entry.units_done,
                 connected_ms: now.duration_since(entry.connected).as_millis() as u64,
+                orthos: entry.expanded + live.get(&id).copied().unwrap_or(0),
+                orthos_per_second: entry.rate.per_second(now),
+                cpu_seconds: entry.cpu_ms as f64 / 1000.0,
             })
             .collect();
         workers.sort_by_key(|worker| worker.id);
         workers
     }
 
-    /// Every shard of `version`, by origin, or `None` for an unknown version.
-    pub fn shards(&self, version: u32) -> Option<Vec<ShardSummary>> {
-        let version = self.version(version)?;
-        let phase = |origin: u32, state: ShardState| match state {
-            ShardState::Pending => ShardPhase::Pending,
-            ShardState::Done => ShardPhase::Done,
-            ShardState::Running => {
-                let worker = version
-                    .holders
-                    .get(&origin)
-                    .and_then(|attempt| self.attempts.get(attempt))
-                    .map_or(0, |entry| entry.worker);
+    /// Up to `limit` units of `version`: those running longest first, then
+    /// the largest finished ones, then pending ones; `None` for an unknown
+    /// version.
+    pub fn units(&self, version: u32, limit: usize, now: Instant) -> Option<Vec<UnitSummary>> {
+        let ledger = self.version(version)?;
+        let mut listed: Vec<UnitSummary> = ledger
+            .order
+            .iter()
+            .map(|unit| self.unit_summary(ledger, *unit, now))
+            .collect();
+        let rank = |summary: &UnitSummary| match summary.phase {
+            UnitPhase::Running { .. } => (0, u64::MAX - summary.elapsed_ms),
+            UnitPhase::Done => (1, u64::MAX - summary.orthos),
+            UnitPhase::Pending => (2, summary.unit),
+        };
+        listed.sort_by_key(rank);
+        listed.truncate(limit);
+        Some(listed)
+    }
+
+    fn unit_summary(&self, ledger: &VersionLedger, unit: UnitId, now: Instant) -> UnitSummary {
+        let task = &ledger.tasks[&unit];
+        let def = &self.units[&unit].def;
+        let mut summary = UnitSummary {
+            unit,
+            created: def.created,
+            parent: def.parent,
+            roots: def.roots.len() as u32,
+            excluded: def.excluded.len() as u32,
+            phase: UnitPhase::Pending,
+            attempts_started: task.attempts_started.into(),
+            attempts_discarded: task.attempts_discarded.into(),
+            times_counted: task.counted.into(),
+            orthos: task.orthos,
+            frontier: task.frontier,
+            base_version: task.base_version,
+            split_into: task.split_into,
+            elapsed_ms: task.elapsed_ms,
+        };
+        match task.state {
+            TaskState::Waiting | TaskState::Ready => {}
+            TaskState::Done => summary.phase = UnitPhase::Done,
+            TaskState::Running(attempt) => {
+                let entry = self.attempts.get(&attempt);
+                let worker = entry.map_or(0, |entry| entry.worker);
                 let name = self
                     .workers
                     .get(&worker)
                     .map(|entry| entry.name.clone())
                     .unwrap_or_default();
-                ShardPhase::Running { worker, name }
+                if let Some(entry) = entry {
+                    summary.orthos = entry.live.orthos;
+                    summary.frontier = entry.live.frontier;
+                    summary.elapsed_ms = now.duration_since(entry.started).as_millis() as u64;
+                }
+                summary.phase = UnitPhase::Running { worker, name };
             }
-        };
-        Some(
-            (0u32..)
-                .zip(&version.shards)
-                .map(|(origin, shard)| ShardSummary {
-                    origin,
-                    phase: phase(origin, shard.state),
-                    attempts_started: shard.attempts_started.into(),
-                    attempts_discarded: shard.attempts_discarded.into(),
-                    times_counted: shard.counted.into(),
-                    contributed: (shard.state == ShardState::Done)
-                        .then_some((shard.orthos, shard.frontier)),
-                    base_version: shard.base_version,
-                })
-                .collect(),
-        )
+        }
+        summary
     }
 
-    /// New orthos found per second over the last few seconds: what the
-    /// reports of that time add up to, over the time they span (at least a
-    /// second), so the rate is not diluted while a search starts.
+    /// Orthos expanded per second over the last few seconds.
     pub fn orthos_per_second(&mut self, now: Instant) -> f64 {
-        self.trim_rate(now);
-        let Some(&(oldest, _)) = self.recent.front() else {
-            return 0.0;
-        };
-        let total: u64 = self.recent.iter().map(|&(_, orthos)| orthos).sum();
-        let span = now
-            .duration_since(oldest)
-            .clamp(Duration::from_secs(1), RATE_WINDOW);
-        total as f64 / span.as_secs_f64()
+        self.rate.per_second(now)
     }
 
     fn held(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<&mut AttemptEntry, Refusal> {
@@ -647,7 +1202,7 @@ impl Ledger {
         }
     }
 
-    /// Puts an attempt's shard back into pending and forgets the attempt.
+    /// Puts an attempt's unit back into pending and forgets the attempt.
     fn release(&mut self, attempt: AttemptId) {
         let Some(entry) = self.attempts.remove(&attempt) else {
             return;
@@ -655,384 +1210,18 @@ impl Ledger {
         if let Some(worker) = self.workers.get_mut(&entry.worker) {
             worker.attempts.retain(|&held| held != attempt);
         }
-        let version = &mut self.versions[entry.version as usize - 1];
-        if version.held_by(entry.origin, attempt) {
-            version.holders.remove(&entry.origin);
-            let shard = &mut version.shards[entry.origin as usize];
-            shard.state = ShardState::Pending;
-            shard.attempts_discarded += 1;
-            version.running -= 1;
-            // Retried shards go first: they are what the version waits on.
-            version.pending.push(entry.origin);
-        }
-    }
-
-    fn record_rate(&mut self, now: Instant, orthos: u64) {
-        if orthos > 0 {
-            self.recent.push_back((now, orthos));
-        }
-        self.trim_rate(now);
-    }
-
-    fn trim_rate(&mut self, now: Instant) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+        let ledger = &mut self.versions[entry.version as usize - 1];
+        if let Some(task) = ledger.tasks.get_mut(&entry.unit)
+            && task.state == TaskState::Running(attempt)
         {
-            self.recent.pop_front();
+            task.state = TaskState::Waiting;
+            task.attempts_discarded += 1;
+            ledger.running -= 1;
+            // Retried units go first: they are what the version waits on.
+            ledger.make_ready(entry.unit, true);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::interner::{Interner, Token};
-    use crate::ortho::Ortho;
-
-    /// The words of a text, in token-id order.
-    fn words(text: &str) -> Vec<String> {
-        Interner::from_texts([text]).words().to_vec()
-    }
-
-    fn ledger_with(text: &str) -> Ledger {
-        let mut ledger = Ledger::new(Duration::from_secs(5));
-        ledger.add_version("t".into(), words(text), &[], []);
-        ledger
-    }
-
-    fn result(orthos: u64, token: u32) -> ShardResult {
-        ShardResult {
-            orthos,
-            frontier: 1,
-            optimal: Some(Ortho::new(&[2, 2], &[Some(Token(token)), None, None, None]).unwrap()),
-        }
-    }
-
-    #[test]
-    fn versions_share_one_word_list_and_a_shard_stays_small() {
-        let mut ledger = ledger_with("a b c");
-        ledger.add_version("empty".into(), Vec::new(), &[], []);
-        ledger.add_version("more".into(), vec!["d".into()], &[], []);
-        assert_eq!(ledger.words(1), ledger.words(2));
-        assert_eq!(ledger.words(3).len(), 4);
-        assert_eq!(ledger.words(3)[..3], *ledger.words(1));
-        assert!(ledger.words(4).is_empty());
-        // Every version keeps one per word; 100 versions of a 1,000-word
-        // text cost a few MB.
-        assert!(std::mem::size_of::<Shard>() <= 32);
-    }
-
-    #[test]
-    fn the_heaviest_shards_are_handed_out_first() {
-        let mut ledger = Ledger::new(Duration::from_secs(5));
-        ledger.add_version("t".into(), words("a b c d"), &[1, 5, 0, 3], []);
-        ledger.add_worker("w".into(), 1, []);
-        let first: Vec<u32> = ledger
-            .assign(Instant::now())
-            .iter()
-            .map(|a| a.origin)
-            .collect();
-        assert_eq!(first.len(), SHARDS_PER_WORKER);
-        assert!(first.contains(&1) && first.contains(&3), "{first:?}");
-    }
-
-    #[test]
-    fn every_shard_is_assigned_once_and_counted_once() {
-        let mut ledger = ledger_with("a b c");
-        let now = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1, []);
-        let mut origins = Vec::new();
-        loop {
-            let assignments = ledger.assign(now);
-            if assignments.is_empty() {
-                break;
-            }
-            for a in assignments {
-                origins.push(a.origin);
-                let finished = ledger
-                    .complete(worker, a.attempt, &result(2, a.origin))
-                    .unwrap();
-                assert_eq!(finished.version_done, origins.len() == 3);
-                // A second report of the same attempt is refused.
-                assert!(
-                    ledger
-                        .complete(worker, a.attempt, &result(2, a.origin))
-                        .is_err()
-                );
-            }
-        }
-        origins.sort_unstable();
-        assert_eq!(origins, vec![0, 1, 2]);
-        let version = ledger.version(1).unwrap();
-        assert!(version.is_done());
-        assert_eq!(version.figures().orthos, 6);
-        assert_eq!(version.figures().frontier, 3);
-    }
-
-    #[test]
-    fn a_lost_worker_frees_its_shards_and_its_late_reports_are_refused() {
-        let mut ledger = ledger_with("a b c");
-        let now = Instant::now();
-        let lost = ledger.add_worker("lost".into(), 1, []);
-        let held = ledger.assign(now);
-        assert_eq!(held.len(), SHARDS_PER_WORKER);
-        ledger.remove_worker(lost);
-        assert!(
-            ledger
-                .complete(lost, held[0].attempt, &result(5, 0))
-                .is_err()
-        );
-        let other = ledger.add_worker("other".into(), 1, []);
-        let again = ledger.assign(now);
-        assert_eq!(again.len(), 2);
-        assert!(again.iter().all(|a| a.worker == other));
-        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 2);
-        assert_eq!(ledger.version(1).unwrap().figures().orthos, 0);
-    }
-
-    #[test]
-    fn expired_leases_return_shards_unless_renewed() {
-        let mut ledger = ledger_with("a b");
-        let start = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1, []);
-        let held = ledger.assign(start);
-        let later = start + Duration::from_secs(4);
-        ledger.progress(worker, held[0].attempt, 10, later).unwrap();
-        assert_eq!(
-            ledger.expire_leases(start + Duration::from_secs(6)),
-            vec![(worker, held[1].attempt)]
-        );
-        assert!(
-            ledger
-                .complete(worker, held[1].attempt, &result(1, 1))
-                .is_err()
-        );
-        assert!(
-            ledger
-                .complete(worker, held[0].attempt, &result(1, 0))
-                .is_ok()
-        );
-    }
-
-    #[test]
-    fn a_worker_whose_lease_ran_out_gets_no_shards_until_heard_from() {
-        let mut ledger = ledger_with("a b c d e");
-        let start = Instant::now();
-        let frozen = ledger.add_worker("frozen".into(), 1, []);
-        let held = ledger.assign(start);
-        assert!(held.iter().all(|a| a.worker == frozen));
-        let later = start + Duration::from_secs(6);
-        assert_eq!(ledger.expire_leases(later).len(), held.len());
-        let alive = ledger.add_worker("alive".into(), 1, []);
-        let next = ledger.assign(later);
-        assert!(!next.is_empty());
-        assert!(
-            next.iter().all(|a| a.worker == alive),
-            "the frozen worker got {next:?}"
-        );
-        assert!(ledger.heard_from(frozen), "it was stalled");
-        assert!(!ledger.heard_from(frozen), "it is stalled no more");
-        assert!(ledger.assign(later).iter().any(|a| a.worker == frozen));
-    }
-
-    #[test]
-    fn known_results_after_a_restart_are_not_searched_again() {
-        let mut ledger = Ledger::new(Duration::from_secs(5));
-        ledger.add_version("t".into(), words("a b c"), &[], [(1, result(7, 1))]);
-        let worker = ledger.add_worker("w".into(), 1, []);
-        let mut origins: Vec<u32> = Vec::new();
-        for _ in 0..3 {
-            for a in ledger.assign(Instant::now()) {
-                origins.push(a.origin);
-                ledger
-                    .complete(worker, a.attempt, &result(1, a.origin))
-                    .unwrap();
-            }
-        }
-        origins.sort_unstable();
-        assert_eq!(origins, vec![0, 2]);
-        assert_eq!(ledger.version(1).unwrap().figures().orthos, 9);
-    }
-
-    #[test]
-    fn the_version_optimum_is_the_best_shard_optimum() {
-        let mut ledger = ledger_with("a b");
-        let worker = ledger.add_worker("w".into(), 1, []);
-        for a in ledger.assign(Instant::now()) {
-            ledger
-                .complete(worker, a.attempt, &result(1, a.origin))
-                .unwrap();
-        }
-        let best = ledger
-            .version(1)
-            .unwrap()
-            .figures()
-            .optimal
-            .clone()
-            .unwrap();
-        // Equal (volume, fullness): the smaller payload wins.
-        assert_eq!(best.raw_slots()[0], 0);
-    }
-
-    fn shard(ledger: &Ledger, origin: u32) -> ShardSummary {
-        ledger.shards(1).unwrap()[origin as usize].clone()
-    }
-
-    #[test]
-    fn a_finished_shard_is_counted_once_and_a_repeated_report_changes_nothing() {
-        let mut ledger = ledger_with("a b");
-        let now = Instant::now();
-        let worker = ledger.add_worker("w".into(), 1, []);
-        let held = ledger.assign(now);
-        let first = held[0];
-        assert_eq!(shard(&ledger, first.origin).times_counted, 0);
-        ledger
-            .complete(worker, first.attempt, &result(4, first.origin))
-            .unwrap();
-        let counted = shard(&ledger, first.origin);
-        assert_eq!(counted.phase, ShardPhase::Done);
-        assert_eq!(counted.times_counted, 1);
-        assert_eq!(counted.attempts_started, 1);
-        assert_eq!(counted.contributed, Some((4, 1)));
-
-        // The same attempt reporting again is refused and counts nothing.
-        assert!(
-            ledger
-                .complete(worker, first.attempt, &result(4, first.origin))
-                .is_err()
-        );
-        assert_eq!(shard(&ledger, first.origin), counted);
-        assert_eq!(ledger.version(1).unwrap().figures().orthos, 4);
-    }
-
-    #[test]
-    fn a_lost_attempt_is_discarded_and_its_late_result_is_not_counted() {
-        let mut ledger = ledger_with("a");
-        let start = Instant::now();
-        let frozen = ledger.add_worker("frozen".into(), 1, []);
-        let lost = ledger.assign(start)[0];
-        assert_eq!(
-            shard(&ledger, 0).phase,
-            ShardPhase::Running {
-                worker: frozen,
-                name: "frozen".into()
-            }
-        );
-        assert_eq!(
-            ledger.expire_leases(start + Duration::from_secs(6)).len(),
-            1
-        );
-        let expired = shard(&ledger, 0);
-        assert_eq!(expired.phase, ShardPhase::Pending);
-        assert_eq!(
-            (expired.attempts_started, expired.attempts_discarded),
-            (1, 1)
-        );
-        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 1);
-
-        let alive = ledger.add_worker("alive".into(), 1, []);
-        let retry = ledger.assign(start)[0];
-        assert_eq!((retry.worker, retry.origin), (alive, 0));
-        ledger
-            .complete(alive, retry.attempt, &result(3, 0))
-            .unwrap();
-        // The frozen worker wakes up and reports its lost attempt.
-        assert!(
-            ledger
-                .complete(frozen, lost.attempt, &result(3, 0))
-                .is_err()
-        );
-        let done = shard(&ledger, 0);
-        assert_eq!(done.phase, ShardPhase::Done);
-        assert_eq!(done.times_counted, 1);
-        assert_eq!((done.attempts_started, done.attempts_discarded), (2, 1));
-        assert_eq!(ledger.version(1).unwrap().figures().orthos, 3);
-    }
-
-    #[test]
-    fn every_way_of_losing_an_attempt_is_counted_as_discarded() {
-        let mut ledger = ledger_with("a b c");
-        let now = Instant::now();
-        let first = ledger.add_worker("first".into(), 1, []);
-        let held = ledger.assign(now);
-        ledger.hand_back(first, held[0].attempt).unwrap();
-        ledger.remove_worker(first);
-        let version = ledger.version(1).unwrap();
-        assert_eq!(version.attempts_discarded(), 2);
-        assert_eq!(version.shards_running(), 0);
-        let shards = ledger.shards(1).unwrap();
-        for a in &held {
-            let lost = &shards[a.origin as usize];
-            assert_eq!(lost.phase, ShardPhase::Pending);
-            assert_eq!((lost.attempts_started, lost.attempts_discarded), (1, 1));
-            assert_eq!(lost.times_counted, 0);
-            assert_eq!(lost.contributed, None);
-        }
-        // Refusing a stale hand-back discards nothing more.
-        assert!(ledger.hand_back(first, held[1].attempt).is_err());
-        assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 2);
-    }
-
-    #[test]
-    fn shards_restored_after_a_restart_are_counted_once_with_no_attempts() {
-        let mut ledger = Ledger::new(Duration::from_secs(5));
-        // A duplicate record, or one outside the vocabulary, counts nothing.
-        ledger.add_version(
-            "t".into(),
-            words("a b"),
-            &[],
-            [(1, result(7, 1)), (1, result(7, 1)), (9, result(5, 0))],
-        );
-        let restored = shard(&ledger, 1);
-        assert_eq!(restored.phase, ShardPhase::Done);
-        assert_eq!(restored.times_counted, 1);
-        assert_eq!(restored.attempts_started, 0);
-        assert_eq!(restored.contributed, Some((7, 1)));
-        assert_eq!(shard(&ledger, 0).phase, ShardPhase::Pending);
-        assert_eq!(ledger.version(1).unwrap().figures().orthos, 7);
-        assert!(ledger.shards(2).is_none());
-    }
-
-    #[test]
-    fn a_worker_is_offered_the_shards_it_keeps_first() {
-        let mut ledger = ledger_with("a b c d e f");
-        let keeper = ledger.add_worker("keeper".into(), 1, []);
-        let now = Instant::now();
-        // Version 1 goes to the one worker; it keeps shards 1 and 4.
-        loop {
-            let assigned = ledger.assign(now);
-            if assigned.is_empty() {
-                break;
-            }
-            for a in assigned {
-                let finished = ledger
-                    .complete(keeper, a.attempt, &result(1, a.origin))
-                    .unwrap();
-                ledger.record_search(keeper, &finished, 0, [1, 4].contains(&a.origin));
-            }
-        }
-        assert!(ledger.version(1).unwrap().is_done());
-        // The second text adds no word.
-        ledger.add_version("u".into(), Vec::new(), &[], []);
-        let other = ledger.add_worker("other".into(), 1, [(2, 1)]);
-        let offered: Vec<(WorkerId, u32)> = ledger
-            .assign(now)
-            .iter()
-            .map(|a| (a.worker, a.origin))
-            .collect();
-        // Each worker first gets a shard it keeps, whatever the size order.
-        assert!(offered.contains(&(other, 2)), "{offered:?}");
-        let kept: Vec<u32> = offered
-            .iter()
-            .filter(|(worker, _)| *worker == keeper)
-            .map(|&(_, origin)| origin)
-            .collect();
-        assert_eq!(kept.len(), SHARDS_PER_WORKER);
-        assert!(
-            kept.iter().all(|origin| [1, 4].contains(origin)),
-            "{kept:?}"
-        );
-    }
-}
+mod tests;

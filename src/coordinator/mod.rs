@@ -1,10 +1,12 @@
 //! The gRPC coordinator (`fold-coordinator serve`): it stores submitted texts,
-//! splits each version's search into one shard per origin token, leases the
-//! shards to workers over their Work streams, and adds up their figures.
+//! splits each version's search into units (subtrees, see [`units`]), leases
+//! the units to workers over their Work streams, splits large ones while they
+//! run so that no worker idles, and adds up their figures.
 //!
-//! * [`ledger`] — versions, shards, attempts, leases and aggregation (no I/O).
+//! * [`units`] — what a unit covers, and how units split.
+//! * [`ledger`] — versions, units, attempts, leases, splits and aggregation (no I/O).
 //! * [`vocabulary`] — the words of the texts, shared by every version.
-//! * [`persist`] — texts and finished shards in redb.
+//! * [`persist`] — texts, units and counted results in redb.
 //! * [`service`] — the `fold.v1.Coordinator` rpcs.
 //! * [`auth`] — the bearer token check.
 //! * [`connections`] — the cap on open connections, and closing silent ones.
@@ -12,13 +14,14 @@
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
 //! beside the Coordinator service and need no token. On the shutdown signal
 //! the coordinator ends the workers' Work streams, gives other connections
-//! a few seconds, and saves the finished shards.
+//! a few seconds, and saves the finished units.
 
 pub mod auth;
 pub mod connections;
 pub mod ledger;
 pub mod persist;
 pub mod service;
+pub mod units;
 pub mod vocabulary;
 
 use std::net::SocketAddr;
@@ -28,11 +31,14 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
+use crate::search::Dedup;
 use auth::TokenCheck;
-use ledger::Ledger;
+use ledger::{Ledger, RestoredVersion};
 use persist::CoordinatorStore;
 use service::{CoordinatorService, Shared};
 use vocabulary::Vocabulary;
+
+pub use ledger::{DEFAULT_SPLIT_FROM, DEFAULT_UNIT_ORTHOS};
 
 /// Default address `serve` listens on: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -48,7 +54,7 @@ pub const MAX_TEXT_BYTES_LIMIT: usize = 1 << 30;
 /// lease, which must stay well above network and scheduling delays.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 
-/// Longest lease `serve` accepts (a day): a frozen worker keeps its shards
+/// Longest lease `serve` accepts (a day): a frozen worker keeps its units
 /// this long.
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -56,7 +62,7 @@ pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 /// (8 MiB; texts travel in 1 MiB chunks, so larger texts still work).
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
-/// How often finished shards are committed to disk.
+/// How often finished units are committed to disk.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
 
 /// How `serve` runs.
@@ -64,12 +70,22 @@ const SAVE_EVERY: Duration = Duration::from_millis(200);
 pub struct ServeOptions {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// Where texts and finished shards are kept.
+    /// Where texts, units and their results are kept.
     pub state_dir: PathBuf,
     /// The bearer token every Coordinator rpc must carry.
     pub token: String,
-    /// How long a shard's lease lasts past the worker's last report on it.
+    /// How long an attempt's lease lasts past the worker's last report on it.
     pub lease: Duration,
+    /// How searches avoid finding an ortho twice (seen-set units are whole
+    /// first words and never split). `None`: the mode the state dir was
+    /// created with, or tree for a new one.
+    pub dedup: Option<Dedup>,
+    /// Split a running unit for an idle worker only when it has at least
+    /// this many orthos found and not expanded.
+    pub split_from: u64,
+    /// Orthos an attempt may expand before it hands the rest of its unit
+    /// off (0: no limit).
+    pub unit_orthos: u64,
     /// Largest text accepted by Submit.
     pub max_text_bytes: usize,
     /// Connections open at once; 0: as many as the open file limit allows
@@ -81,39 +97,68 @@ pub struct ServeOptions {
 /// vocabulary at the latest version and the texts in version order.
 fn restore(
     store: &CoordinatorStore,
-    lease: Duration,
+    options: &ServeOptions,
 ) -> Result<(Ledger, Vocabulary, Vec<Arc<String>>)> {
-    let mut ledger = Ledger::new(lease);
+    let stored = store.load()?;
+    let mut ledger = Ledger::new(options.lease, store.dedup());
+    ledger.set_split_from(options.split_from);
+    ledger.set_unit_orthos(options.unit_orthos);
     let mut vocabulary = Vocabulary::new();
+    let mut versions = Vec::new();
     let mut texts = Vec::new();
-    for stored in store.load()? {
-        let added = vocabulary.ingest(&stored.text);
-        let size = added.weights.len();
-        let known = stored
-            .shards
-            .iter()
-            .map(|(origin, bytes)| {
-                persist::decode_result(bytes, size)
-                    .map(|result| (*origin, result))
-                    .map_err(|error| {
-                        crate::storage::damaged(
-                            store.path(),
-                            format!(
-                                "the shard record of version {}, origin {origin}: {error}",
-                                added.version
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        ledger.add_version(stored.source, added.new_words, &added.weights, known);
-        texts.push(Arc::new(stored.text));
+    let mut sizes = Vec::new();
+    for version in stored.versions {
+        let added = vocabulary.ingest(&version.text);
+        sizes.push(added.weights.len());
+        versions.push(RestoredVersion {
+            source: version.source,
+            new_words: added.new_words,
+        });
+        texts.push(Arc::new(version.text));
     }
+    let damaged = |what: String| crate::storage::damaged(store.path(), what);
+    for unit in &stored.units {
+        let size = sizes[unit.created as usize - 1];
+        let outside = unit
+            .roots
+            .iter()
+            .chain(&unit.excluded)
+            .flat_map(|ortho| ortho.payload().flatten())
+            .any(|token| token.0 as usize >= size);
+        if outside {
+            return Err(damaged(format!(
+                "unit {} names a word its version does not have",
+                unit.id
+            )));
+        }
+    }
+    let results = stored
+        .results
+        .into_iter()
+        .map(|(version, unit, bytes)| {
+            let size = sizes
+                .get((version as usize).wrapping_sub(1))
+                .copied()
+                .ok_or_else(|| {
+                    damaged(format!(
+                        "a result of version {version}, which is not stored"
+                    ))
+                })?;
+            persist::decode_result(&bytes, size)
+                .map(|counted| (version, unit, counted))
+                .map_err(|error| {
+                    damaged(format!(
+                        "the result of unit {unit} at version {version}: {error}"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ledger.restore(versions, stored.units, results);
     Ok((ledger, vocabulary, texts))
 }
 
 /// How long, after the shutdown signal, connections get to finish (a
-/// client watching a version, a worker handing back its shards) before the
+/// client watching a version, a worker handing back its units) before the
 /// coordinator stops anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -157,8 +202,8 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
 
-    let store = CoordinatorStore::open(&options.state_dir)?;
-    let (ledger, vocabulary, texts) = restore(&store, options.lease)?;
+    let store = CoordinatorStore::open(&options.state_dir, options.dedup)?;
+    let (ledger, vocabulary, texts) = restore(&store, &options)?;
     tracing::info!(
         versions = texts.len(),
         max_connections = limits.max_connections,
@@ -273,7 +318,8 @@ fn connection_limits(requested: usize) -> connections::Limits {
     }
 }
 
-/// Lease expiry and periodic saving of finished shards.
+/// Lease expiry (with splits for idle workers) and periodic saving of
+/// finished units.
 fn spawn_background(shared: Arc<Shared>, lease: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut expiry = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
@@ -283,7 +329,7 @@ fn spawn_background(shared: Arc<Shared>, lease: Duration) -> tokio::task::JoinHa
                 _ = expiry.tick() => shared.expire_leases(),
                 _ = saving.tick() => {
                     if let Err(error) = shared.save_results().await {
-                        tracing::error!(%error, "cannot save finished shards; they will be searched again after a restart");
+                        tracing::error!(%error, "cannot save finished units; they will be searched again after a restart");
                     }
                 }
             }

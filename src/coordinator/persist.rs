@@ -1,31 +1,40 @@
-//! The coordinator's durable state: submitted texts and finished shards, in
-//! one redb file under the state dir.
+//! The coordinator's durable state, in one redb file under the state dir:
+//! submitted texts, units (what each covers, as it is now) and the results
+//! counted for each unit at each version.
 //!
-//! A text is committed before its submission is acknowledged. Shard results
-//! are committed in groups; a result lost in a crash only means that shard is
-//! searched again after the restart, never that it is counted twice.
+//! A text is committed, with the units of its new first words, before its
+//! submission is acknowledged. Splits (the new units and the exclusions they
+//! add) and results are committed in groups, in the order they happened, so
+//! a unit's result is never stored before the split that made the unit. A
+//! change lost in a crash only means a unit is searched again after the
+//! restart (without the lost splits, which its new attempt makes anew),
+//! never that anything is counted twice.
 
 use std::path::{Path, PathBuf};
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::coordinator::ledger::ShardResult;
+use crate::coordinator::ledger::{CountedResult, UnitResult};
+use crate::coordinator::units::{UnitDef, UnitId};
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
+use crate::search::Dedup;
 use crate::storage::{self, CHECKS, Checks, META, damaged, guarded};
 
 /// Name of the database file inside the state dir.
 pub const COORDINATOR_FILE: &str = "coordinator.redb";
 
-const FORMAT: &str = "fold-coordinator/1";
+/// Format 1 kept one result per origin shard; format 2 keeps units.
+const FORMAT: &str = "fold-coordinator/2";
 
 /// What the file should be, for open errors.
 const WHAT: &str = "a fold coordinator file";
 
 const TEXTS: TableDefinition<u32, &[u8]> = TableDefinition::new("texts");
 const SOURCES: TableDefinition<u32, &str> = TableDefinition::new("sources");
-const SHARDS: TableDefinition<(u32, u32), &[u8]> = TableDefinition::new("shards");
+const UNITS: TableDefinition<u64, &[u8]> = TableDefinition::new("units");
+const RESULTS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("results");
 
 /// One stored version.
 pub struct StoredVersion {
@@ -33,21 +42,42 @@ pub struct StoredVersion {
     pub source: String,
     /// Its text.
     pub text: String,
-    /// Finished shards: (origin, encoded result).
-    pub shards: Vec<(u32, Vec<u8>)>,
+}
+
+/// Everything a coordinator stored.
+pub struct Stored {
+    /// Its versions, in order.
+    pub versions: Vec<StoredVersion>,
+    /// Its units, as they are now.
+    pub units: Vec<UnitDef>,
+    /// Counted results: (version, unit, encoded result).
+    pub results: Vec<(u32, UnitId, Vec<u8>)>,
+}
+
+/// What a group of finished units changes in the store.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A unit was created or now excludes more.
+    Unit(UnitDef),
+    /// A unit's result at a version was counted.
+    Result(u32, UnitId, CountedResult),
 }
 
 /// The coordinator's redb file.
 pub struct CoordinatorStore {
     path: PathBuf,
+    /// The dedup mode the store was created with.
+    dedup: Dedup,
     /// Always `Some` until dropped (the drop is guarded too).
     db: Option<Database>,
 }
 
 impl CoordinatorStore {
     /// Opens (or creates) the store in `dir`, refusing files fold did not
-    /// write. A state dir it creates is removed again if creating the file fails.
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// write. A state dir it creates is removed again if creating the file
+    /// fails. A new store searches in `dedup` mode (tree when `None`); an
+    /// existing one keeps the mode it was created with, and refuses another.
+    pub fn open(dir: &Path, dedup: Option<Dedup>) -> Result<Self> {
         let path = dir.join(COORDINATOR_FILE);
         if !path.exists() {
             let foreign = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
@@ -61,13 +91,18 @@ impl CoordinatorStore {
             let created = !dir.exists();
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("cannot create state dir {}", dir.display()), e))?;
+            let dedup = dedup.unwrap_or_default();
             let db = guarded(&path, || {
                 let db = Database::create(&path).map_err(|e| Error::storage(&path, e))?;
-                write_format(&db).map_err(|e| Error::storage(&path, e))?;
+                write_format(&db, dedup).map_err(|e| Error::storage(&path, e))?;
                 Ok(db)
             });
             return match db {
-                Ok(db) => Ok(Self { path, db: Some(db) }),
+                Ok(db) => Ok(Self {
+                    path,
+                    dedup,
+                    db: Some(db),
+                }),
                 Err(error) => {
                     let _ = std::fs::remove_file(&path);
                     if created {
@@ -83,9 +118,34 @@ impl CoordinatorStore {
             seal_if_unsealed(&db).map_err(|e| Error::storage(&path, e))?;
             Ok(db)
         })?;
-        let store = Self { path, db: Some(db) };
-        store.read(|txn, _| storage::expect_format(txn, FORMAT, &store.path))?;
+        let mut store = Self {
+            path,
+            dedup: Dedup::default(),
+            db: Some(db),
+        };
+        store.dedup = store.read(|txn, _| {
+            storage::expect_format(txn, FORMAT, &store.path)?;
+            let meta = txn.open_table(META).map_err(|e| store.fail(e))?;
+            let stored = meta.get("dedup").map_err(|e| store.fail(e))?;
+            let name = stored.as_ref().map(|name| name.value()).unwrap_or_default();
+            Dedup::from_name(name)
+                .ok_or_else(|| damaged(&store.path, format!("unknown dedup mode {name:?}")))
+        })?;
+        if let Some(asked) = dedup.filter(|&asked| asked != store.dedup) {
+            return Err(Error::BadState(format!(
+                "state dir {} searches with --dedup {}; it cannot switch to --dedup {} (its \
+                 units were made for the other mode): leave --dedup out, or use a new --state-dir",
+                dir.display(),
+                store.dedup.name(),
+                asked.name()
+            )));
+        }
         Ok(store)
+    }
+
+    /// The dedup mode of the store's searches.
+    pub fn dedup(&self) -> Dedup {
+        self.dedup
     }
 
     /// The database file.
@@ -123,12 +183,11 @@ impl CoordinatorStore {
         })
     }
 
-    /// Every stored version, in order, each value checked against its checksum.
-    pub fn load(&self) -> Result<Vec<StoredVersion>> {
+    /// Everything stored, each value checked against its checksum.
+    pub fn load(&self) -> Result<Stored> {
         self.read(|txn, checks| {
             let texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
             let sources = txn.open_table(SOURCES).map_err(|e| self.fail(e))?;
-            let shards = txn.open_table(SHARDS).map_err(|e| self.fail(e))?;
             let verify = |key: String, bytes: &[u8]| {
                 checks
                     .verify(&key, bytes)
@@ -158,47 +217,82 @@ impl CoordinatorStore {
                     }
                     None => String::new(),
                 };
-                let mut results = Vec::new();
-                for entry in shards
-                    .range((expected, 0)..=(expected, u32::MAX))
-                    .map_err(|e| self.fail(e))?
-                {
-                    let (key, value) = entry.map_err(|e| self.fail(e))?;
-                    let origin = key.value().1;
-                    verify(format!("shards/{expected}/{origin}"), value.value())?;
-                    results.push((origin, value.value().to_vec()));
-                }
-                versions.push(StoredVersion {
-                    source,
-                    text,
-                    shards: results,
-                });
+                versions.push(StoredVersion { source, text });
             }
-            Ok(versions)
+            let mut units = Vec::new();
+            for entry in txn
+                .open_table(UNITS)
+                .map_err(|e| self.fail(e))?
+                .iter()
+                .map_err(|e| self.fail(e))?
+            {
+                let (id, value) = entry.map_err(|e| self.fail(e))?;
+                let id = id.value();
+                verify(format!("units/{id}"), value.value())?;
+                let def = UnitDef::decode(value.value())
+                    .map_err(|e| damaged(&self.path, format!("unit {id}: {e}")))?;
+                if def.id != id || def.created as usize > versions.len() || def.created == 0 {
+                    return Err(damaged(
+                        &self.path,
+                        format!("unit {id} does not fit its record"),
+                    ));
+                }
+                units.push(def);
+            }
+            let mut results = Vec::new();
+            for entry in txn
+                .open_table(RESULTS)
+                .map_err(|e| self.fail(e))?
+                .iter()
+                .map_err(|e| self.fail(e))?
+            {
+                let (key, value) = entry.map_err(|e| self.fail(e))?;
+                let (version, unit) = key.value();
+                verify(format!("results/{version}/{unit}"), value.value())?;
+                results.push((version, unit, value.value().to_vec()));
+            }
+            Ok(Stored {
+                versions,
+                units,
+                results,
+            })
         })
     }
 
-    /// Durably stores the text of a new version.
-    pub fn append_text(&self, version: u32, source: &str, text: &str) -> Result<()> {
+    /// Durably stores the text of a new version and the units of its new
+    /// first words.
+    pub fn append_text(
+        &self,
+        version: u32,
+        source: &str,
+        text: &str,
+        units: &[UnitDef],
+    ) -> Result<()> {
         self.write(|txn| {
             txn.open_table(TEXTS)?.insert(version, text.as_bytes())?;
             storage::seal(txn, &format!("texts/{version}"), text.as_bytes())?;
             txn.open_table(SOURCES)?.insert(version, source)?;
-            storage::seal(txn, &format!("sources/{version}"), source.as_bytes())
+            storage::seal(txn, &format!("sources/{version}"), source.as_bytes())?;
+            write_units(txn, units)
         })
     }
 
-    /// Durably stores a group of finished shards in one transaction.
-    pub fn record_shards(&self, results: &[(u32, u32, ShardResult)]) -> Result<()> {
-        if results.is_empty() {
+    /// Durably applies a group of changes, in order, in one transaction.
+    pub fn record(&self, changes: &[Change]) -> Result<()> {
+        if changes.is_empty() {
             return Ok(());
         }
         self.write(|txn| {
-            let mut shards = txn.open_table(SHARDS)?;
-            for (version, origin, result) in results {
-                let bytes = encode_result(result);
-                shards.insert((*version, *origin), bytes.as_slice())?;
-                storage::seal(txn, &format!("shards/{version}/{origin}"), &bytes)?;
+            for change in changes {
+                match change {
+                    Change::Unit(def) => write_units(txn, std::slice::from_ref(def))?,
+                    Change::Result(version, unit, counted) => {
+                        let bytes = encode_result(counted);
+                        txn.open_table(RESULTS)?
+                            .insert((*version, *unit), bytes.as_slice())?;
+                        storage::seal(txn, &format!("results/{version}/{unit}"), &bytes)?;
+                    }
+                }
             }
             Ok(())
         })
@@ -221,12 +315,16 @@ impl Drop for CoordinatorStore {
 }
 
 /// Writes the format marker and creates the tables of a new coordinator file.
-fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
+fn write_format(db: &Database, dedup: Dedup) -> std::result::Result<(), redb::Error> {
     let txn = db.begin_write()?;
-    txn.open_table(META)?.insert("format", FORMAT)?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert("format", FORMAT)?;
+    meta.insert("dedup", dedup.name())?;
+    drop(meta);
     txn.open_table(TEXTS)?;
     txn.open_table(SOURCES)?;
-    txn.open_table(SHARDS)?;
+    txn.open_table(UNITS)?;
+    txn.open_table(RESULTS)?;
     txn.open_table(CHECKS)?;
     txn.commit()?;
     Ok(())
@@ -241,45 +339,78 @@ fn seal_if_unsealed(db: &Database) -> std::result::Result<(), redb::Error> {
     }
     storage::seal_table(&txn, TEXTS, |v| v.to_string(), |bytes| bytes.to_vec())?;
     storage::seal_table(&txn, SOURCES, |v| v.to_string(), |s| s.as_bytes().to_vec())?;
+    storage::seal_table(&txn, UNITS, |id| id.to_string(), |bytes| bytes.to_vec())?;
     storage::seal_table(
         &txn,
-        SHARDS,
-        |(version, origin)| format!("{version}/{origin}"),
+        RESULTS,
+        |(version, unit)| format!("{version}/{unit}"),
         |bytes| bytes.to_vec(),
     )?;
     txn.commit()?;
     Ok(())
 }
 
-/// A shard result as stored: the wire's `ShardDone` message.
-pub fn encode_result(result: &ShardResult) -> Vec<u8> {
-    v1::ShardDone {
-        attempt: 0,
-        orthos: result.orthos,
-        frontier: result.frontier,
-        optimal: result.optimal.as_ref().map(proto::tokens_of),
-        base_version: 0,
-        stored: false,
+/// Writes unit records (new, or with more exclusions).
+fn write_units(
+    txn: &redb::WriteTransaction,
+    units: &[UnitDef],
+) -> std::result::Result<(), redb::Error> {
+    let mut table = txn.open_table(UNITS)?;
+    for def in units {
+        let bytes = def.encode();
+        table.insert(def.id, bytes.as_slice())?;
+        storage::seal(txn, &format!("units/{}", def.id), &bytes)?;
     }
-    .encode_to_vec()
+    Ok(())
 }
 
-/// A stored shard result, checked against a vocabulary of `vocabulary` tokens.
-pub fn decode_result(bytes: &[u8], vocabulary: usize) -> Result<ShardResult> {
-    let done = v1::ShardDone::decode(bytes)
-        .map_err(|e| Error::BadState(format!("bad shard record: {e}")))?;
-    result_of(&done, vocabulary)
+/// A counted result as stored: the counted attempt, then the wire's
+/// `UnitDone` message.
+pub fn encode_result(counted: &CountedResult) -> Vec<u8> {
+    let mut bytes = counted.attempt.to_le_bytes().to_vec();
+    let result = &counted.result;
+    v1::UnitDone {
+        attempt: counted.attempt,
+        orthos: result.figures.orthos,
+        frontier: result.figures.frontier,
+        optimal: result.figures.optimal.as_ref().map(proto::tokens_of),
+        base_version: result.base_version,
+        kept: result.kept,
+        expanded: result.expanded,
+    }
+    .encode(&mut bytes)
+    .expect("a Vec grows as needed");
+    bytes
 }
 
-/// A shard result from a worker's `ShardDone`, checked against the vocabulary.
-pub fn result_of(done: &v1::ShardDone, vocabulary: usize) -> Result<ShardResult> {
-    Ok(ShardResult {
-        orthos: done.orthos,
-        frontier: done.frontier,
-        optimal: done
-            .optimal
-            .as_ref()
-            .map(|tokens| proto::ortho_of(tokens, vocabulary))
-            .transpose()?,
+/// A stored result, checked against a vocabulary of `vocabulary` tokens.
+pub fn decode_result(bytes: &[u8], vocabulary: usize) -> Result<CountedResult> {
+    let bad = |what: String| Error::BadState(format!("bad result record: {what}"));
+    let (head, done) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| bad("too short".into()))?;
+    let attempt = u64::from_le_bytes(*head);
+    let done = v1::UnitDone::decode(done).map_err(|e| bad(e.to_string()))?;
+    Ok(CountedResult {
+        result: result_of(&done, vocabulary)?,
+        attempt,
+    })
+}
+
+/// A unit's result from a worker's `UnitDone`, checked against the vocabulary.
+pub fn result_of(done: &v1::UnitDone, vocabulary: usize) -> Result<UnitResult> {
+    Ok(UnitResult {
+        figures: crate::search::Figures {
+            orthos: done.orthos,
+            frontier: done.frontier,
+            optimal: done
+                .optimal
+                .as_ref()
+                .map(|tokens| proto::ortho_of(tokens, vocabulary))
+                .transpose()?,
+        },
+        base_version: done.base_version,
+        expanded: done.expanded,
+        kept: done.kept,
     })
 }

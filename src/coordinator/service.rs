@@ -11,8 +11,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::coordinator::ledger::{Ledger, ShardPhase, ShardResult, ShardSummary, WorkerId};
-use crate::coordinator::persist::{self, CoordinatorStore};
+use crate::coordinator::ledger::{
+    Assignment, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
+};
+use crate::coordinator::persist::{self, Change, CoordinatorStore};
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
 use crate::proto::{self, v1};
@@ -28,6 +30,10 @@ pub const TEXT_CHUNK_BYTES: usize = 1 << 20;
 /// How often WatchStatus sends a snapshot.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
+/// Most units a status reply lists per version (about 100 bytes each, so a
+/// reply stays well under the message size limit).
+pub const MOST_LISTED_UNITS: u32 = 20_000;
+
 type ToWorkerSender = mpsc::UnboundedSender<Result<v1::CoordinatorMessage, Status>>;
 
 /// State shared by every rpc and background task of one coordinator.
@@ -39,7 +45,8 @@ pub struct Shared {
     /// submissions in order.
     vocabulary: Mutex<Vocabulary>,
     store: Arc<CoordinatorStore>,
-    unsaved: Mutex<Vec<(u32, u32, ShardResult)>>,
+    /// Counted results and the units they created or changed, not yet stored.
+    unsaved: Mutex<Vec<Change>>,
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
@@ -76,35 +83,62 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hands pending shards to workers with room.
+    /// Hands ready units to workers with room, and when some are idle with
+    /// nothing ready, asks the busiest running units to split.
     pub fn dispatch(&self) {
-        let assignments = self.ledger().assign(Instant::now());
+        let (assignments, splits) = {
+            let mut ledger = self.ledger();
+            let assignments = ledger.assign(Instant::now());
+            (assignments, ledger.splits())
+        };
+        self.send(assignments, splits);
+    }
+
+    /// Sends assignments and split requests to their workers.
+    fn send(&self, assignments: Vec<Assignment>, splits: Vec<SplitRequest>) {
+        if assignments.is_empty() && splits.is_empty() {
+            return;
+        }
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for assignment in assignments {
             let message = v1::CoordinatorMessage {
-                kind: Some(ToWorker::Assign(v1::Assign {
-                    attempt: assignment.attempt,
-                    version: assignment.version,
-                    origin: assignment.origin,
+                kind: Some(ToWorker::Assign(proto::assign_of(&assignment))),
+            };
+            self.count_wire(&message);
+            // A closed channel means the session is ending; its end releases the unit.
+            if let Some(sender) = senders.get(&assignment.worker) {
+                let _ = sender.send(Ok(message));
+            }
+        }
+        for split in splits {
+            tracing::debug!(
+                attempt = split.attempt,
+                parts = split.parts,
+                "asking a unit to split"
+            );
+            let message = v1::CoordinatorMessage {
+                kind: Some(ToWorker::Split(v1::Split {
+                    attempt: split.attempt,
+                    parts: split.parts,
                 })),
             };
             self.count_wire(&message);
-            // A closed channel means the session is ending; its end releases the shard.
-            if let Some(sender) = senders.get(&assignment.worker) {
+            if let Some(sender) = senders.get(&split.worker) {
                 let _ = sender.send(Ok(message));
             }
         }
     }
 
-    /// Releases shards whose leases ran out (telling their workers to stop
-    /// on them) and offers pending shards to idle workers. Called
-    /// periodically, so pending work never waits for some other event.
+    /// Releases units whose leases ran out (telling their workers to stop
+    /// on them) and offers pending units to idle workers (or splits running
+    /// ones for them). Called periodically, so pending work never waits for
+    /// some other event.
     pub fn expire_leases(&self) {
         let expired = self.ledger().expire_leases(Instant::now());
         if !expired.is_empty() {
             tracing::warn!(
                 expired = expired.len(),
-                "leases expired; shards go back to pending"
+                "leases expired; units go back to pending"
             );
             for (worker, attempt) in expired {
                 self.revoke(worker, attempt);
@@ -134,37 +168,41 @@ impl Shared {
         }
     }
 
-    /// Commits the shard results finished since the last call.
+    /// Commits the splits and results since the last call, in order, in one
+    /// transaction.
     pub async fn save_results(&self) -> crate::Result<()> {
         let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() {
             return Ok(());
         }
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.record_shards(&batch))
+        tokio::task::spawn_blocking(move || store.record(&batch))
             .await
-            .map_err(|e| Error::io("shard writer stopped", std::io::Error::other(e)))?
+            .map_err(|e| Error::io("result writer stopped", std::io::Error::other(e)))?
     }
 
-    /// Makes `text` the next version: stores it durably, ingests it and
-    /// hands its shards out. Blocking; one text at a time. It runs to the
-    /// end once started (even if the submitting client goes away), so the
-    /// store, the vocabulary and the ledger always agree on the versions.
+    /// Makes `text` the next version: ingests it, stores it durably with
+    /// the units of its new first words, and hands its units out. Blocking;
+    /// one text at a time. It runs to the end once started (even if the
+    /// submitting client goes away), so the store, the vocabulary and the
+    /// ledger always agree on the versions.
     fn add_text(&self, name: String, text: String) -> crate::Result<u32> {
         let mut vocabulary = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
-        let version = vocabulary.version() + 1;
-        self.store.append_text(version, &name, &text)?;
-        let added = vocabulary.ingest(&text);
-        debug_assert_eq!(added.version, version);
+        let known = self.ledger().words(vocabulary.version()).len();
+        let mut next = vocabulary.clone();
+        let added = next.ingest(&text);
+        let units = self.ledger().first_units(known, &added.weights);
+        self.store
+            .append_text(added.version, &name, &text, &units)?;
+        *vocabulary = next;
         self.texts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::new(text));
-        self.ledger()
-            .add_version(name, added.new_words, &added.weights, []);
+        self.ledger().add_version(name, added.new_words, units);
         drop(vocabulary);
         self.dispatch();
-        Ok(version)
+        Ok(added.version)
     }
 
     fn count_wire(&self, message: &impl Message) {
@@ -181,15 +219,37 @@ impl Shared {
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
-                let refused =
-                    self.ledger()
-                        .progress(worker, progress.attempt, progress.orthos, now);
-                if let Err(refusal) = refused {
-                    tracing::debug!(worker, %refusal, "progress ignored");
-                    self.revoke(worker, progress.attempt);
+                let mut ledger = self.ledger();
+                let vocabulary = ledger.attempt_vocabulary(progress.attempt).unwrap_or(0);
+                let optimal = progress
+                    .optimal_candidate
+                    .as_ref()
+                    .and_then(|tokens| proto::ortho_of(tokens, vocabulary).ok());
+                let report = Report {
+                    orthos: progress.orthos,
+                    frontier_added: progress.frontier_added,
+                    frontier_removed: progress.frontier_removed,
+                    optimal,
+                    queued: progress.queued,
+                    expanded: progress.expanded,
+                    cpu_ms: progress.cpu_ms,
+                };
+                match ledger.progress(worker, progress.attempt, report, now) {
+                    Ok(()) => {
+                        // What the unit has waiting may be what an idle worker needs.
+                        let splits = ledger.splits();
+                        drop(ledger);
+                        self.send(Vec::new(), splits);
+                    }
+                    Err(refusal) => {
+                        drop(ledger);
+                        tracing::debug!(worker, %refusal, "progress ignored");
+                        self.revoke(worker, progress.attempt);
+                    }
                 }
             }
             Some(FromWorker::Done(done)) => self.finish(worker, &done),
+            Some(FromWorker::Split(split)) => self.split(worker, &split),
             Some(FromWorker::Failed(failed)) => {
                 // A stale attempt (one revoked, say) was released already.
                 if self.ledger().hand_back(worker, failed.attempt).is_ok() {
@@ -204,7 +264,7 @@ impl Shared {
         }
     }
 
-    fn finish(&self, worker: WorkerId, done: &v1::ShardDone) {
+    fn finish(&self, worker: WorkerId, done: &v1::UnitDone) {
         let mut ledger = self.ledger();
         let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
             tracing::debug!(
@@ -215,51 +275,107 @@ impl Shared {
             return;
         };
         let finished = match persist::result_of(done, vocabulary) {
-            Ok(result) => ledger
-                .complete(worker, done.attempt, &result)
-                .map(|finished| {
-                    ledger.record_search(worker, &finished, done.base_version, done.stored);
-                    (finished, result)
-                }),
-            Err(error) => {
-                tracing::warn!(worker, attempt = done.attempt, %error, "malformed result; shard will be redone");
+            Ok(result) => ledger.complete(worker, done.attempt, result, Instant::now()),
+            Err(error) => Err(Refusal::Malformed(done.attempt, error.to_string())),
+        };
+        let finished = match finished {
+            Ok(finished) => finished,
+            Err(refusal @ Refusal::Malformed(..)) => {
+                tracing::warn!(worker, %refusal, "the unit will be searched again");
                 let _ = ledger.hand_back(worker, done.attempt);
                 drop(ledger);
                 self.dispatch();
                 return;
             }
-        };
-        drop(ledger);
-        match finished {
-            Ok((finished, result)) => {
-                self.unsaved
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((finished.version, finished.origin, result));
-                if finished.version_done {
-                    tracing::info!(version = finished.version, "version done");
-                    self.version_done.notify_waiters();
-                }
+            Err(refusal) => {
+                tracing::debug!(worker, %refusal, "result ignored");
+                return;
             }
-            Err(refusal) => tracing::debug!(worker, %refusal, "result ignored"),
+        };
+        // Queued while the ledger is held, so changes are saved in the order
+        // they happened.
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Change::Result(
+                finished.version,
+                finished.unit,
+                finished.counted,
+            ));
+        drop(ledger);
+        if finished.version_done {
+            tracing::info!(version = finished.version, "version done");
+            self.version_done.notify_waiters();
         }
         self.dispatch();
     }
 
-    /// The status of `version` (0: every version), with every shard listed
-    /// when `shards` is set.
-    fn status(&self, version: u32, shards: bool) -> Result<v1::StatusReply, Status> {
+    /// A running unit handed part of its work off: the new units are made
+    /// and offered to idle workers. A malformed split loses the attempt (the
+    /// worker has dropped what it handed off, so its unit is searched again).
+    fn split(&self, worker: WorkerId, split: &v1::UnitSplit) {
+        let mut ledger = self.ledger();
+        let Some(vocabulary) = ledger.attempt_vocabulary(split.attempt) else {
+            tracing::debug!(
+                worker,
+                attempt = split.attempt,
+                "split of an unknown attempt ignored"
+            );
+            return;
+        };
+        let parts = split
+            .parts
+            .iter()
+            .map(|part| proto::orthos_of(part, vocabulary))
+            .collect::<crate::Result<Vec<_>>>();
+        let done = match parts {
+            Ok(parts) => ledger.split(worker, split.attempt, parts),
+            Err(error) => Err(Refusal::Malformed(split.attempt, error.to_string())),
+        };
+        match done {
+            Ok(done) => {
+                tracing::debug!(
+                    unit = done.unit.id,
+                    into = done.new_units.len(),
+                    "unit split"
+                );
+                let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
+                unsaved.push(Change::Unit(done.unit));
+                unsaved.extend(done.new_units.into_iter().map(Change::Unit));
+            }
+            Err(refusal @ Refusal::Malformed(..)) => {
+                tracing::warn!(worker, %refusal, "the unit will be searched again");
+                let _ = ledger.hand_back(worker, split.attempt);
+                drop(ledger);
+                self.revoke(worker, split.attempt);
+                self.dispatch();
+                return;
+            }
+            Err(refusal) => {
+                tracing::debug!(worker, %refusal, "split ignored");
+                return;
+            }
+        }
+        drop(ledger);
+        self.dispatch();
+    }
+
+    /// The status of `version` (0: every version), with up to `units` of
+    /// each version's units listed.
+    fn status(&self, version: u32, units: u32) -> Result<v1::StatusReply, Status> {
         let mut ledger = self.ledger();
         if version != 0 && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
         }
+        let now = Instant::now();
         let versions = ledger
             .versions()
             .iter()
             .filter(|v| version == 0 || v.version == version)
             .map(|v| {
                 let words = ledger.words(v.version);
-                let report = VersionReport::from_words(v.version, words, v.figures());
+                let figures = ledger.live_figures(v.version).unwrap_or_default();
+                let report = VersionReport::from_words(v.version, words, &figures);
                 v1::VersionStatus {
                     version: v.version,
                     state: if v.is_done() { "done" } else { "running" }.into(),
@@ -267,56 +383,56 @@ impl Shared {
                     orthos: report.orthos,
                     frontier: report.frontier,
                     optimal: report.optimal.as_ref().map(proto::words_of),
-                    shards_done: v.shards_done(),
-                    shards_total: v.shards_total(),
-                    shards_running: v.shards_running(),
+                    units_done: v.units_done(),
+                    units_total: v.units_total(),
+                    units_running: v.units_running(),
+                    units_pending: v.units_pending(),
+                    units_split: v.units_split(),
                     source: v.source.clone(),
                     attempts_discarded: v.attempts_discarded(),
-                    shards: if shards {
-                        ledger
-                            .shards(v.version)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|shard| shard_status(shard, words))
-                            .collect()
-                    } else {
-                        Vec::new()
-                    },
+                    units: ledger
+                        .units(v.version, units.min(MOST_LISTED_UNITS) as usize, now)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(unit_status)
+                        .collect(),
                 }
             })
             .collect();
-        let workers = ledger.workers(Instant::now()).len() as u32;
+        let workers = ledger.workers(now).len() as u32;
         Ok(v1::StatusReply {
             versions,
             workers,
-            orthos_per_second: ledger.orthos_per_second(Instant::now()),
+            orthos_per_second: ledger.orthos_per_second(now),
             worker_wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
         })
     }
 }
 
-/// One shard on the wire.
-fn shard_status(shard: ShardSummary, words: &[String]) -> v1::ShardStatus {
-    let (state, worker, worker_name) = match shard.phase {
-        ShardPhase::Pending => ("pending", None, None),
-        ShardPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
-        ShardPhase::Done => ("done", None, None),
+/// One unit on the wire.
+fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
+    let (state, worker, worker_name) = match unit.phase {
+        UnitPhase::Pending => ("pending", None, None),
+        UnitPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
+        UnitPhase::Done => ("done", None, None),
     };
-    v1::ShardStatus {
-        origin: shard.origin,
-        word: words
-            .get(shard.origin as usize)
-            .cloned()
-            .unwrap_or_default(),
+    v1::UnitStatus {
+        unit: unit.unit,
+        created: unit.created,
         state: state.into(),
-        attempts_started: shard.attempts_started,
-        attempts_discarded: shard.attempts_discarded,
-        times_counted: shard.times_counted,
-        orthos: shard.contributed.map(|(orthos, _)| orthos),
-        frontier: shard.contributed.map(|(_, frontier)| frontier),
+        attempts_started: unit.attempts_started,
+        attempts_discarded: unit.attempts_discarded,
+        times_counted: unit.times_counted,
+        orthos: unit.orthos,
+        frontier: unit.frontier,
         worker,
         worker_name,
-        base_version: shard.base_version,
+        base_version: unit.base_version,
+        roots: unit.roots,
+        excluded: unit.excluded,
+        parent: unit.parent,
+        split_into: unit.split_into,
+        elapsed_ms: unit.elapsed_ms,
     }
 }
 
@@ -408,7 +524,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<v1::StatusReply>, Status> {
         let request = request.into_inner();
         self.shared
-            .status(request.version, request.shards)
+            .status(request.version, request.units)
             .map(Response::new)
     }
 
@@ -418,8 +534,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let v1::StatusRequest { version, shards } = request.into_inner();
-        let first = self.shared.status(version, shards)?;
+        let v1::StatusRequest { version, units } = request.into_inner();
+        let first = self.shared.status(version, units)?;
         let (sender, receiver) = mpsc::channel(4);
         let shared = self.shared.clone();
         tokio::spawn(async move {
@@ -437,7 +553,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                     _ = done => {}
                 }
-                reply = shared.status(version, shards);
+                reply = shared.status(version, units);
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -459,8 +575,10 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 .version(requested)
                 .ok_or_else(|| unknown_version(requested, ledger.versions().len()))?
         };
-        let words = ledger.words(version.version);
-        let report = VersionReport::from_words(version.version, words, version.figures());
+        // While a version runs: the best ortho its units reported so far.
+        let figures = ledger.live_figures(version.version).unwrap_or_default();
+        let report =
+            VersionReport::from_words(version.version, ledger.words(version.version), &figures);
         Ok(Response::new(v1::OptimalReply {
             version: version.version,
             state: if version.is_done() { "done" } else { "running" }.into(),
@@ -481,13 +599,16 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 id: worker.id.to_string(),
                 name: worker.name,
                 threads: worker.threads,
-                shards: worker
-                    .shards
+                units: worker
+                    .units
                     .iter()
-                    .map(|(v, o)| format!("{v}/{o}"))
+                    .map(|(version, unit)| format!("{version}/{unit}"))
                     .collect(),
-                shards_done: worker.shards_done,
+                units_done: worker.units_done,
                 connected_ms: worker.connected_ms,
+                orthos: worker.orthos,
+                orthos_per_second: worker.orthos_per_second,
+                cpu_seconds: worker.cpu_seconds,
             })
             .collect();
         Ok(Response::new(v1::ListWorkersReply { workers }))
@@ -565,9 +686,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     hello.name.clone(),
                     hello.threads,
                     hello
-                        .stored
+                        .kept
                         .iter()
-                        .map(|shard| (shard.origin, shard.version)),
+                        .map(|kept| (kept.unit, kept.version, kept.attempt)),
                 ),
                 ledger.lease(),
             )

@@ -1,10 +1,10 @@
 //! The coordinator's view of the words of its texts: one interner at the
 //! latest version, so that new words get exactly the token ids the workers
-//! give them, and the distinct word pairs behind each shard's size estimate.
+//! give them, and the distinct word pairs behind each first word's size estimate.
 //!
 //! Nothing here is kept per version. The ledger keeps one word list that
 //! every version shares (a version's words are a prefix of it, since the
-//! vocabulary only grows), so a new version costs its shards' bookkeeping,
+//! vocabulary only grows), so a new version costs its units' bookkeeping,
 //! not a copy of the interner.
 
 use std::collections::HashSet;
@@ -13,7 +13,7 @@ use crate::interner::Interner;
 use crate::text;
 
 /// The words of every text ingested so far.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Vocabulary {
     interner: Interner,
     /// Distinct (word, next word) pairs seen inside a sentence.
@@ -29,7 +29,7 @@ pub struct Added {
     /// Words the text added to the vocabulary, in token-id order.
     pub new_words: Vec<String>,
     /// For each token id of the version, how many distinct words follow it:
-    /// words with more completions tend to root bigger shards.
+    /// words with more completions tend to root bigger subtrees.
     pub weights: Vec<u32>,
 }
 

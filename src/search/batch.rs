@@ -159,14 +159,16 @@ impl Batches<'_> {
     /// Searches everything below the orthos on `stack` until it is empty,
     /// recording each batch in `history` when given. After every batch,
     /// `between` is shown what it did ([`BatchDone`]) and the history (for
-    /// progress and checkpoints); it answers whether to go on (the orthos
-    /// still pending then stay on `stack`), and an error from it stops the
-    /// search.
+    /// progress, checkpoints and hand-offs); it answers how many orthos at
+    /// the bottom of the stack (the first found) were handed to other
+    /// searches, which are taken off it into `handed_off`. The search goes on
+    /// while orthos are pending; an error from `between` stops it.
     pub fn run(
         &mut self,
         stack: &mut Vec<Ortho>,
+        handed_off: &mut Vec<Ortho>,
         mut history: Option<&mut BlockWriter>,
-        mut between: impl FnMut(&mut Self, BatchDone<'_>, Option<&mut BlockWriter>) -> Result<bool>,
+        mut between: impl FnMut(&mut Self, BatchDone<'_>, Option<&mut BlockWriter>) -> Result<usize>,
     ) -> Result<()> {
         let batch_size = self.batch_size.max(1);
         let mut branching = Branching::default();
@@ -204,9 +206,8 @@ impl Batches<'_> {
                 expanded: listed,
                 leaves: expanded.leaf_orthos,
             };
-            if !between(self, done, history.as_deref_mut())? {
-                break;
-            }
+            let handed = between(self, done, history.as_deref_mut())?.min(stack.len());
+            handed_off.extend(stack.drain(..handed));
         }
         Ok(())
     }

@@ -79,10 +79,9 @@ pub struct Advanced {
     pub figures: Figures,
     /// The work this call did.
     pub stats: SearchStats,
-    /// The orthos found but not expanded when the observer asked to stop
-    /// ([`SearchObserver::hand_off`]), bottom of the pending stack first:
-    /// they and their subtrees belong to other searches now. Empty when the
-    /// search ran to the end.
+    /// The orthos found but not expanded that the observer handed to other
+    /// searches ([`SearchObserver::hand_off`]), in the order they went: they
+    /// and their subtrees belong to other searches now.
     pub handed_off: Vec<Ortho>,
 }
 

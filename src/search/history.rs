@@ -216,8 +216,9 @@ impl BlockWriter {
         })
     }
 
-    /// Records that the `count` orthos still pending were handed to other
-    /// searches: the run ends here.
+    /// Records that the `count` orthos at the bottom of the pending stack
+    /// (the first found) were handed to other searches; the run goes on
+    /// with the rest, and ends here if none are left.
     pub fn handoff(&mut self, count: usize) -> Result<()> {
         self.block(BlockKind::Handoff, |out| put_varint(out, count as u32))
     }
@@ -789,6 +790,9 @@ pub(crate) fn decode_checked_orthos(bytes: &[u8]) -> std::result::Result<Vec<Ort
     let count = get_varint(&mut body).ok_or("bad count")? as usize;
     let mut orthos = Vec::with_capacity(count.min(1 << 20));
     decode_orthos(&mut body, count, |ortho| orthos.push(ortho))?;
+    if !body.is_empty() {
+        return Err("trailing bytes after the ortho list".into());
+    }
     Ok(orthos)
 }
 

@@ -33,6 +33,17 @@ use std::time::Duration;
 
 pub use exploration::{Advanced, Exploration, Scope, Subtrees};
 pub use history::FORMAT_VERSION;
+
+/// Encodes a list of orthos (with a count and a CRC-32), as units travel
+/// between a coordinator and its workers.
+pub fn encode_ortho_list(orthos: &[Ortho]) -> Vec<u8> {
+    history::encode_checked_orthos(orthos)
+}
+
+/// The orthos of [`encode_ortho_list`]; an error says what is wrong.
+pub fn decode_ortho_list(bytes: &[u8]) -> std::result::Result<Vec<Ortho>, String> {
+    history::decode_checked_orthos(bytes)
+}
 pub use manifest::{Checkpoint, Checkpoints, Manifest, NoCheckpoints, SegmentExtent};
 pub use seen::SeenSet;
 
@@ -63,6 +74,13 @@ impl Dedup {
             Self::Tree => "tree",
             Self::SeenSet => "seen-set",
         }
+    }
+
+    /// The mode named `name` on the command line.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Tree, Self::SeenSet]
+            .into_iter()
+            .find(|mode| mode.name() == name)
     }
 }
 
@@ -176,10 +194,13 @@ pub trait SearchObserver {
         Ok(())
     }
 
-    /// Asked after each batch: whether to stop here and hand the orthos
-    /// still pending to other searches (see [`Advanced::handed_off`]).
-    fn hand_off(&mut self) -> bool {
-        false
+    /// Asked after each batch with the orthos pending (found, not yet
+    /// expanded; the first found first): how many of the first to hand to
+    /// other searches now, with their subtrees (see
+    /// [`Advanced::handed_off`]). The search goes on with the rest; handing
+    /// all of them off ends it.
+    fn hand_off(&mut self, _pending: &[Ortho]) -> usize {
+        0
     }
 }
 
@@ -257,6 +278,29 @@ impl Searcher {
         exploration.advance(
             &self.pool,
             &self.config,
+            interner,
+            None,
+            observer,
+            &mut NoCheckpoints,
+        )
+    }
+
+    /// Brings `exploration` to `interner`'s version, avoiding duplicates as
+    /// `dedup` says (whatever the configuration says).
+    pub fn advance_with(
+        &self,
+        dedup: Dedup,
+        exploration: &mut Exploration,
+        interner: &Interner,
+        observer: &mut dyn SearchObserver,
+    ) -> Result<Advanced> {
+        let config = SearchConfig {
+            dedup,
+            ..self.config.clone()
+        };
+        exploration.advance(
+            &self.pool,
+            &config,
             interner,
             None,
             observer,

@@ -223,13 +223,13 @@ pub(crate) fn replay(
                 let mut bytes = payload;
                 let count =
                     get_varint(&mut bytes).ok_or_else(|| damaged(at, "bad count".into()))?;
-                if count as usize != stack.len() || !bytes.is_empty() {
+                if count as usize > stack.len() || !bytes.is_empty() {
                     return Err(damaged(
                         at,
                         format!("{count} orthos handed off with {} pending", stack.len()),
                     ));
                 }
-                stack.clear();
+                stack.drain(..count as usize);
                 opening = false;
             }
             BlockKind::Overrides => {

@@ -21,6 +21,8 @@ pub(super) struct VersionSearch<'a> {
     history: Option<BlockWriter>,
     overrides: Option<BlockWriter>,
     stack: Vec<Ortho>,
+    /// Pending orthos handed to other searches, in the order they went.
+    handed_off: Vec<Ortho>,
     /// Orthos of the version expanded before a checkpoint this run resumed.
     resumed_after: u64,
     started: Instant,
@@ -30,7 +32,7 @@ pub(super) struct VersionSearch<'a> {
 pub(super) struct Searched {
     pub figures: Figures,
     pub stats: SearchStats,
-    /// The pending orthos handed to other searches, if the search stopped.
+    /// The pending orthos handed to other searches while it ran.
     pub handed_off: Vec<Ortho>,
     /// The segment's extent and files, when a history is kept.
     pub segment: Option<(SegmentExtent, [Backing; 2])>,
@@ -53,6 +55,7 @@ impl<'a> VersionSearch<'a> {
             history: history.then(|| create(&paths[0])).transpose()?,
             overrides: history.then(|| create(&paths[1])).transpose()?,
             stack: Vec::new(),
+            handed_off: Vec::new(),
             resumed_after: 0,
             started: Instant::now(),
         };
@@ -84,6 +87,7 @@ impl<'a> VersionSearch<'a> {
                 .then(|| reopen(&paths[1], extent.overrides_bytes))
                 .transpose()?,
             stack,
+            handed_off: Vec::new(),
             resumed_after: extent.records,
             started: Instant::now(),
         };
@@ -134,8 +138,9 @@ impl<'a> VersionSearch<'a> {
         let overrides = &mut self.overrides;
         self.batches.run(
             &mut self.stack,
+            &mut self.handed_off,
             self.history.as_mut(),
-            |batches, done: BatchDone<'_>, history| {
+            |batches, done: BatchDone<'_>, mut history| {
                 if batches.keep_leaves {
                     observer.on_leaves(done.leaves)?;
                 }
@@ -153,7 +158,7 @@ impl<'a> VersionSearch<'a> {
                 observer.on_batch(&progress)?;
                 if checkpoints.due(&progress) {
                     let segment = SegmentExtent {
-                        history_bytes: sync(history, durable)?,
+                        history_bytes: sync(history.as_deref_mut(), durable)?,
                         records: resumed_after + batches.stats.processed,
                         overrides_bytes: sync(overrides.as_mut(), durable)?,
                     };
@@ -166,15 +171,15 @@ impl<'a> VersionSearch<'a> {
                     })?;
                     batches.stats.checkpoints += 1;
                 }
-                Ok(!observer.hand_off())
+                let handed = observer.hand_off(done.stack).min(done.stack.len());
+                if handed > 0
+                    && let Some(history) = history
+                {
+                    history.handoff(handed)?;
+                }
+                Ok(handed)
             },
         )?;
-        if !self.stack.is_empty() {
-            // Stopped to hand the rest off: the run ends here.
-            if let Some(history) = self.history.as_mut() {
-                history.handoff(self.stack.len())?;
-            }
-        }
         Ok(())
     }
 
@@ -197,7 +202,7 @@ impl<'a> VersionSearch<'a> {
             figures: self.batches.figures,
             stats,
             segment,
-            handed_off: self.stack,
+            handed_off: self.handed_off,
         })
     }
 }

@@ -1,21 +1,23 @@
 //! A worker node (`fold-worker`): it holds one Work stream to the coordinator,
-//! searches the shards it is assigned on a dedicated search thread, and
+//! searches the units it is assigned on a dedicated search thread, and
 //! streams progress (which renews its leases), frontier deltas, optimal
-//! candidates and final figures back.
+//! candidates and final figures back. Asked to split a unit, it stops the
+//! search after the current batch and hands its pending orthos back as the
+//! roots of new units.
 //!
-//! * [`session`] — one Work stream: assignments, reports, heartbeats, hand-backs.
-//! * [`texts`] — the interner of a shard's version, from the coordinator's texts.
+//! * [`session`] — one Work stream: assignments, splits, reports, heartbeats, hand-backs.
+//! * [`texts`] — the interner of a unit's version, from the coordinator's texts.
 //! * [`runner`] — the search thread.
-//! * [`shards`] — the shards kept on disk for incremental later versions.
+//! * [`units`] — the units kept on disk for incremental later versions.
 //!
 //! The worker locks its data dir (one worker per dir), reconnects with
 //! backoff when the coordinator goes away, and on shutdown hands back every
-//! shard it has not finished.
+//! unit it has not finished.
 
 mod runner;
 mod session;
-mod shards;
 mod texts;
+mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +28,9 @@ use tokio::sync::watch;
 use crate::coordinator::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::search::SearchConfig;
-use runner::ShardRunner;
+use runner::UnitRunner;
 use session::SessionEnd;
-use shards::ShardStore;
+use units::UnitStore;
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -38,7 +40,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct WorkerOptions {
     /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
     pub coordinator: String,
-    /// Where the worker keeps the shards it searched (for incremental later
+    /// Where the worker keeps the units it searched (for incremental later
     /// versions) and its one-off search logs.
     pub data_dir: PathBuf,
     /// Search threads; 0 means one per core.
@@ -47,14 +49,14 @@ pub struct WorkerOptions {
     pub token: Option<String>,
     /// The name the worker reports.
     pub name: String,
-    /// Shards with at least this many orthos are kept on disk, so their
+    /// Units with at least this many orthos are kept on disk, so their
     /// next versions are searched incrementally; smaller ones are searched
     /// again from scratch.
-    pub keep_shards_from: u64,
+    pub keep_units_from: u64,
 }
 
-/// Default for [`WorkerOptions::keep_shards_from`].
-pub const DEFAULT_KEEP_SHARDS_FROM: u64 = 1_000;
+/// Default for [`WorkerOptions::keep_units_from`].
+pub const DEFAULT_KEEP_UNITS_FROM: u64 = 1_000;
 
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -70,12 +72,12 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
     let spill_dir = options.data_dir.join("queue");
     // Queue files of a worker that was killed are of no further use.
     let _ = std::fs::remove_dir_all(&spill_dir);
-    let store = ShardStore::new(
-        options.data_dir.join("shards"),
+    let store = UnitStore::new(
+        options.data_dir.join("units"),
         spill_dir.clone(),
-        options.keep_shards_from,
+        options.keep_units_from,
     )?;
-    let runner = Arc::new(ShardRunner::start(
+    let runner = Arc::new(UnitRunner::start(
         SearchConfig {
             threads: options.threads,
             spill_dir,
@@ -113,7 +115,7 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
 const LOCK_FILE: &str = "lock";
 
 /// Locks `dir` for this worker: two workers on one data dir would delete and
-/// overwrite each other's kept shards and queue files.
+/// overwrite each other's kept units and scratch files.
 fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()

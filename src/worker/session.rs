@@ -1,10 +1,10 @@
 //! One Work stream session with a coordinator: the worker says hello, takes
-//! the shards it is assigned, and streams back what its search thread
-//! reports.
+//! the units it is assigned (and splits them when asked), and streams back
+//! what its search thread reports.
 //!
 //! The session also keeps the leases of every attempt it holds: whatever
 //! stage an attempt is at (its texts being fetched, its interner built, or
-//! waiting behind another shard on the search thread), a heartbeat goes out
+//! waiting behind another unit on the search thread), a heartbeat goes out
 //! at least every quarter lease. A lease therefore runs out only when the
 //! whole worker stops (frozen, cut off or gone). An attempt the coordinator
 //! revokes anyway is dropped at once.
@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::WorkerOptions;
-use super::runner::ShardRunner;
+use super::runner::{UnitRunner, process_cpu_ms};
 use super::texts::{Preparer, failed};
 use crate::client;
 use crate::coordinator::auth::BearerToken;
@@ -35,7 +35,7 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 
 /// How a session ended.
 pub enum SessionEnd {
-    /// Shutdown was asked for; unfinished shards were handed back.
+    /// Shutdown was asked for; unfinished units were handed back.
     Shutdown,
     /// The session was accepted and later ended.
     Welcomed,
@@ -47,7 +47,7 @@ pub enum SessionEnd {
 pub async fn session(
     options: &WorkerOptions,
     token: &BearerToken,
-    runner: &Arc<ShardRunner>,
+    runner: &Arc<UnitRunner>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
     let mut client = client::connect(&options.coordinator, token.clone()).await?;
@@ -57,10 +57,14 @@ pub async fn session(
         kind: Some(ToCoordinator::Hello(v1::Hello {
             name: options.name.clone(),
             threads: runner.threads() as u32,
-            stored: runner
-                .kept_shards()
+            kept: runner
+                .kept_units()
                 .into_iter()
-                .map(|(origin, version)| v1::StoredShard { origin, version })
+                .map(|(unit, version, attempt)| v1::KeptUnit {
+                    unit,
+                    version,
+                    attempt,
+                })
                 .collect(),
         })),
     };
@@ -103,13 +107,13 @@ pub async fn session(
                         );
                     }
                     Some(FromCoordinator::Assign(assign)) => {
-                        tracing::debug!(attempt = assign.attempt, version = assign.version, origin = assign.origin, "shard assigned");
+                        tracing::debug!(attempt = assign.attempt, version = assign.version, unit = assign.unit, "unit assigned");
                         held.insert(assign.attempt, v1::Progress { attempt: assign.attempt, ..Default::default() });
                         preparer.prepare(assign);
                     }
                     Some(FromCoordinator::Revoke(revoke)) => {
                         if held.remove(&revoke.attempt).is_some() {
-                            tracing::info!(attempt = revoke.attempt, "the coordinator took a shard back (its lease ran out); dropping it");
+                            tracing::info!(attempt = revoke.attempt, "the coordinator took a unit back (its lease ran out); dropping it");
                         }
                         runner.revoke(revoke.attempt);
                         // The answer tells the coordinator this worker is alive
@@ -119,6 +123,10 @@ pub async fn session(
                         if outbound.send(failed(revoke.attempt, "revoked")).await.is_err() {
                             break;
                         }
+                    }
+                    Some(FromCoordinator::Split(split)) => {
+                        tracing::debug!(attempt = split.attempt, parts = split.parts, "asked to split a unit");
+                        runner.split(split.attempt, split.parts);
                     }
                     None => {}
                 }
@@ -149,6 +157,8 @@ pub async fn session(
                         attempt: last.attempt,
                         orthos: last.orthos,
                         queued: last.queued,
+                        expanded: last.expanded,
+                        cpu_ms: process_cpu_ms(),
                         ..Default::default()
                     };
                     let beat = v1::WorkerMessage { kind: Some(ToCoordinator::Progress(beat)) };
@@ -195,7 +205,7 @@ fn heartbeat_every(period: Duration) -> tokio::time::Interval {
     interval
 }
 
-/// Shards finished since the worker last said what it was doing.
+/// Units finished since the worker last said what it was doing.
 struct Summary {
     done: u64,
     since: Instant,
@@ -216,9 +226,9 @@ impl Summary {
             return;
         }
         tracing::info!(
-            shards_done = self.done,
-            shards_held = held,
-            "searched {} shards in the last {} s; holding {held}",
+            units_done = self.done,
+            units_held = held,
+            "searched {} units in the last {} s; holding {held}",
             self.done,
             self.since.elapsed().as_secs()
         );

@@ -1,4 +1,4 @@
-//! Preparing a worker for a shard: the interner of the shard's version,
+//! Preparing a worker for a unit: the interner of the unit's version,
 //! built from the texts fetched from the coordinator (or brought up from an
 //! older cached interner with only the texts it lacks).
 //!
@@ -12,11 +12,12 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::runner::{Job, ShardRunner};
+use super::runner::{Job, UnitRunner};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::interner::Interner;
-use crate::proto::v1;
+use crate::proto::{self, v1};
+use crate::search::{Scope, Subtrees};
 use crate::store::content_hash;
 
 use v1::worker_message::Kind as ToCoordinator;
@@ -31,7 +32,7 @@ struct Texts {
     hashes: Arc<Vec<String>>,
 }
 
-/// A task that prepares assigned shards in order and queues them on the
+/// A task that prepares assigned units in order and queues them on the
 /// search thread. Dropping it stops the task.
 pub struct Preparer {
     assignments: mpsc::UnboundedSender<v1::Assign>,
@@ -39,12 +40,12 @@ pub struct Preparer {
 }
 
 impl Preparer {
-    /// Starts preparing the shards of session `session`: their texts come
-    /// through `client`, their jobs go to `runner`, and a shard that cannot
+    /// Starts preparing the units of session `session`: their texts come
+    /// through `client`, their jobs go to `runner`, and a unit that cannot
     /// be prepared is reported as failed on `events`.
     pub fn start(
         mut client: Client,
-        runner: Arc<ShardRunner>,
+        runner: Arc<UnitRunner>,
         session: u64,
         events: mpsc::UnboundedSender<v1::WorkerMessage>,
     ) -> Self {
@@ -57,18 +58,33 @@ impl Preparer {
                 if runner.is_revoked(assign.attempt) {
                     continue;
                 }
-                match interner_for(&mut client, &mut cache, assign.version).await {
-                    Ok(texts) => runner.submit(Job {
+                let prepared = async {
+                    let texts = interner_for(&mut client, &mut cache, assign.version).await?;
+                    let vocabulary = texts.interner.vocabulary();
+                    let part = Subtrees {
+                        roots: proto::orthos_of(&assign.roots, vocabulary)?,
+                        excluded: proto::orthos_of(&assign.excluded, vocabulary)?
+                            .into_iter()
+                            .collect(),
+                    };
+                    Ok::<_, Error>((texts, part))
+                };
+                match prepared.await {
+                    Ok((texts, part)) => runner.submit(Job {
                         session,
                         attempt: assign.attempt,
-                        origin: assign.origin,
+                        unit: assign.unit,
+                        scope: Scope::Subtrees(Arc::new(part)),
+                        base_version: assign.base_version,
+                        dedup: proto::dedup_from(assign.dedup),
+                        most_orthos: assign.most_orthos,
                         interner: texts.interner,
                         texts: texts.hashes,
                         events: events.clone(),
                     }),
                     Err(error) => {
-                        tracing::warn!(%error, version = assign.version, "cannot get the texts; handing the shard back");
-                        let reason = format!("cannot get texts: {error}");
+                        tracing::warn!(%error, version = assign.version, "cannot prepare the unit; handing it back");
+                        let reason = format!("cannot prepare the unit: {error}");
                         let _ = events.send(failed(assign.attempt, &reason));
                     }
                 }
@@ -77,7 +93,7 @@ impl Preparer {
         Self { assignments, task }
     }
 
-    /// Queues a shard for preparation.
+    /// Queues a unit for preparation.
     pub fn prepare(&self, assign: v1::Assign) {
         let _ = self.assignments.send(assign);
     }
@@ -89,10 +105,10 @@ impl Drop for Preparer {
     }
 }
 
-/// A ShardFailed message.
+/// A UnitFailed message.
 pub fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
     v1::WorkerMessage {
-        kind: Some(ToCoordinator::Failed(v1::ShardFailed {
+        kind: Some(ToCoordinator::Failed(v1::UnitFailed {
             attempt,
             reason: reason.into(),
         })),

@@ -353,11 +353,17 @@ impl Coordinator {
         json_lines(&succeeded(&self.client(&["status", "--json"]), "status"))
     }
 
-    /// `status --shards --json`: one object per version, each listing its
-    /// shards under `shards`.
-    pub fn shard_status(&self) -> Vec<Value> {
-        let output = self.client(&["status", "--shards", "--json"]);
-        json_lines(&succeeded(&output, "status --shards"))
+    /// `status --units N --json` with N large enough for any test: one
+    /// object per version, each listing every unit under `units`, by id.
+    pub fn unit_status(&self) -> Vec<Value> {
+        let output = self.client(&["status", "--units", "20000", "--json"]);
+        let mut lines = json_lines(&succeeded(&output, "status --units"));
+        for line in &mut lines {
+            if let Some(units) = line["units"].as_array_mut() {
+                units.sort_by_key(|unit| unit["unit"].as_u64());
+            }
+        }
+        lines
     }
 
     /// Polls `status --json` until `ready` holds for the status lines, or
@@ -371,23 +377,23 @@ impl Coordinator {
         self.poll(Self::status, what, timeout, ready)
     }
 
-    /// Like [`Coordinator::wait_for_status`], with every shard listed.
-    pub fn wait_for_shard_status(
+    /// Like [`Coordinator::wait_for_status`], with every unit listed.
+    pub fn wait_for_unit_status(
         &self,
         what: &str,
         timeout: Duration,
         ready: impl FnMut(&[Value]) -> bool,
     ) -> Vec<Value> {
-        self.poll(Self::shard_status, what, timeout, ready)
+        self.poll(Self::unit_status, what, timeout, ready)
     }
 
-    /// The shards `worker` holds, as (version, origin), once two status
-    /// reads in a row agree on them. The worker must be stopped (SIGSTOP):
-    /// then only its reports already on their way can still change the set.
-    pub fn shards_held_by(&self, worker: &Process, timeout: Duration) -> Vec<(u64, u64)> {
+    /// The units `worker` holds, as (version, unit), once two status reads
+    /// in a row agree on them. The worker must be stopped (SIGSTOP): then
+    /// only its reports already on their way can still change the set.
+    pub fn units_held_by(&self, worker: &Process, timeout: Duration) -> Vec<(u64, u64)> {
         let mut previous = None;
-        let status = self.wait_for_shard_status(
-            &format!("the shards held by worker {} settle", worker.pid()),
+        let status = self.wait_for_unit_status(
+            &format!("the units held by worker {} settle", worker.pid()),
             timeout,
             |lines| {
                 let held = held_by(lines, worker);
@@ -457,20 +463,20 @@ impl Coordinator {
     }
 }
 
-/// The shards of `status --shards --json` lines held by `worker` (its
-/// default name ends with its process id), as (version, origin).
+/// The units of `status --units N --json` lines held by `worker` (its
+/// default name ends with its process id), as (version, unit).
 pub fn held_by(status: &[Value], worker: &Process) -> Vec<(u64, u64)> {
     let suffix = format!("-{}", worker.pid());
     let mut held = Vec::new();
     for line in status {
-        for shard in line["shards"].as_array().into_iter().flatten() {
-            if shard["worker_name"]
+        for unit in line["units"].as_array().into_iter().flatten() {
+            if unit["worker_name"]
                 .as_str()
                 .is_some_and(|name| name.ends_with(&suffix))
             {
                 held.push((
                     line["version"].as_u64().unwrap(),
-                    shard["origin"].as_u64().unwrap(),
+                    unit["unit"].as_u64().unwrap(),
                 ));
             }
         }
@@ -483,59 +489,83 @@ pub fn version_line(status: &[Value], version: u64) -> Option<&Value> {
     status.iter().find(|line| line["version"] == version)
 }
 
-/// Asserts a status line is a finished version: state done, every shard
-/// (one per vocabulary token) done, none running.
+/// Asserts a status line is a finished version: state done, every unit
+/// done, none running or pending.
 pub fn assert_finished(line: &Value) {
     assert_eq!(line["state"], "done", "{line}");
-    assert_eq!(line["shards_done"], line["shards_total"], "{line}");
-    assert_eq!(line["shards_total"], line["vocabulary"], "{line}");
-    assert_eq!(line["shards_running"], 0, "{line}");
+    assert_eq!(line["units_done"], line["units_total"], "{line}");
+    assert!(line["units_total"].as_u64() > Some(0), "{line}");
+    assert_eq!(line["units_running"], 0, "{line}");
+    assert_eq!(line["units_pending"], 0, "{line}");
 }
 
-/// Asserts, from the `status --shards --json` line of a finished version,
-/// that every shard (one per token id) is done and was counted exactly once,
-/// that their orthos, frontier and discarded attempts add up to the
-/// version's, and that every attempt but the counted one was discarded (a
-/// shard restored after a restart shows no attempt).
-pub fn assert_every_shard_counted_once(line: &Value) {
-    let shards = line["shards"]
+/// Asserts, from the `status --units N --json` line of a finished version,
+/// that every unit is listed once, done and counted exactly once, that their
+/// orthos, frontier and discarded attempts add up to the version's, that
+/// the units split in it are those that name new units as their parent, and
+/// that every attempt but the counted one was discarded (a unit restored
+/// after a restart shows no attempt).
+pub fn assert_every_unit_counted_once(line: &Value) {
+    let units = line["units"]
         .as_array()
-        .unwrap_or_else(|| panic!("no shards listed: {line}"));
+        .unwrap_or_else(|| panic!("no units listed: {line}"));
     assert_eq!(
-        Some(shards.len() as u64),
-        line["shards_total"].as_u64(),
+        Some(units.len() as u64),
+        line["units_total"].as_u64(),
         "{line}"
     );
     let (mut orthos, mut frontier, mut discarded) = (0, 0, 0);
-    for (origin, shard) in shards.iter().enumerate() {
-        assert_eq!(
-            shard["origin"], origin,
-            "shards are listed by origin: {shard}"
+    let mut ids = std::collections::BTreeSet::new();
+    for unit in units {
+        assert!(
+            ids.insert(unit["unit"].as_u64().unwrap()),
+            "listed twice: {unit}"
         );
-        assert_eq!(shard["state"], "done", "{shard}");
-        assert_eq!(shard["times_counted"], 1, "{shard}");
-        assert!(shard["worker"].is_null(), "{shard}");
-        let started = shard["attempts_started"].as_u64().unwrap();
-        let lost = shard["attempts_discarded"].as_u64().unwrap();
+        assert_eq!(unit["state"], "done", "{unit}");
+        assert_eq!(unit["times_counted"], 1, "{unit}");
+        assert!(unit["worker"].is_null(), "{unit}");
+        assert!(unit["roots"].as_u64() > Some(0), "{unit}");
+        let started = unit["attempts_started"].as_u64().unwrap();
+        let lost = unit["attempts_discarded"].as_u64().unwrap();
         assert!(
             started == lost + 1 || (started, lost) == (0, 0),
-            "an attempt was neither counted nor discarded: {shard}"
+            "an attempt was neither counted nor discarded: {unit}"
         );
-        orthos += shard["orthos"].as_u64().unwrap();
-        frontier += shard["frontier"].as_u64().unwrap();
+        orthos += unit["orthos"].as_u64().unwrap();
+        frontier += unit["frontier"].as_u64().unwrap();
         discarded += lost;
     }
-    assert_eq!(line["orthos"], orthos, "shard orthos do not add up: {line}");
+    for unit in units {
+        let id = unit["unit"].as_u64().unwrap();
+        let children = units
+            .iter()
+            .filter(|child| child["parent"] == id && child["created"] == line["version"])
+            .count() as u64;
+        assert_eq!(
+            unit["split_into"].as_u64(),
+            Some(children),
+            "unit {id} split into other units than it says: {line}"
+        );
+    }
+    let split = units
+        .iter()
+        .filter(|unit| unit["split_into"].as_u64() > Some(0))
+        .count() as u64;
+    assert_eq!(line["units_split"].as_u64(), Some(split), "{line}");
+    assert_eq!(line["orthos"], orthos, "unit orthos do not add up: {line}");
     assert_eq!(
         line["frontier"], frontier,
-        "shard frontier does not add up: {line}"
+        "unit frontier does not add up: {line}"
     );
     assert_eq!(line["attempts_discarded"], discarded, "{line}");
 }
 
-/// The shard of `origin` in a `status --shards --json` line.
-pub fn shard(line: &Value, origin: u64) -> &Value {
-    &line["shards"][origin as usize]
+/// The unit `id` in a `status --units N --json` line.
+pub fn unit(line: &Value, id: u64) -> &Value {
+    line["units"]
+        .as_array()
+        .and_then(|units| units.iter().find(|unit| unit["unit"] == id))
+        .unwrap_or_else(|| panic!("unit {id} is not listed: {line}"))
 }
 
 /// A coordinator in a temp dir and its workers. Dropping it stops the
@@ -568,11 +598,11 @@ impl Cluster {
         cluster
     }
 
-    /// Like [`Cluster::start`], with workers that keep every shard of at
+    /// Like [`Cluster::start`], with workers that keep every unit of at
     /// least `keep_from` orthos for incremental later versions.
-    pub fn start_keeping(workers: usize, threads: usize, keep_from: u64) -> Self {
-        let mut cluster = Self::start(0, threads, &[]);
-        cluster.worker_flags = vec!["--keep-shards-from".into(), keep_from.to_string()];
+    pub fn start_keeping(workers: usize, threads: usize, keep_from: u64, flags: &[&str]) -> Self {
+        let mut cluster = Self::start(0, threads, flags);
+        cluster.worker_flags = vec!["--keep-units-from".into(), keep_from.to_string()];
         for _ in 0..workers {
             cluster.add_worker(threads);
         }
@@ -581,7 +611,7 @@ impl Cluster {
 
     /// Like [`Cluster::start`], but each worker connects before the next
     /// starts, so `workers[i]` has the coordinator's i-th smallest worker id
-    /// (the coordinator offers shards to workers in id order).
+    /// (the coordinator offers units to workers in id order).
     pub fn start_in_order(workers: usize, threads: usize, flags: &[&str]) -> Self {
         let mut cluster = Self::start(0, threads, flags);
         for count in 1..=workers {

@@ -1,0 +1,189 @@
+//! The units a worker keeps: for each unit it searched (and kept, when
+//! large enough), the exploration of that unit (every ortho found, see
+//! [`Exploration`]) and a small record of what it is complete for.
+//!
+//! The next version of a kept unit is searched incrementally, but only when
+//! the coordinator says so: it names the version whose searched orthos the
+//! worker may bring up to date, and that version's counted attempt must be
+//! the one that made them (an attempt that lost its lease may have left
+//! orthos another attempt's split made wrong). A kept unit is also only
+//! reused for texts that extend the very texts it was searched on (compared
+//! by content hash), so a data dir carried to another coordinator is
+//! discarded rather than trusted.
+//!
+//! Kept units are a cache (any unit can be searched again from scratch), so
+//! they are written without waiting for the disk: a killed worker's writes
+//! survive it, and a record is replaced by an atomic rename.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::search::{Exploration, Manifest, Scope};
+
+/// Name of the record beside a unit's exploration.
+const RECORD: &str = "unit.json";
+
+/// What a kept unit is complete for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct UnitRecord {
+    unit: u64,
+    /// The attempt that searched it.
+    attempt: u64,
+    /// Content hashes of the texts of versions 1..=manifest.version.
+    texts: Vec<String>,
+    manifest: Manifest,
+}
+
+/// An exploration ready for a unit's search.
+pub struct UnitSearch {
+    /// The exploration to advance.
+    pub exploration: Exploration,
+    /// The version it starts from (0: from scratch).
+    pub base_version: u32,
+    /// Whether it is a kept unit (or may become one once searched).
+    kept: bool,
+}
+
+/// The kept units under one directory.
+pub struct UnitStore {
+    dir: PathBuf,
+    scratch: PathBuf,
+    keep_from: u64,
+}
+
+impl UnitStore {
+    /// Kept units live in `dir`; one-off searches go under `scratch`. A
+    /// unit searched from scratch is kept if it has at least `keep_from`
+    /// orthos: smaller ones cost less to search again than to store.
+    pub fn new(dir: PathBuf, scratch: PathBuf, keep_from: u64) -> Result<Self> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        Ok(Self {
+            dir,
+            scratch,
+            keep_from,
+        })
+    }
+
+    fn unit_dir(&self, unit: u64) -> PathBuf {
+        self.dir.join(unit.to_string())
+    }
+
+    /// Every kept unit: (unit, version, attempt).
+    pub fn kept(&self) -> Vec<(u64, u32, u64)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| read_record(&entry.path()).ok())
+            .map(|record| (record.unit, record.manifest.version, record.attempt))
+            .collect()
+    }
+
+    /// The exploration to search `unit` at version `texts.len()` with: the
+    /// kept one when the coordinator allows bringing it up from
+    /// `base_version` and it is complete for exactly that version of these
+    /// texts; otherwise a temporary one over `scope`, kept afterwards if it is
+    /// large enough. Whatever is kept for the unit and not used is discarded.
+    pub fn open(
+        &self,
+        unit: u64,
+        scope: Scope,
+        texts: &[String],
+        base_version: u32,
+    ) -> Result<UnitSearch> {
+        let dir = self.unit_dir(unit);
+        if base_version > 0
+            && let Ok(record) = read_record(&dir)
+            && record.unit == unit
+            && record.manifest.version == base_version
+            && record.texts.len() as u32 == base_version
+            && texts.starts_with(&record.texts)
+        {
+            match Exploration::open(&dir, scope.clone(), record.manifest) {
+                Ok(mut exploration) => {
+                    exploration.set_durable(false);
+                    // The record no longer describes the history once it
+                    // grows; it is written again when the search is done.
+                    remove_record(&dir)?;
+                    return Ok(UnitSearch {
+                        exploration,
+                        base_version,
+                        kept: true,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(unit, %error, "kept unit is unusable; searching afresh");
+                }
+            }
+        }
+        // Whatever is there is of no use: discard it.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| Error::io(format!("cannot remove {}", dir.display()), e))?;
+        }
+        Ok(UnitSearch {
+            exploration: Exploration::temporary(&self.scratch, scope)?,
+            base_version: 0,
+            kept: false,
+        })
+    }
+
+    /// After `search` brought `unit` up to `texts` in `attempt`, keeps it if
+    /// it is a kept unit or large enough to become one. Returns whether it
+    /// is kept.
+    pub fn keep(
+        &self,
+        unit: u64,
+        attempt: u64,
+        texts: &[String],
+        search: &mut UnitSearch,
+    ) -> Result<bool> {
+        let dir = self.unit_dir(unit);
+        let exploration = &mut search.exploration;
+        if !search.kept {
+            if exploration.manifest().orthos() < self.keep_from {
+                return Ok(false);
+            }
+            exploration.persist(&dir)?;
+            search.kept = true;
+        }
+        let compacted = exploration.wants_compaction();
+        if compacted {
+            exploration.compact()?;
+        }
+        let record = UnitRecord {
+            unit,
+            attempt,
+            texts: texts.to_vec(),
+            manifest: exploration.manifest().clone(),
+        };
+        let json = serde_json::to_vec(&record).expect("records serialise");
+        let temporary = dir.join(format!("{RECORD}.new"));
+        let fail = |e| Error::io(format!("cannot write {}", temporary.display()), e);
+        let file = std::fs::File::create(&temporary).map_err(fail)?;
+        std::io::Write::write_all(&mut &file, &json).map_err(fail)?;
+        std::fs::rename(&temporary, dir.join(RECORD)).map_err(fail)?;
+        if compacted {
+            exploration.remove_stale_files()?;
+        }
+        Ok(true)
+    }
+}
+
+fn read_record(dir: &Path) -> Result<UnitRecord> {
+    let path = dir.join(RECORD);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadState(format!("{} is damaged: {e}", path.display())))
+}
+
+fn remove_record(dir: &Path) -> Result<()> {
+    let path = dir.join(RECORD);
+    std::fs::remove_file(&path)
+        .map_err(|e| Error::io(format!("cannot remove {}", path.display()), e))
+}
