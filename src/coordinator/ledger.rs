@@ -253,8 +253,8 @@ pub struct Ledger {
     next_worker: WorkerId,
     next_attempt: AttemptId,
     lease: Duration,
-    /// (when, orthos) reported recently, for orthos per second.
-    recent: VecDeque<(Instant, u64)>,
+    /// (when, by whom, orthos) reported recently, for orthos per second.
+    recent: VecDeque<(Instant, WorkerId, u64)>,
 }
 
 /// How far back the orthos-per-second rate looks.
@@ -499,7 +499,7 @@ impl Ledger {
         entry.lease_until = now + lease;
         let delta = orthos.saturating_sub(entry.orthos);
         entry.orthos = entry.orthos.max(orthos);
-        self.record_rate(now, delta);
+        self.record_rate(now, worker, delta);
         Ok(())
     }
 
@@ -630,14 +630,33 @@ impl Ledger {
     /// second), so the rate is not diluted while a search starts.
     pub fn orthos_per_second(&mut self, now: Instant) -> f64 {
         self.trim_rate(now);
-        let Some(&(oldest, _)) = self.recent.front() else {
+        let Some(&(oldest, _, _)) = self.recent.front() else {
             return 0.0;
         };
-        let total: u64 = self.recent.iter().map(|&(_, orthos)| orthos).sum();
-        let span = now
-            .duration_since(oldest)
-            .clamp(Duration::from_secs(1), RATE_WINDOW);
-        total as f64 / span.as_secs_f64()
+        let total: u64 = self.recent.iter().map(|&(_, _, orthos)| orthos).sum();
+        total as f64 / Self::rate_span(now, oldest).as_secs_f64()
+    }
+
+    /// Each worker's share of [`Ledger::orthos_per_second`] (workers that
+    /// reported nothing new lately are absent).
+    pub fn orthos_per_second_by_worker(&mut self, now: Instant) -> HashMap<WorkerId, f64> {
+        self.trim_rate(now);
+        let Some(&(oldest, _, _)) = self.recent.front() else {
+            return HashMap::new();
+        };
+        let span = Self::rate_span(now, oldest).as_secs_f64();
+        let mut rates = HashMap::new();
+        for &(_, worker, orthos) in &self.recent {
+            *rates.entry(worker).or_insert(0.0) += orthos as f64 / span;
+        }
+        rates
+    }
+
+    /// The time the rate's reports span: at least a second, so the rate is
+    /// not inflated while a search starts.
+    fn rate_span(now: Instant, oldest: Instant) -> Duration {
+        now.duration_since(oldest)
+            .clamp(Duration::from_secs(1), RATE_WINDOW)
     }
 
     fn held(&mut self, worker: WorkerId, attempt: AttemptId) -> Result<&mut AttemptEntry, Refusal> {
@@ -667,9 +686,9 @@ impl Ledger {
         }
     }
 
-    fn record_rate(&mut self, now: Instant, orthos: u64) {
+    fn record_rate(&mut self, now: Instant, worker: WorkerId, orthos: u64) {
         if orthos > 0 {
-            self.recent.push_back((now, orthos));
+            self.recent.push_back((now, worker, orthos));
         }
         self.trim_rate(now);
     }
@@ -678,7 +697,7 @@ impl Ledger {
         while self
             .recent
             .front()
-            .is_some_and(|&(at, _)| now.duration_since(at) > RATE_WINDOW)
+            .is_some_and(|&(at, _, _)| now.duration_since(at) > RATE_WINDOW)
         {
             self.recent.pop_front();
         }

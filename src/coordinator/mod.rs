@@ -10,9 +10,16 @@
 //! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
-//! beside the Coordinator service and need no token. On the shutdown signal
-//! the coordinator ends the workers' Work streams, gives other connections
-//! a few seconds, and saves the finished shards.
+//! beside the Coordinator service and need no token; with TLS
+//! (`--tls-cert`, `--tls-key`) everything is served over TLS, and
+//! `--health-listen` serves health alone in plain text for probes that
+//! cannot speak TLS. `--metrics-listen` serves Prometheus metrics
+//! ([`crate::metrics`]).
+//!
+//! On the shutdown signal (SIGTERM or Ctrl-C) the coordinator reports
+//! NOT_SERVING on health, stops handing out shards, ends the workers' Work
+//! streams (they drop their shards and reconnect later), gives other
+//! connections a few seconds, and saves the finished shards.
 
 pub mod auth;
 pub mod connections;
@@ -75,6 +82,12 @@ pub struct ServeOptions {
     /// Connections open at once; 0: as many as the open file limit allows
     /// (see [`connections::connections_allowed`]).
     pub max_connections: usize,
+    /// Serve TLS with this certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Also serve health alone, in plain text, on this address.
+    pub health_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Rebuilds the coordinator's state from its store: the ledger, the
@@ -106,7 +119,10 @@ fn restore(
                     })
             })
             .collect::<Result<Vec<_>>>()?;
-        ledger.add_version(stored.source, added.new_words, &added.weights, known);
+        let version = ledger.add_version(stored.source, added.new_words, &added.weights, known);
+        if ledger.version(version).is_some_and(|v| !v.is_done()) {
+            crate::metrics::version_started(version);
+        }
         texts.push(Arc::new(stored.text));
     }
     Ok((ledger, vocabulary, texts))
@@ -148,14 +164,21 @@ pub async fn serve(
         )));
     }
     let limits = connection_limits(options.max_connections);
+    let tls = options
+        .tls
+        .as_ref()
+        .map(|(cert, key)| crate::tls::server_config(cert, key))
+        .transpose()?;
 
     // Bind first: a coordinator that cannot listen leaves no state dir behind.
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
+    let listener = bind(options.listen, "").await?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
+    let health_listener = match options.health_listen {
+        Some(address) => Some(bind(address, " for health").await?),
+        None => None,
+    };
 
     let store = CoordinatorStore::open(&options.state_dir)?;
     let (ledger, vocabulary, texts) = restore(&store, options.lease)?;
@@ -172,12 +195,19 @@ pub async fn serve(
         options.max_text_bytes,
     ));
 
+    if let Some(address) = options.metrics_listen {
+        let observed = shared.clone();
+        let bound = crate::metrics::serve(address, crate::metrics::Role::Coordinator, move || {
+            observed.observe_metrics();
+        })
+        .await?;
+        tracing::info!(%bound, "serving metrics at /metrics");
+    }
+
     let background = spawn_background(shared.clone(), options.lease);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("fold.v1.Coordinator", tonic_health::ServingStatus::Serving)
-        .await;
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -198,8 +228,9 @@ pub async fn serve(
             check.check(request)
         });
 
-    // On the signal: stop accepting, end the workers' Work streams (they
-    // reconnect later), and give the other connections a grace period.
+    // On the signal: report NOT_SERVING, stop leasing, stop accepting, end
+    // the workers' Work streams (they reconnect later), and give the other
+    // connections a grace period.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -207,12 +238,18 @@ pub async fn serve(
     });
     let signal = {
         let shared = shared.clone();
+        let health = health.clone();
         let mut stopping = stopping.clone();
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
-            shared.end_work_streams();
+            tracing::info!("shutting down: no more shards are leased; workers hand theirs back");
+            set_health(&health, tonic_health::ServingStatus::NotServing).await;
+            shared.stop();
         }
     };
+    if let Some(listener) = health_listener {
+        spawn_health_only(listener, health_service.clone(), stopping.clone());
+    }
     let grace_over = {
         let mut stopping = stopping.clone();
         async move {
@@ -225,7 +262,16 @@ pub async fn serve(
     // No per-request timeout: Submit and Work legitimately run long, and
     // only token holders reach them; silent or lost peers are dealt with by
     // the connection limits and HTTP/2 keepalive.
-    let served = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(|e| {
+            Error::BadText(format!(
+                "cannot serve TLS with --tls-cert and --tls-key: {}",
+                crate::tls::causes(&e)
+            ))
+        })?;
+    }
+    let served = server
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
@@ -248,6 +294,48 @@ pub async fn serve(
     let saved = shared.save_results().await;
     served.map_err(|e| Error::io("gRPC server failed", std::io::Error::other(e)))?;
     saved
+}
+
+/// Binds `address` (`what` says what for, in an error).
+async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {address}{what}"), e))
+}
+
+/// Sets the health of the whole server ("") and of the Coordinator service.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for service in ["", "fold.v1.Coordinator"] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Serves health alone, in plain text, on `listener` until `stopping`
+/// turns true (`--health-listen`).
+fn spawn_health_only(
+    listener: tokio::net::TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+                // Let probes see NOT_SERVING for a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the plain-text health server stopped");
+        }
+    });
 }
 
 /// The connection limits for `--max-connections requested` (0: as many as

@@ -2,7 +2,7 @@
 //! and the workers' Work streams, over the ledger and the store.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use crate::coordinator::ledger::{Ledger, ShardPhase, ShardResult, ShardSummary, 
 use crate::coordinator::persist::{self, CoordinatorStore};
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
+use crate::metrics::{self, CoordinatorFigures};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
 use crate::store::content_hash;
@@ -43,8 +44,12 @@ pub struct Shared {
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
-    /// Bytes of messages exchanged with workers.
-    wire_bytes: AtomicU64,
+    /// Bytes of messages sent to workers.
+    wire_bytes_sent: AtomicU64,
+    /// Bytes of messages received from workers.
+    wire_bytes_received: AtomicU64,
+    /// Set at shutdown: no more shards are handed out.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -66,7 +71,9 @@ impl Shared {
             unsaved: Mutex::new(Vec::new()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
-            wire_bytes: AtomicU64::new(0),
+            wire_bytes_sent: AtomicU64::new(0),
+            wire_bytes_received: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -76,8 +83,11 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Hands pending shards to workers with room.
+    /// Hands pending shards to workers with room (none once stopping).
     pub fn dispatch(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let assignments = self.ledger().assign(Instant::now());
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for assignment in assignments {
@@ -88,7 +98,7 @@ impl Shared {
                     origin: assignment.origin,
                 })),
             };
-            self.count_wire(&message);
+            self.count_sent(&message);
             // A closed channel means the session is ending; its end releases the shard.
             if let Some(sender) = senders.get(&assignment.worker) {
                 let _ = sender.send(Ok(message));
@@ -106,6 +116,7 @@ impl Shared {
                 expired = expired.len(),
                 "leases expired; shards go back to pending"
             );
+            metrics::leases_expired(expired.len());
             for (worker, attempt) in expired {
                 self.revoke(worker, attempt);
             }
@@ -113,9 +124,12 @@ impl Shared {
         self.dispatch();
     }
 
-    /// Ends every worker's Work stream (at shutdown): each worker sees its
-    /// session end and reconnects later.
-    pub fn end_work_streams(&self) {
+    /// Stops for shutdown: no more shards are handed out, and every
+    /// worker's Work stream ends (each worker sees its session end, drops
+    /// its shards and reconnects later; the shards it held are pending
+    /// again, in the store as in the ledger).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.senders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -127,7 +141,7 @@ impl Shared {
         let message = v1::CoordinatorMessage {
             kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
         };
-        self.count_wire(&message);
+        self.count_sent(&message);
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = senders.get(&worker) {
             let _ = sender.send(Ok(message));
@@ -162,18 +176,20 @@ impl Shared {
             .push(Arc::new(text));
         self.ledger()
             .add_version(name, added.new_words, &added.weights, []);
+        metrics::version_started(version);
         drop(vocabulary);
         self.dispatch();
         Ok(version)
     }
 
-    fn count_wire(&self, message: &impl Message) {
-        self.wire_bytes
+    fn count_sent(&self, message: &impl Message) {
+        self.wire_bytes_sent
             .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
     }
 
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
-        self.count_wire(&message);
+        self.wire_bytes_received
+            .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
         let was_stalled = self.ledger().heard_from(worker);
         if was_stalled {
             tracing::info!(worker, "a worker whose lease ran out is heard from again");
@@ -238,6 +254,7 @@ impl Shared {
                     .push((finished.version, finished.origin, result));
                 if finished.version_done {
                     tracing::info!(version = finished.version, "version done");
+                    metrics::version_done(finished.version);
                     self.version_done.notify_waiters();
                 }
             }
@@ -247,8 +264,9 @@ impl Shared {
     }
 
     /// The status of `version` (0: every version), with every shard listed
-    /// when `shards` is set.
-    fn status(&self, version: u32, shards: bool) -> Result<v1::StatusReply, Status> {
+    /// when the request says `shards`, and every worker when it says `workers`.
+    fn status(&self, request: &v1::StatusRequest) -> Result<v1::StatusReply, Status> {
+        let (version, shards) = (request.version, request.shards);
         let mut ledger = self.ledger();
         if version != 0 && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
@@ -285,13 +303,48 @@ impl Shared {
                 }
             })
             .collect();
-        let workers = ledger.workers(Instant::now()).len() as u32;
+        let now = Instant::now();
+        let workers = ledger.workers(now).len() as u32;
+        let worker_list = if request.workers {
+            worker_infos(&mut ledger, now)
+        } else {
+            Vec::new()
+        };
         Ok(v1::StatusReply {
             versions,
             workers,
-            orthos_per_second: ledger.orthos_per_second(Instant::now()),
-            worker_wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
+            orthos_per_second: ledger.orthos_per_second(now),
+            worker_wire_bytes: self.wire_bytes_sent.load(Ordering::Relaxed)
+                + self.wire_bytes_received.load(Ordering::Relaxed),
+            worker_list,
         })
+    }
+
+    /// Records the coordinator's figures in its metrics (at each scrape).
+    pub fn observe_metrics(&self) {
+        let mut ledger = self.ledger();
+        let mut figures = CoordinatorFigures {
+            workers: ledger.workers(Instant::now()).len() as u64,
+            orthos_per_second: ledger.orthos_per_second(Instant::now()),
+            wire_bytes_sent: self.wire_bytes_sent.load(Ordering::Relaxed),
+            wire_bytes_received: self.wire_bytes_received.load(Ordering::Relaxed),
+            ..CoordinatorFigures::default()
+        };
+        for version in ledger.versions() {
+            let (done, running) = (version.shards_done(), version.shards_running());
+            figures.units_done += u64::from(done);
+            figures.units_running += u64::from(running);
+            figures.units_pending += u64::from(version.shards_total() - done - running);
+            figures.orthos += version.figures().orthos;
+            figures.attempts_discarded += version.attempts_discarded();
+            if version.is_done() {
+                figures.versions_done += 1;
+            } else {
+                figures.versions_running += 1;
+            }
+        }
+        drop(ledger);
+        metrics::observe_coordinator(&figures);
     }
 }
 
@@ -318,6 +371,28 @@ fn shard_status(shard: ShardSummary, words: &[String]) -> v1::ShardStatus {
         worker_name,
         base_version: shard.base_version,
     }
+}
+
+/// The connected workers on the wire, with their rates.
+fn worker_infos(ledger: &mut Ledger, now: Instant) -> Vec<v1::WorkerInfo> {
+    let rates = ledger.orthos_per_second_by_worker(now);
+    ledger
+        .workers(now)
+        .into_iter()
+        .map(|worker| v1::WorkerInfo {
+            id: worker.id.to_string(),
+            name: worker.name,
+            threads: worker.threads,
+            shards: worker
+                .shards
+                .iter()
+                .map(|(v, o)| format!("{v}/{o}"))
+                .collect(),
+            shards_done: worker.shards_done,
+            connected_ms: worker.connected_ms,
+            orthos_per_second: rates.get(&worker.id).copied().unwrap_or(0.0),
+        })
+        .collect()
 }
 
 fn unknown_version(version: u32, known: usize) -> Status {
@@ -406,10 +481,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusReply>, Status> {
-        let request = request.into_inner();
-        self.shared
-            .status(request.version, request.shards)
-            .map(Response::new)
+        self.shared.status(request.get_ref()).map(Response::new)
     }
 
     type WatchStatusStream = ReceiverStream<Result<v1::StatusReply, Status>>;
@@ -418,15 +490,17 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let v1::StatusRequest { version, shards } = request.into_inner();
-        let first = self.shared.status(version, shards)?;
+        let request = request.into_inner();
+        let first = self.shared.status(&request)?;
         let (sender, receiver) = mpsc::channel(4);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut reply = Ok(first);
             loop {
                 let finished = match &reply {
-                    Ok(status) => status.versions.iter().all(|v| v.state == "done"),
+                    Ok(status) => {
+                        !request.follow && status.versions.iter().all(|v| v.state == "done")
+                    }
                     Err(_) => true,
                 };
                 if sender.send(reply).await.is_err() || finished {
@@ -437,7 +511,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                     _ = done => {}
                 }
-                reply = shared.status(version, shards);
+                reply = shared.status(&request);
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -472,24 +546,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersReply>, Status> {
-        let workers = self
-            .shared
-            .ledger()
-            .workers(Instant::now())
-            .into_iter()
-            .map(|worker| v1::WorkerInfo {
-                id: worker.id.to_string(),
-                name: worker.name,
-                threads: worker.threads,
-                shards: worker
-                    .shards
-                    .iter()
-                    .map(|(v, o)| format!("{v}/{o}"))
-                    .collect(),
-                shards_done: worker.shards_done,
-                connected_ms: worker.connected_ms,
-            })
-            .collect();
+        let workers = worker_infos(&mut self.shared.ledger(), Instant::now());
         Ok(Response::new(v1::ListWorkersReply { workers }))
     }
 
@@ -526,7 +583,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                         data: bytes[start..end].to_vec(),
                         last: end == bytes.len(),
                     };
-                    shared.count_wire(&chunk);
+                    shared.count_sent(&chunk);
                     if sender.send(Ok(chunk)).await.is_err() {
                         return;
                     }
@@ -546,6 +603,11 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "the coordinator is shutting down; reconnect later",
+            ));
+        }
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::WorkerMessage {

@@ -166,6 +166,7 @@ fn run_job(
         job,
         cancel,
         base: 0,
+        expanded: 0,
         last_report: Instant::now(),
         frontier_reported: 0,
         optimal_reported: None,
@@ -224,6 +225,8 @@ struct Reporter<'a> {
     cancel: &'a Cancellation,
     /// Orthos of the shard before this attempt (a kept shard's).
     base: u64,
+    /// Orthos expanded so far, for the metrics.
+    expanded: u64,
     last_report: Instant,
     frontier_reported: u64,
     optimal_reported: Option<Ortho>,
@@ -234,6 +237,8 @@ impl SearchObserver for Reporter<'_> {
         if self.cancel.cancelled(self.job) {
             return Err(Error::Cancelled);
         }
+        crate::metrics::orthos_expanded(progress.processed.saturating_sub(self.expanded));
+        self.expanded = progress.processed;
         if self.last_report.elapsed() < REPORT_EVERY {
             return Ok(());
         }
