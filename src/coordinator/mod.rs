@@ -323,9 +323,20 @@ fn spawn_health_only(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Reflection of health alone, so `grpcurl -plaintext` works here too.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (
+        reflection().build_v1().ok(),
+        reflection().build_v1alpha().ok(),
+    );
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .add_service(health)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopping.wait_for(|stop| *stop).await;
                 // Let probes see NOT_SERVING for a moment.
