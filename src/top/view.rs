@@ -154,7 +154,16 @@ impl View {
                 };
                 Row::new(vec![
                     Cell::from(version.version.to_string()),
-                    Cell::from(version.source.clone()),
+                    // The file name says which text it is; the path
+                    // would push the figures off a narrow screen.
+                    Cell::from(
+                        version
+                            .source
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ),
                     Cell::from(version.state.clone()).style(state_style),
                     Cell::from(format!(
                         "{}/{} {}",
@@ -179,7 +188,7 @@ impl View {
                 Constraint::Length(7),
                 Constraint::Fill(1),
                 Constraint::Length(7),
-                Constraint::Length(24),
+                Constraint::Length(30),
                 Constraint::Length(7),
                 Constraint::Length(8),
                 Constraint::Length(13),
