@@ -235,7 +235,7 @@ fn text_chunks(name: &str, bytes: Vec<u8>) -> Vec<v1::SubmitChunk> {
 
 /// Watches a version until it is done, drawing a progress bar on stderr.
 async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v1::VersionStatus> {
-    let bar = VersionBar::new(version, progress);
+    let mut bar = VersionBar::new(version, progress);
     let mut updates = client
         .watch_status(v1::StatusRequest {
             version,

@@ -38,10 +38,14 @@ impl ProgressLine {
     pub fn new(label: impl Into<String>, wanted: bool) -> Self {
         let bar = bar_on_stderr(wanted, None);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed}] {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.set_prefix(label.into());
+        // The spinner turns, and the elapsed time counts, between batches too.
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(Duration::from_millis(250));
+        }
         Self { bar }
     }
 
@@ -63,7 +67,6 @@ impl SearchObserver for ProgressLine {
             HumanCount(progress.queued),
             HumanCount(rate as u64)
         ));
-        self.bar.tick();
         Ok(())
     }
 }
@@ -75,30 +78,39 @@ impl Drop for ProgressLine {
 }
 
 /// A bar of one version's shards done out of its total, with its orthos,
-/// the workers connected and the cluster's rate.
+/// the workers connected and the cluster's rate. It first draws at the
+/// first update, when the number of shards is known.
 pub struct VersionBar {
     bar: ProgressBar,
+    /// Whether to draw at all.
+    shown: bool,
+    /// Whether the first update came.
+    started: bool,
 }
 
 impl VersionBar {
     /// A bar for `version` that draws only when `wanted` and stderr is a terminal.
     pub fn new(version: u32, wanted: bool) -> Self {
-        let bar = bar_on_stderr(wanted, Some(0));
+        let shown = wanted && std::io::stderr().is_terminal();
+        let bar = ProgressBar::hidden();
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} shards, {msg} [{elapsed}]",
+                "{prefix} [{bar:20}] {pos}/{len} shards [{elapsed}] {wide_msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
         bar.set_prefix(format!("version {version}"));
-        bar.enable_steady_tick(Duration::from_millis(250));
-        Self { bar }
+        Self {
+            bar,
+            shown,
+            started: false,
+        }
     }
 
     /// Shows the latest figures.
     pub fn update(
-        &self,
+        &mut self,
         shards_done: u32,
         shards_total: u32,
         orthos: u64,
@@ -112,6 +124,12 @@ impl VersionBar {
             HumanCount(orthos),
             HumanCount(rate as u64)
         ));
+        if self.shown && !self.started {
+            self.started = true;
+            self.bar
+                .set_draw_target(ProgressDrawTarget::stderr_with_hz(REDRAW_HZ));
+            self.bar.enable_steady_tick(Duration::from_millis(250));
+        }
     }
 
     /// Erases the bar.
