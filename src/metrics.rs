@@ -82,18 +82,22 @@ pub enum Role {
     Worker,
 }
 
-/// Installs this process's recorder and serves it on `listen` until the
+/// Binds the address metrics are served on (`--metrics-listen`), before
+/// anything else is set up, so that a taken port stops a process early.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {listen} for metrics"), e))
+}
+
+/// Installs this process's recorder and serves it on `listener` until the
 /// runtime stops; `refresh` runs before every scrape (to read gauges off
-/// current state). Returns the bound address (port 0 picks a free one).
-/// Call once per process.
-pub async fn serve(
-    listen: SocketAddr,
+/// current state). Returns the bound address. Call once per process.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     role: Role,
     refresh: impl Fn() + Send + Sync + 'static,
 ) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {listen} for metrics"), e))?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound metrics address", e))?;
@@ -123,6 +127,7 @@ pub async fn serve(
             });
         }
     });
+    tracing::info!(%bound, "serving metrics at /metrics");
     Ok(bound)
 }
 

@@ -142,3 +142,37 @@ fn metrics_move_during_a_version_and_agree_with_status_after_it() {
     assert!(value(&worker, "fold_wire_bytes_total{direction=\"sent\"}") > 0.0);
     assert!(value(&worker, "fold_wire_bytes_total{direction=\"received\"}") > 0.0);
 }
+
+#[test]
+fn a_taken_metrics_port_stops_serve_and_the_worker_in_one_line_before_any_dir_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (state, data) = (dir.path().join("state"), dir.path().join("data"));
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
+    serve
+        .args(["serve", "--token", common::TOKEN, "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", &address])
+        .arg("--state-dir")
+        .arg(&state)
+        .env_remove("FOLD_TOKEN");
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_fold-worker"));
+    worker
+        .args(["--token", common::TOKEN, "--metrics-listen", &address])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("FOLD_TOKEN");
+    for (program, command) in [("fold-coordinator", serve), ("fold-worker", worker)] {
+        let output = common::output_within(command, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{program}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{program}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "{program}: error: cannot listen on {address} for metrics"
+            )),
+            "{program}: {stderr}"
+        );
+    }
+    assert!(!state.exists() && !data.exists());
+}

@@ -164,11 +164,25 @@ pub async fn serve(
         )));
     }
     let limits = connection_limits(options.max_connections);
-    let tls = options
-        .tls
-        .as_ref()
-        .map(|(cert, key)| crate::tls::server_config(cert, key))
-        .transpose()?;
+    // No per-request timeout: Submit and Work legitimately run long, and
+    // only token holders reach them; silent or lost peers are dealt with by
+    // the connection limits and HTTP/2 keepalive.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+    if let Some((cert, key)) = &options.tls {
+        server = server
+            .tls_config(crate::tls::server_config(cert, key)?)
+            .map_err(|e| {
+                Error::BadText(format!(
+                    "cannot serve TLS with --tls-cert {} and --tls-key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    crate::tls::causes(&e)
+                ))
+            })?;
+    }
 
     // Bind first: a coordinator that cannot listen leaves no state dir behind.
     let listener = bind(options.listen, "").await?;
@@ -177,6 +191,10 @@ pub async fn serve(
         .map_err(|e| Error::io("cannot read the bound address", e))?;
     let health_listener = match options.health_listen {
         Some(address) => Some(bind(address, " for health").await?),
+        None => None,
+    };
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(crate::metrics::bind(address).await?),
         None => None,
     };
 
@@ -195,13 +213,11 @@ pub async fn serve(
         options.max_text_bytes,
     ));
 
-    if let Some(address) = options.metrics_listen {
+    if let Some(listener) = metrics_listener {
         let observed = shared.clone();
-        let bound = crate::metrics::serve(address, crate::metrics::Role::Coordinator, move || {
+        crate::metrics::serve(listener, crate::metrics::Role::Coordinator, move || {
             observed.observe_metrics();
-        })
-        .await?;
-        tracing::info!(%bound, "serving metrics at /metrics");
+        })?;
     }
 
     let background = spawn_background(shared.clone(), options.lease);
@@ -259,22 +275,7 @@ pub async fn serve(
     };
 
     on_listening(bound);
-    // No per-request timeout: Submit and Work legitimately run long, and
-    // only token holders reach them; silent or lost peers are dealt with by
-    // the connection limits and HTTP/2 keepalive.
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        server = server.tls_config(tls).map_err(|e| {
-            Error::BadText(format!(
-                "cannot serve TLS with --tls-cert and --tls-key: {}",
-                crate::tls::causes(&e)
-            ))
-        })?;
-    }
     let served = server
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -322,6 +323,9 @@ fn spawn_health_only(
     >,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(%bound, "serving health in plain text");
+    }
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     // Reflection of health alone, so `grpcurl -plaintext` works here too.
     let reflection = || {

@@ -65,6 +65,11 @@ pub const DEFAULT_KEEP_SHARDS_FROM: u64 = 1_000;
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
     let target = crate::client::Target::new(&options.coordinator, options.ca_cert.as_deref())?;
+    // Before the data dir is touched: a taken port stops the worker early.
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
     std::fs::create_dir_all(&options.data_dir).map_err(|e| {
         Error::io(
             format!("cannot create data dir {}", options.data_dir.display()),
@@ -90,9 +95,8 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
         store,
     )?);
     let token = BearerToken::new(options.token.as_deref())?;
-    if let Some(address) = options.metrics_listen {
-        let bound = crate::metrics::serve(address, crate::metrics::Role::Worker, || {}).await?;
-        tracing::info!(%bound, "serving metrics at /metrics");
+    if let Some(listener) = metrics_listener {
+        crate::metrics::serve(listener, crate::metrics::Role::Worker, || {})?;
     }
     let mut backoff = Duration::from_millis(100);
     loop {
