@@ -140,6 +140,7 @@ fn install(role: Role) -> Result<PrometheusHandle> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|e| Error::BadState(format!("metrics: {e}")))?;
     describe(role);
+    start_at_zero(role);
     Ok(handle)
 }
 
@@ -233,6 +234,25 @@ fn describe(role: Role) {
                 Unit::Bytes,
                 "Protobuf bytes exchanged with the coordinator (Work stream and GetTexts)"
             );
+        }
+    }
+}
+
+/// Shows the counters of events that may not have happened yet as 0, so
+/// that they are there from the first scrape (a series that appears only
+/// later makes `rate()` and alerts miss its first increase).
+fn start_at_zero(role: Role) {
+    match role {
+        Role::Coordinator => leases_expired(0),
+        Role::Worker => {
+            orthos_found(0);
+            orthos_expanded(0);
+            counter!(UNITS_DONE).increment(0);
+            counter!(UNITS_ABANDONED).increment(0);
+            units_held(0);
+            coordinator_connected(false);
+            wire_bytes(Direction::Sent, 0);
+            wire_bytes(Direction::Received, 0);
         }
     }
 }

@@ -243,12 +243,19 @@ fn serve_refuses_missing_or_malformed_certificate_files_in_one_line() {
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "hello").unwrap();
     let missing = dir.path().join("missing.pem");
+    let stranger = dir.path().join("stranger.key");
+    std::fs::write(
+        &stranger,
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
     for (cert, key, expected) in [
         (&missing, &certs.key, "cannot read --tls-cert"),
         (&certs.cert, &not_pem, "is not a PEM private key"),
         (&certs.key, &certs.key, "is not a PEM certificate"),
-        // A key that does not go with the certificate.
         (&certs.cert, &certs.ca, "is not a PEM private key"),
+        // A key that does not go with the certificate.
+        (&certs.cert, &stranger, "cannot serve TLS with --tls-cert"),
     ] {
         let mut serve = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));
         serve
