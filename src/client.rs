@@ -1,6 +1,8 @@
 //! The client subcommands of `fold-coordinator` (`submit`, `status`,
 //! `optimal`): they talk to a running coordinator and print what it says in
-//! the same formats as `run`.
+//! the same formats as `run`. Also the connection every client (the worker
+//! and `top` too) makes: the URL checked, plain text for `http://`, TLS for
+//! `https://` ([`Target`]), and a failure said in one sentence.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
