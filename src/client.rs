@@ -105,12 +105,10 @@ pub async fn connect_to(target: &Target, token: BearerToken) -> Result<Client> {
             Error::BadText(format!("cannot use TLS for {url}: {}", tls::causes(&e)))
         })?;
     }
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Error::Connect(tls::explain_failure(Some(url), &e)))?;
     // A plain-text client would otherwise learn that the server speaks TLS
-    // only from a baffling h2 error at its first rpc.
+    // only from a baffling h2 error at its first rpc. Asked before the
+    // channel connects, so that the check never waits behind the channel's
+    // own connection at a coordinator's connection limit.
     if target.tls.is_none()
         && let Some(authority) = channel_authority(url)
         && tls::serves_tls(&authority).await
@@ -120,6 +118,10 @@ pub async fn connect_to(target: &Target, token: BearerToken) -> Result<Client> {
              a private CA)"
         )));
     }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Error::Connect(tls::explain_failure(Some(url), &e)))?;
     Ok(
         v1::coordinator_client::CoordinatorClient::with_interceptor(channel, token)
             .max_decoding_message_size(crate::coordinator::MAX_MESSAGE_BYTES),
