@@ -57,8 +57,8 @@ pub enum Command {
     /// reflection (no token), on loopback unless --listen says otherwise.
     /// SIGTERM or Ctrl-C stops it: health turns NOT_SERVING, no more shards
     /// are leased, workers' sessions end (they hand their shards back and
-    /// reconnect later), finished shards are saved, and it exits within
-    /// about 5 s.
+    /// reconnect later), status streams end, finished shards are saved, and
+    /// it exits within about 5 s.
     Serve(ServeArgs),
     /// Submit FILEs to a running coordinator, each as the next version.
     Submit {

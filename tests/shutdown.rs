@@ -65,6 +65,18 @@ fn sigterm_stops_a_coordinator_mid_version_and_the_figures_stay_exact() {
         &watch_log.with_extension("err"),
     );
     wait_for_file(&watch_log, "\"SERVING\"");
+    // And a live view following the status stream, left open.
+    let follow_log = cluster.dir.path().join("follow.out");
+    let mut follow = Command::new(common::grpcurl_path());
+    follow
+        .args(["-plaintext", "-d", r#"{"follow": true}"#, "-H"])
+        .arg(format!("authorization: Bearer {}", common::TOKEN))
+        .arg(cluster.coordinator.address())
+        .arg("fold.v1.Coordinator/WatchStatus")
+        .stdout(std::fs::File::create(&follow_log).unwrap());
+    let follow_errors = follow_log.with_extension("err");
+    let _follow = Process::spawn("grpcurl WatchStatus", follow, &follow_errors);
+    wait_for_file(&follow_log, "\"versions\"");
 
     let started = Instant::now();
     cluster.coordinator.process.signal("TERM");
@@ -85,6 +97,7 @@ fn sigterm_stops_a_coordinator_mid_version_and_the_figures_stay_exact() {
         started.elapsed()
     );
     assert!(log.contains("shutting down"), "{log}");
+    wait_for_file(&follow_errors, "the coordinator is shutting down");
     eprintln!(
         "the coordinator exited {:?} after SIGTERM",
         started.elapsed()

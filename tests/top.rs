@@ -102,10 +102,12 @@ fn top_draws_a_status_stream_recorded_off_a_running_version() {
         format!(" {orthos} "),
         format!("{vocabulary}/{vocabulary} [##########] 100%"),
         "done".to_owned(),
-        "cluster rate (peak ".to_owned(),
+        "rate, peak ".to_owned(),
+        "best, version 1 (done)".to_owned(),
         format!(
-            "best ortho: version 1 (done), dims {}",
-            expected["optimal"]["dims"].to_string().replace(',', ", ")
+            "dims {}, volume {}",
+            expected["optimal"]["dims"].to_string().replace(',', ", "),
+            expected["optimal"]["volume"]
         ),
     ] {
         assert!(done.contains(&shown), "no `{shown}` in\n{done}");
@@ -126,7 +128,7 @@ fn top_draws_a_status_stream_recorded_off_a_running_version() {
         .fold(0.0, f64::max);
     assert!(peak > 0.0, "no rate recorded");
     assert!(
-        done.contains(&format!("peak {} orthos/s", thousands(peak.round() as u64))),
+        done.contains(&format!("peak {}/s", thousands(peak.round() as u64))),
         "{done}"
     );
 }

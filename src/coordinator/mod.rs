@@ -18,8 +18,9 @@
 //!
 //! On the shutdown signal (SIGTERM or Ctrl-C) the coordinator reports
 //! NOT_SERVING on health, stops handing out shards, ends the workers' Work
-//! streams (they drop their shards and reconnect later), gives other
-//! connections a few seconds, and saves the finished shards.
+//! streams (they drop their shards and reconnect later) and the status
+//! watchers' streams, gives other connections a few seconds, and saves the
+//! finished shards.
 
 pub mod auth;
 pub mod connections;

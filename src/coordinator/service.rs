@@ -511,7 +511,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                     _ = done => {}
                 }
-                reply = shared.status(&request);
+                // A watcher (a `top` left open) must not hold a stopping
+                // coordinator for its whole grace period.
+                reply = if shared.stopping.load(Ordering::Acquire) {
+                    Err(Status::unavailable("the coordinator is shutting down"))
+                } else {
+                    shared.status(&request)
+                };
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))

@@ -12,6 +12,9 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Sparkline, Table};
 
 use crate::proto::{self, v1};
 
+/// Terminals at least this wide get every column of the versions table.
+const WIDE: u16 = 110;
+
 /// Rate samples kept for the sparkline (one per snapshot, about four a
 /// second: a minute or so, more than any terminal is wide).
 const RATE_HISTORY: usize = 300;
@@ -137,6 +140,8 @@ impl View {
     }
 
     fn draw_versions(&self, frame: &mut Frame, area: Rect) {
+        // A narrow terminal gets the columns that matter most.
+        let wide = area.width >= WIDE;
         let rows: Vec<Row> = self
             .status
             .iter()
@@ -152,7 +157,20 @@ impl View {
                 } else {
                     Style::default().fg(Color::Yellow)
                 };
-                Row::new(vec![
+                let shards = if wide {
+                    format!(
+                        "{}/{} {}",
+                        version.shards_done,
+                        version.shards_total,
+                        progress_bar(percent, 10)
+                    )
+                } else {
+                    format!(
+                        "{}/{} {percent:>3}%",
+                        version.shards_done, version.shards_total
+                    )
+                };
+                let mut cells = vec![
                     Cell::from(version.version.to_string()),
                     // The file name says which text it is; the path
                     // would push the figures off a narrow screen.
@@ -165,38 +183,50 @@ impl View {
                             .to_owned(),
                     ),
                     Cell::from(version.state.clone()).style(state_style),
-                    Cell::from(format!(
-                        "{}/{} {}",
-                        version.shards_done,
-                        version.shards_total,
-                        progress_bar(percent, 10)
-                    )),
-                    Cell::from(version.shards_running.to_string()),
-                    Cell::from(thousands(version.vocabulary)),
-                    Cell::from(thousands(version.orthos)),
-                    Cell::from(thousands(version.frontier)),
-                ])
+                    Cell::from(shards),
+                ];
+                if wide {
+                    cells.push(Cell::from(version.shards_running.to_string()));
+                    cells.push(Cell::from(thousands(version.vocabulary)));
+                }
+                cells.push(Cell::from(thousands(version.orthos)));
+                cells.push(Cell::from(thousands(version.frontier)));
+                Row::new(cells)
             })
             .collect();
-        let header = Row::new([
-            "version", "source", "state", "shards", "running", "words", "orthos", "frontier",
-        ])
-        .style(Style::default().add_modifier(Modifier::BOLD));
-        let table = Table::new(
-            rows,
-            [
-                Constraint::Length(7),
-                Constraint::Fill(1),
-                Constraint::Length(7),
-                Constraint::Length(30),
-                Constraint::Length(7),
-                Constraint::Length(8),
-                Constraint::Length(13),
-                Constraint::Length(13),
-            ],
-        )
-        .header(header)
-        .block(Block::default().borders(Borders::ALL).title(" versions "));
+        let (header, widths) = if wide {
+            (
+                vec![
+                    "version", "source", "state", "shards", "running", "words", "orthos",
+                    "frontier",
+                ],
+                vec![
+                    Constraint::Length(7),
+                    Constraint::Fill(1),
+                    Constraint::Length(7),
+                    Constraint::Length(30),
+                    Constraint::Length(7),
+                    Constraint::Length(8),
+                    Constraint::Length(13),
+                    Constraint::Length(13),
+                ],
+            )
+        } else {
+            (
+                vec!["ver", "source", "state", "shards", "orthos", "frontier"],
+                vec![
+                    Constraint::Length(3),
+                    Constraint::Fill(1),
+                    Constraint::Length(7),
+                    Constraint::Length(16),
+                    Constraint::Length(12),
+                    Constraint::Length(12),
+                ],
+            )
+        };
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(Block::default().borders(Borders::ALL).title(" versions "));
         frame.render_widget(table, area);
     }
 
@@ -236,7 +266,7 @@ impl View {
 
     fn draw_rate(&self, frame: &mut Frame, area: Rect) {
         let peak = self.rates.iter().copied().max().unwrap_or(0);
-        let title = format!(" cluster rate (peak {} orthos/s) ", thousands(peak));
+        let title = format!(" rate, peak {}/s ", thousands(peak));
         // The newest samples that fit, so the line moves from right to left.
         let width = area.width.saturating_sub(2) as usize;
         let shown: Vec<u64> = self
@@ -265,11 +295,14 @@ impl View {
             Some((version, optimal)) => {
                 let report = proto::optimal_of(optimal);
                 (
+                    format!(" best, version {} ({}) ", version.version, version.state),
                     format!(
-                        " best ortho: version {} ({}), dims {:?}, volume {} ",
-                        version.version, version.state, report.dims, report.volume
+                        "dims {:?}, volume {}, fullness {}\n{}",
+                        report.dims,
+                        report.volume,
+                        report.fullness,
+                        report.grid()
                     ),
-                    report.grid(),
                 )
             }
         };
@@ -310,7 +343,11 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     fn screen(view: &View) -> String {
-        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        screen_of(view, 120, 30)
+    }
+
+    fn screen_of(view: &View, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
         terminal.draw(|frame| view.draw(frame)).unwrap();
         let buffer = terminal.backend().buffer().clone();
         (0..buffer.area.height)
@@ -354,6 +391,11 @@ mod tests {
         assert!(live.contains("live"), "{live}");
         assert!(live.contains("41,863"), "{live}");
         assert!(live.contains("3/6 [#####     ]  50%"), "{live}");
+        // An 80-column terminal keeps the figures, with a shorter shard column.
+        let narrow = screen_of(&view, 80, 24);
+        assert!(narrow.contains("a.txt"), "{narrow}");
+        assert!(narrow.contains("3/6  50%"), "{narrow}");
+        assert!(narrow.contains("41,863"), "{narrow}");
         view.lost("connection refused");
         view.lost("connection refused");
         let lost = screen(&view);
