@@ -45,6 +45,11 @@ pub enum Error {
     /// A version that does not exist.
     #[error("unknown version {0}")]
     UnknownVersion(u32),
+    /// The coordinator could not be reached, or the connection to it failed:
+    /// one sentence saying why (refused, untrusted certificate, TLS spoken
+    /// to a plain-text server, ...).
+    #[error("{0}")]
+    Connect(String),
     /// The coordinator answered an rpc with an error status.
     #[error("the coordinator answered {code}: {message}")]
     Rpc {
@@ -81,6 +86,12 @@ impl Error {
 
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
+        // A connection that broke or could not be made: say why in one
+        // sentence, rather than as the coordinator's answer.
+        if let Some(source) = crate::tls::transport_failure(&status) {
+            tracing::debug!(chain = %crate::tls::causes(source), "connection failed");
+            return Self::Connect(crate::tls::explain_failure(None, source));
+        }
         Self::Rpc {
             code: format!("{:?}", status.code()),
             message: status.message().to_owned(),

@@ -21,6 +21,11 @@
 //! * [`coordinator`] — `fold-coordinator serve`: units, leases, splits, aggregation.
 //! * [`worker`] — `fold-worker`: searches leased units and reports back.
 //! * [`client`] — `fold-coordinator submit | status | optimal`.
+//! * [`top`] — `fold-coordinator top`: a live terminal view fed by WatchStatus.
+//! * [`tls`] — TLS settings of both sides, and failed connections in one sentence.
+//! * [`metrics`] — Prometheus metrics of `serve` and `fold-worker`.
+//! * [`progress`] — progress bars on stderr for `run` and `submit --wait`.
+//! * [`cli`] — both binaries' command lines (clap), which the thin `src/bin/` mains parse.
 //!
 //! Data flows text → interner → search (spatial + ortho + log) → figures →
 //! report and store. Distributed, the coordinator splits a version's search
@@ -31,11 +36,13 @@
 #![warn(missing_docs)]
 
 pub mod canonical;
+pub mod cli;
 pub mod client;
 pub mod coordinator;
 pub mod embedded;
 pub mod error;
 pub mod interner;
+pub mod metrics;
 pub mod ortho;
 pub mod progress;
 pub mod proto;
@@ -47,6 +54,8 @@ pub mod spatial;
 mod storage;
 pub mod store;
 pub mod text;
+pub mod tls;
+pub mod top;
 pub mod worker;
 
 pub use error::{Error, Result};

@@ -1,5 +1,5 @@
 //! Faults found by probing fold as a demanding user and an attacker would
-//! (issue 12): damaged state files, absurd sizes, URLs that promise TLS,
+//! (issue 12): damaged state files, absurd sizes, URLs of unknown schemes,
 //! idle connections, memory that grew with every version, and the smaller
 //! rough edges. Real binaries, real sockets on 127.0.0.1, real redb files.
 
@@ -441,13 +441,15 @@ fn leases_and_text_limits_outside_their_bounds_are_refused() {
 }
 
 #[test]
-fn coordinator_urls_other_than_http_are_refused() {
+fn coordinator_urls_other_than_http_or_https_are_refused() {
     let cluster = Cluster::start(0, 1, &[]);
     let port = cluster.coordinator.port;
     for (scheme, expected) in [
-        ("https", "TLS is not supported yet; use http://127.0.0.1:"),
-        ("ftp", "ftp:// is not supported; use http://HOST:PORT"),
-        ("HTTPS", "TLS is not supported yet"),
+        (
+            "ftp",
+            "ftp:// is not supported; use http://HOST:PORT, or https://HOST:PORT for TLS",
+        ),
+        ("unix", "unix:// is not supported"),
     ] {
         let url = format!("{scheme}://127.0.0.1:{port}");
         let mut status = Command::new(env!("CARGO_BIN_EXE_fold-coordinator"));

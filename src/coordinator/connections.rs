@@ -3,8 +3,8 @@
 //!
 //! Connections beyond the cap wait in the listen backlog until one closes,
 //! so the coordinator never runs out of file descriptors. A connection must
-//! send the 24 bytes of the HTTP/2 client preface within
-//! [`Limits::handshake_timeout`], or it is closed; and when the cap is
+//! send its first 24 bytes (the HTTP/2 client preface, or with TLS the start
+//! of its handshake) within [`Limits::handshake_timeout`], or it is closed; and when the cap is
 //! reached, the oldest connection that has not sent its preface yet is
 //! closed at once to make room. Idle TCP connections therefore cannot lock
 //! clients out. Connections that did speak HTTP/2 are kept (workers hold

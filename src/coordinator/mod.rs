@@ -12,9 +12,17 @@
 //! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
-//! beside the Coordinator service and need no token. On the shutdown signal
-//! the coordinator ends the workers' Work streams, gives other connections
-//! a few seconds, and saves the finished units.
+//! beside the Coordinator service and need no token; with TLS
+//! (`--tls-cert`, `--tls-key`) everything is served over TLS, and
+//! `--health-listen` serves health alone in plain text for probes that
+//! cannot speak TLS. `--metrics-listen` serves Prometheus metrics
+//! ([`crate::metrics`]).
+//!
+//! On the shutdown signal (SIGTERM or Ctrl-C) the coordinator reports
+//! NOT_SERVING on health, stops handing out units, ends the workers' Work
+//! streams (they drop their units and reconnect later) and the status
+//! watchers' streams, gives other connections a few seconds, and saves the
+//! finished units.
 
 pub mod auth;
 pub mod connections;
@@ -91,6 +99,12 @@ pub struct ServeOptions {
     /// Connections open at once; 0: as many as the open file limit allows
     /// (see [`connections::connections_allowed`]).
     pub max_connections: usize,
+    /// Serve TLS with this certificate chain and private key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Also serve health alone, in plain text, on this address.
+    pub health_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics on this address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Rebuilds the coordinator's state from its store: the ledger, the
@@ -154,6 +168,9 @@ fn restore(
         })
         .collect::<Result<Vec<_>>>()?;
     ledger.restore(versions, stored.units, results);
+    for version in ledger.versions().iter().filter(|v| !v.is_done()) {
+        crate::metrics::version_started(version.version);
+    }
     Ok((ledger, vocabulary, texts))
 }
 
@@ -193,14 +210,39 @@ pub async fn serve(
         )));
     }
     let limits = connection_limits(options.max_connections);
+    // No per-request timeout: Submit and Work legitimately run long, and
+    // only token holders reach them; silent or lost peers are dealt with by
+    // the connection limits and HTTP/2 keepalive.
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+    if let Some((cert, key)) = &options.tls {
+        server = server
+            .tls_config(crate::tls::server_config(cert, key)?)
+            .map_err(|e| {
+                Error::BadText(format!(
+                    "cannot serve TLS with --tls-cert {} and --tls-key {}: {}",
+                    cert.display(),
+                    key.display(),
+                    crate::tls::causes(&e)
+                ))
+            })?;
+    }
 
     // Bind first: a coordinator that cannot listen leaves no state dir behind.
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {}", options.listen), e))?;
+    let listener = bind(options.listen, "").await?;
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound address", e))?;
+    let health_listener = match options.health_listen {
+        Some(address) => Some(bind(address, " for health").await?),
+        None => None,
+    };
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
 
     let store = CoordinatorStore::open(&options.state_dir, options.dedup)?;
     let (ledger, vocabulary, texts) = restore(&store, &options)?;
@@ -217,12 +259,17 @@ pub async fn serve(
         options.max_text_bytes,
     ));
 
+    if let Some(listener) = metrics_listener {
+        let observed = shared.clone();
+        crate::metrics::serve(listener, crate::metrics::Role::Coordinator, move || {
+            observed.observe_metrics();
+        })?;
+    }
+
     let background = spawn_background(shared.clone(), options.lease);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("fold.v1.Coordinator", tonic_health::ServingStatus::Serving)
-        .await;
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
     let reflection = |builder: tonic_reflection::server::Builder<'static>| {
         builder
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -243,8 +290,9 @@ pub async fn serve(
             check.check(request)
         });
 
-    // On the signal: stop accepting, end the workers' Work streams (they
-    // reconnect later), and give the other connections a grace period.
+    // On the signal: report NOT_SERVING, stop leasing, stop accepting, end
+    // the workers' Work streams (they reconnect later), and give the other
+    // connections a grace period.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -252,12 +300,18 @@ pub async fn serve(
     });
     let signal = {
         let shared = shared.clone();
+        let health = health.clone();
         let mut stopping = stopping.clone();
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
-            shared.end_work_streams();
+            tracing::info!("shutting down: no more units are leased; workers hand theirs back");
+            set_health(&health, tonic_health::ServingStatus::NotServing).await;
+            shared.stop();
         }
     };
+    if let Some(listener) = health_listener {
+        spawn_health_only(listener, health_service.clone(), stopping.clone());
+    }
     let grace_over = {
         let mut stopping = stopping.clone();
         async move {
@@ -267,13 +321,7 @@ pub async fn serve(
     };
 
     on_listening(bound);
-    // No per-request timeout: Submit and Work legitimately run long, and
-    // only token holders reach them; silent or lost peers are dealt with by
-    // the connection limits and HTTP/2 keepalive.
-    let served = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+    let served = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -293,6 +341,62 @@ pub async fn serve(
     let saved = shared.save_results().await;
     served.map_err(|e| Error::io("gRPC server failed", std::io::Error::other(e)))?;
     saved
+}
+
+/// Binds `address` (`what` says what for, in an error).
+async fn bind(address: SocketAddr, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {address}{what}"), e))
+}
+
+/// Sets the health of the whole server ("") and of the Coordinator service.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    status: tonic_health::ServingStatus,
+) {
+    for service in ["", "fold.v1.Coordinator"] {
+        health.set_service_status(service, status).await;
+    }
+}
+
+/// Serves health alone, in plain text, on `listener` until `stopping`
+/// turns true (`--health-listen`).
+fn spawn_health_only(
+    listener: tokio::net::TcpListener,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Ok(bound) = listener.local_addr() {
+        tracing::info!(%bound, "serving health in plain text");
+    }
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Reflection of health alone, so `grpcurl -plaintext` works here too.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) = (
+        reflection().build_v1().ok(),
+        reflection().build_v1alpha().ok(),
+    );
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+                // Let probes see NOT_SERVING for a moment.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            })
+            .await;
+        if let Err(error) = served {
+            tracing::warn!(%error, "the plain-text health server stopped");
+        }
+    });
 }
 
 /// The connection limits for `--max-connections requested` (0: as many as

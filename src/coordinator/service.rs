@@ -2,7 +2,7 @@
 //! and the workers' Work streams, over the ledger and the store.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use crate::coordinator::ledger::{
 use crate::coordinator::persist::{self, Change, CoordinatorStore};
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
+use crate::metrics::{self, CoordinatorFigures};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
 use crate::store::content_hash;
@@ -50,8 +51,12 @@ pub struct Shared {
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
-    /// Bytes of messages exchanged with workers.
-    wire_bytes: AtomicU64,
+    /// Bytes of messages sent to workers.
+    wire_bytes_sent: AtomicU64,
+    /// Bytes of messages received from workers.
+    wire_bytes_received: AtomicU64,
+    /// Set at shutdown: no more units are handed out.
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -73,7 +78,9 @@ impl Shared {
             unsaved: Mutex::new(Vec::new()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
-            wire_bytes: AtomicU64::new(0),
+            wire_bytes_sent: AtomicU64::new(0),
+            wire_bytes_received: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -84,8 +91,12 @@ impl Shared {
     }
 
     /// Hands ready units to workers with room, and when some are idle with
-    /// nothing ready, asks the busiest running units to split.
+    /// nothing ready, asks the busiest running units to split (nothing once
+    /// stopping).
     pub fn dispatch(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
         let (assignments, splits) = {
             let mut ledger = self.ledger();
             let assignments = ledger.assign(Instant::now());
@@ -104,7 +115,7 @@ impl Shared {
             let message = v1::CoordinatorMessage {
                 kind: Some(ToWorker::Assign(proto::assign_of(&assignment))),
             };
-            self.count_wire(&message);
+            self.count_sent(&message);
             // A closed channel means the session is ending; its end releases the unit.
             if let Some(sender) = senders.get(&assignment.worker) {
                 let _ = sender.send(Ok(message));
@@ -122,7 +133,7 @@ impl Shared {
                     parts: split.parts,
                 })),
             };
-            self.count_wire(&message);
+            self.count_sent(&message);
             if let Some(sender) = senders.get(&split.worker) {
                 let _ = sender.send(Ok(message));
             }
@@ -140,6 +151,7 @@ impl Shared {
                 expired = expired.len(),
                 "leases expired; units go back to pending"
             );
+            metrics::leases_expired(expired.len());
             for (worker, attempt) in expired {
                 self.revoke(worker, attempt);
             }
@@ -147,9 +159,12 @@ impl Shared {
         self.dispatch();
     }
 
-    /// Ends every worker's Work stream (at shutdown): each worker sees its
-    /// session end and reconnects later.
-    pub fn end_work_streams(&self) {
+    /// Stops for shutdown: no more units are handed out, and every
+    /// worker's Work stream ends (each worker sees its session end, drops
+    /// its units and reconnects later; the units it held are pending
+    /// again, in the store as in the ledger).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         self.senders
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -161,7 +176,7 @@ impl Shared {
         let message = v1::CoordinatorMessage {
             kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
         };
-        self.count_wire(&message);
+        self.count_sent(&message);
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(sender) = senders.get(&worker) {
             let _ = sender.send(Ok(message));
@@ -199,19 +214,21 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::new(text));
-        self.ledger().add_version(name, added.new_words, units);
+        let version = self.ledger().add_version(name, added.new_words, units);
+        metrics::version_started(version);
         drop(vocabulary);
         self.dispatch();
         Ok(added.version)
     }
 
-    fn count_wire(&self, message: &impl Message) {
-        self.wire_bytes
+    fn count_sent(&self, message: &impl Message) {
+        self.wire_bytes_sent
             .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
     }
 
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
-        self.count_wire(&message);
+        self.wire_bytes_received
+            .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
         let was_stalled = self.ledger().heard_from(worker);
         if was_stalled {
             tracing::info!(worker, "a worker whose lease ran out is heard from again");
@@ -305,6 +322,7 @@ impl Shared {
         drop(ledger);
         if finished.version_done {
             tracing::info!(version = finished.version, "version done");
+            metrics::version_done(finished.version);
             self.version_done.notify_waiters();
         }
         self.dispatch();
@@ -360,9 +378,11 @@ impl Shared {
         self.dispatch();
     }
 
-    /// The status of `version` (0: every version), with up to `units` of
-    /// each version's units listed.
-    fn status(&self, version: u32, units: u32) -> Result<v1::StatusReply, Status> {
+    /// The status of the request's version (0: every version), with up to
+    /// `units` of each version's units listed, and every worker when it
+    /// says `workers`.
+    fn status(&self, request: &v1::StatusRequest) -> Result<v1::StatusReply, Status> {
+        let (version, units) = (request.version, request.units);
         let mut ledger = self.ledger();
         if version != 0 && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
@@ -400,12 +420,45 @@ impl Shared {
             })
             .collect();
         let workers = ledger.workers(now).len() as u32;
+        let worker_list = if request.workers {
+            worker_infos(&mut ledger, now)
+        } else {
+            Vec::new()
+        };
         Ok(v1::StatusReply {
             versions,
             workers,
             orthos_per_second: ledger.orthos_per_second(now),
-            worker_wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
+            worker_wire_bytes: self.wire_bytes_sent.load(Ordering::Relaxed)
+                + self.wire_bytes_received.load(Ordering::Relaxed),
+            worker_list,
         })
+    }
+
+    /// Records the coordinator's figures in its metrics (at each scrape).
+    pub fn observe_metrics(&self) {
+        let mut ledger = self.ledger();
+        let mut figures = CoordinatorFigures {
+            workers: ledger.workers(Instant::now()).len() as u64,
+            orthos_per_second: ledger.orthos_per_second(Instant::now()),
+            wire_bytes_sent: self.wire_bytes_sent.load(Ordering::Relaxed),
+            wire_bytes_received: self.wire_bytes_received.load(Ordering::Relaxed),
+            ..CoordinatorFigures::default()
+        };
+        for version in ledger.versions() {
+            figures.units_done += u64::from(version.units_done());
+            figures.units_running += u64::from(version.units_running());
+            figures.units_pending += u64::from(version.units_pending());
+            figures.orthos += version.figures().orthos;
+            figures.attempts_discarded += version.attempts_discarded();
+            if version.is_done() {
+                figures.versions_done += 1;
+            } else {
+                figures.versions_running += 1;
+            }
+        }
+        drop(ledger);
+        metrics::observe_coordinator(&figures);
     }
 }
 
@@ -434,6 +487,29 @@ fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
         split_into: unit.split_into,
         elapsed_ms: unit.elapsed_ms,
     }
+}
+
+/// The connected workers on the wire, with their rates.
+fn worker_infos(ledger: &mut Ledger, now: Instant) -> Vec<v1::WorkerInfo> {
+    ledger
+        .workers(now)
+        .into_iter()
+        .map(|worker| v1::WorkerInfo {
+            id: worker.id.to_string(),
+            name: worker.name,
+            threads: worker.threads,
+            units: worker
+                .units
+                .iter()
+                .map(|(version, unit)| format!("{version}/{unit}"))
+                .collect(),
+            units_done: worker.units_done,
+            connected_ms: worker.connected_ms,
+            orthos: worker.orthos,
+            orthos_per_second: worker.orthos_per_second,
+            cpu_seconds: worker.cpu_seconds,
+        })
+        .collect()
 }
 
 fn unknown_version(version: u32, known: usize) -> Status {
@@ -522,10 +598,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusReply>, Status> {
-        let request = request.into_inner();
-        self.shared
-            .status(request.version, request.units)
-            .map(Response::new)
+        self.shared.status(request.get_ref()).map(Response::new)
     }
 
     type WatchStatusStream = ReceiverStream<Result<v1::StatusReply, Status>>;
@@ -534,15 +607,17 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::StatusRequest>,
     ) -> Result<Response<Self::WatchStatusStream>, Status> {
-        let v1::StatusRequest { version, units } = request.into_inner();
-        let first = self.shared.status(version, units)?;
+        let request = request.into_inner();
+        let first = self.shared.status(&request)?;
         let (sender, receiver) = mpsc::channel(4);
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut reply = Ok(first);
             loop {
                 let finished = match &reply {
-                    Ok(status) => status.versions.iter().all(|v| v.state == "done"),
+                    Ok(status) => {
+                        !request.follow && status.versions.iter().all(|v| v.state == "done")
+                    }
                     Err(_) => true,
                 };
                 if sender.send(reply).await.is_err() || finished {
@@ -553,7 +628,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     _ = tokio::time::sleep(WATCH_EVERY) => {}
                     _ = done => {}
                 }
-                reply = shared.status(version, units);
+                // A watcher (a `top` left open) must not hold a stopping
+                // coordinator for its whole grace period.
+                reply = if shared.stopping.load(Ordering::Acquire) {
+                    Err(Status::unavailable("the coordinator is shutting down"))
+                } else {
+                    shared.status(&request)
+                };
             }
         });
         Ok(Response::new(ReceiverStream::new(receiver)))
@@ -590,27 +671,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersReply>, Status> {
-        let workers = self
-            .shared
-            .ledger()
-            .workers(Instant::now())
-            .into_iter()
-            .map(|worker| v1::WorkerInfo {
-                id: worker.id.to_string(),
-                name: worker.name,
-                threads: worker.threads,
-                units: worker
-                    .units
-                    .iter()
-                    .map(|(version, unit)| format!("{version}/{unit}"))
-                    .collect(),
-                units_done: worker.units_done,
-                connected_ms: worker.connected_ms,
-                orthos: worker.orthos,
-                orthos_per_second: worker.orthos_per_second,
-                cpu_seconds: worker.cpu_seconds,
-            })
-            .collect();
+        let workers = worker_infos(&mut self.shared.ledger(), Instant::now());
         Ok(Response::new(v1::ListWorkersReply { workers }))
     }
 
@@ -647,7 +708,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                         data: bytes[start..end].to_vec(),
                         last: end == bytes.len(),
                     };
-                    shared.count_wire(&chunk);
+                    shared.count_sent(&chunk);
                     if sender.send(Ok(chunk)).await.is_err() {
                         return;
                     }
@@ -667,6 +728,11 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<v1::WorkerMessage>>,
     ) -> Result<Response<Self::WorkStream>, Status> {
+        if self.shared.stopping.load(Ordering::Acquire) {
+            return Err(Status::unavailable(
+                "the coordinator is shutting down; reconnect later",
+            ));
+        }
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(v1::WorkerMessage {

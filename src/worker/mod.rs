@@ -11,8 +11,9 @@
 //! * [`units`] — the units kept on disk for incremental later versions.
 //!
 //! The worker locks its data dir (one worker per dir), reconnects with
-//! backoff when the coordinator goes away, and on shutdown hands back every
-//! unit it has not finished.
+//! backoff when the coordinator goes away, and on shutdown (SIGTERM or
+//! Ctrl-C) hands back every unit it has not finished. With
+//! `--metrics-listen` it serves Prometheus metrics ([`crate::metrics`]).
 
 mod runner;
 mod session;
@@ -38,8 +39,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How a worker runs.
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
-    /// The coordinator's URL, e.g. `http://127.0.0.1:50051`.
+    /// The coordinator's URL, e.g. `http://127.0.0.1:50051` (or `https://`).
     pub coordinator: String,
+    /// The CA certificate that signed the coordinator's TLS certificate
+    /// (`https://` only; `None`: the system's roots).
+    pub ca_cert: Option<PathBuf>,
     /// Where the worker keeps the units it searched (for incremental later
     /// versions) and its one-off search logs.
     pub data_dir: PathBuf,
@@ -53,6 +57,8 @@ pub struct WorkerOptions {
     /// next versions are searched incrementally; smaller ones are searched
     /// again from scratch.
     pub keep_units_from: u64,
+    /// Serve Prometheus metrics on this address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Default for [`WorkerOptions::keep_units_from`].
@@ -60,7 +66,12 @@ pub const DEFAULT_KEEP_UNITS_FROM: u64 = 1_000;
 
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    crate::client::check_url(&options.coordinator)?;
+    let target = crate::client::Target::new(&options.coordinator, options.ca_cert.as_deref())?;
+    // Before the data dir is touched: a taken port stops the worker early.
+    let metrics_listener = match options.metrics_listen {
+        Some(address) => Some(crate::metrics::bind(address).await?),
+        None => None,
+    };
     std::fs::create_dir_all(&options.data_dir).map_err(|e| {
         Error::io(
             format!("cannot create data dir {}", options.data_dir.display()),
@@ -86,9 +97,15 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
         store,
     )?);
     let token = BearerToken::new(options.token.as_deref())?;
+    if let Some(listener) = metrics_listener {
+        crate::metrics::serve(listener, crate::metrics::Role::Worker, || {})?;
+    }
     let mut backoff = Duration::from_millis(100);
     loop {
-        match session::session(&options, &token, &runner, &mut shutdown).await {
+        let ended = session::session(&options, &target, &token, &runner, &mut shutdown).await;
+        crate::metrics::coordinator_connected(false);
+        crate::metrics::units_held(0);
+        match ended {
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Welcomed) => backoff = Duration::from_millis(100),
             Ok(SessionEnd::Refused(status)) if status.code() == tonic::Code::Unauthenticated => {

@@ -303,6 +303,7 @@ impl SearchObserver for Reporter<'_> {
         if self.control.cancelled(self.job) {
             return Err(Error::Cancelled);
         }
+        crate::metrics::orthos_expanded(progress.processed.saturating_sub(self.expanded));
         self.expanded = progress.processed;
         // The first batch is reported at once: what the unit has waiting
         // tells the coordinator whether it can be split for an idle worker.

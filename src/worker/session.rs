@@ -19,9 +19,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::WorkerOptions;
 use super::runner::{UnitRunner, process_cpu_ms};
 use super::texts::{Preparer, failed};
-use crate::client;
+use crate::client::{self, Target};
 use crate::coordinator::auth::BearerToken;
 use crate::error::{Error, Result};
+use crate::metrics::{self, Direction, UnitEnd};
 use crate::proto::v1;
 
 use v1::coordinator_message::Kind as FromCoordinator;
@@ -46,11 +47,12 @@ pub enum SessionEnd {
 /// Runs one session until the stream ends or `shutdown` becomes true.
 pub async fn session(
     options: &WorkerOptions,
+    target: &Target,
     token: &BearerToken,
     runner: &Arc<UnitRunner>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
-    let mut client = client::connect(&options.coordinator, token.clone()).await?;
+    let mut client = client::connect_to(target, token.clone()).await?;
 
     let (outbound, outbound_stream) = mpsc::channel(256);
     let hello = v1::WorkerMessage {
@@ -69,7 +71,15 @@ pub async fn session(
         })),
     };
     let _ = outbound.send(hello).await;
-    let mut inbound = match client.work(ReceiverStream::new(outbound_stream)).await {
+    // Every message to the coordinator leaves through this stream: counted once here.
+    let outbound_stream = tokio_stream::StreamExt::map(
+        ReceiverStream::new(outbound_stream),
+        |message: v1::WorkerMessage| {
+            metrics::wire_bytes(Direction::Sent, prost::Message::encoded_len(&message));
+            message
+        },
+    );
+    let mut inbound = match client.work(outbound_stream).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Ok(SessionEnd::Refused(status)),
     };
@@ -93,9 +103,11 @@ pub async fn session(
                         break;
                     }
                 };
+                metrics::wire_bytes(Direction::Received, prost::Message::encoded_len(&message));
                 match message.kind {
                     Some(FromCoordinator::Welcome(welcome)) => {
                         welcomed = true;
+                        metrics::coordinator_connected(true);
                         let lease = Duration::from_millis(welcome.lease_ms.into());
                         heartbeat = heartbeat_every(lease / 4);
                         tracing::info!(
@@ -109,10 +121,13 @@ pub async fn session(
                     Some(FromCoordinator::Assign(assign)) => {
                         tracing::debug!(attempt = assign.attempt, version = assign.version, unit = assign.unit, "unit assigned");
                         held.insert(assign.attempt, v1::Progress { attempt: assign.attempt, ..Default::default() });
+                        metrics::units_held(held.len());
                         preparer.prepare(assign);
                     }
                     Some(FromCoordinator::Revoke(revoke)) => {
                         if held.remove(&revoke.attempt).is_some() {
+                            metrics::unit_ended(UnitEnd::Abandoned);
+                            metrics::units_held(held.len());
                             tracing::info!(attempt = revoke.attempt, "the coordinator took a unit back (its lease ran out); dropping it");
                         }
                         runner.revoke(revoke.attempt);
@@ -135,18 +150,25 @@ pub async fn session(
                 match &event.kind {
                     Some(ToCoordinator::Progress(progress)) => {
                         if let Some(last) = held.get_mut(&progress.attempt) {
+                            metrics::orthos_found(progress.orthos.saturating_sub(last.orthos));
                             *last = progress.clone();
                         }
                     }
                     Some(ToCoordinator::Done(done)) => {
-                        held.remove(&done.attempt);
+                        if held.remove(&done.attempt).is_some() {
+                            metrics::unit_ended(UnitEnd::Done);
+                        }
                         summary.done += 1;
                     }
                     Some(ToCoordinator::Failed(failed)) => {
-                        held.remove(&failed.attempt);
+                        let was_held = held.remove(&failed.attempt).is_some();
+                        if was_held {
+                            metrics::unit_ended(UnitEnd::Abandoned);
+                        }
                     }
                     _ => {}
                 }
+                metrics::units_held(held.len());
                 if outbound.send(event).await.is_err() {
                     break;
                 }
@@ -172,6 +194,7 @@ pub async fn session(
                 drop(preparer);
                 runner.cancel(session);
                 for attempt in held.into_keys() {
+                    metrics::unit_ended(UnitEnd::Abandoned);
                     let _ = outbound.send(failed(attempt, "worker shutting down")).await;
                 }
                 drop(outbound);

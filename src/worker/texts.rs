@@ -145,6 +145,10 @@ async fn interner_for(
         .into_inner();
     let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(chunk) = chunks.message().await.map_err(fail)? {
+        crate::metrics::wire_bytes(
+            crate::metrics::Direction::Received,
+            prost::Message::encoded_len(&chunk),
+        );
         let last = texts.last_mut().expect("there is always a current text");
         last.extend_from_slice(&chunk.data);
         if chunk.last {

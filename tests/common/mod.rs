@@ -1,13 +1,17 @@
 //! Shared fixtures for the end-to-end tests: the golden cases of
 //! `../shared/golden`, helpers to compare figures with them, a helper to run
-//! `fold-coordinator run`, and (in [`process`]) the real binaries as guarded
-//! processes: a `serve` coordinator on a free port, `fold-worker` nodes,
-//! client subcommands and `grpcurl`.
+//! `fold-coordinator run`, (in [`process`]) the real binaries as guarded
+//! processes: a `serve` coordinator on a free port, plain or with TLS,
+//! `fold-worker` nodes, client subcommands and `grpcurl`, and (in [`certs`])
+//! test certificates.
 #![allow(dead_code)]
 
+mod certs;
 mod process;
 
 // Each test crate uses only part of the fixtures.
+#[allow(unused_imports)]
+pub use certs::*;
 #[allow(unused_imports)]
 pub use process::*;
 

