@@ -393,19 +393,21 @@ pub fn canonical_parent(ortho: &Ortho) -> Option<Ortho> {
     local_parents(ortho).into_iter().next()
 }
 
+/// The canonical ancestors of a found ortho, its canonical parent first,
+/// up to the first word it grew from. Every step up removes one filled slot.
+pub fn ancestors(ortho: &Ortho) -> impl Iterator<Item = Ortho> {
+    std::iter::successors(canonical_parent(ortho), canonical_parent)
+}
+
 /// Whether the found ortho `ortho` lies in the subtree of `root` (is
 /// `root` or a descendant of it): whether walking up its canonical parents
-/// meets `root`. Every step up removes one filled slot.
+/// meets `root`.
 pub fn is_below(ortho: &Ortho, root: &Ortho) -> bool {
     let target = root.fullness();
-    let mut at = ortho.clone();
-    while at.fullness() > target {
-        match canonical_parent(&at) {
-            Some(parent) => at = parent,
-            None => return false,
-        }
-    }
-    at == *root
+    std::iter::once(ortho.clone())
+        .chain(ancestors(ortho))
+        .take_while(|at| at.fullness() >= target)
+        .any(|at| at == *root)
 }
 
 fn from_raw(like: &Ortho, slots: &[u32]) -> Ortho {

@@ -327,31 +327,37 @@ fn units_add_up(texts: &[String], hand_off: HandOffEvery) -> Result<(), TestCase
 }
 
 /// A unit that handed `pending` off: they become new units (in two parts),
-/// which keep the unit's exclusions that lie below their roots, and the
-/// unit excludes them from now on.
+/// which keep the unit's exclusions that lie below their roots (as the
+/// coordinator splits a unit: [`UnitDef::split`]), and the unit excludes
+/// them from now on.
 fn record_handoff(
     part: &mut fold::search::Subtrees,
     pending: Vec<Ortho>,
     queue: &mut Vec<fold::search::Subtrees>,
 ) {
+    use fold::coordinator::units::UnitDef;
     if pending.is_empty() {
         return;
     }
+    let unit = UnitDef {
+        id: 1,
+        created: 1,
+        parent: 0,
+        roots: part.roots.clone(),
+        excluded: part.excluded.iter().cloned().collect(),
+    };
     let half = pending.len().div_ceil(2);
-    for chunk in pending.chunks(half) {
-        let excluded = part
-            .excluded
-            .iter()
-            .filter(|excluded| {
-                chunk
-                    .iter()
-                    .any(|root| fold::canonical::is_below(excluded, root))
-            })
-            .cloned()
-            .collect();
+    let parts = pending.chunks(half).map(<[Ortho]>::to_vec).collect();
+    for def in unit.split(parts, 1, 2) {
+        // Each inherited exclusion really lies below one of the part's roots.
+        assert!(def.excluded.iter().all(|excluded| {
+            def.roots
+                .iter()
+                .any(|root| fold::canonical::is_below(excluded, root))
+        }));
         queue.push(fold::search::Subtrees {
-            roots: chunk.to_vec(),
-            excluded,
+            roots: def.roots,
+            excluded: def.excluded.into_iter().collect(),
         });
     }
     part.excluded.extend(pending);

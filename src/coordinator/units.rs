@@ -13,6 +13,7 @@
 //! had found but not expanded become the roots of new units, which the unit
 //! excludes from then on.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::canonical;
@@ -39,32 +40,43 @@ pub struct UnitDef {
 }
 
 impl UnitDef {
-    /// The definitions of units made of `roots` split off this one: each
-    /// keeps the exclusions that lie below its roots (a part can hold an
-    /// ortho above an earlier exclusion), numbered from `first_id`.
+    /// The definitions of units made of `parts` (lists of roots) split off
+    /// this one, numbered from `first_id`. Each keeps the exclusions that lie
+    /// below its roots: a root can be an ancestor of an earlier exclusion
+    /// (one split off when the unit was searched in an earlier version, or by
+    /// an attempt that was lost). Each exclusion's ancestors are looked up
+    /// among the roots, so the cost is linear in the exclusions.
     pub fn split(&self, parts: Vec<Vec<Ortho>>, version: u32, first_id: UnitId) -> Vec<UnitDef> {
+        let owner: HashMap<&Ortho, usize> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(index, roots)| roots.iter().map(move |root| (root, index)))
+            .collect();
+        let shallowest = owner.keys().map(|root| root.fullness()).min().unwrap_or(0);
+        // Slot 0 (the first word) never changes below a root: a cheap first test.
+        let first_words: HashSet<u32> = owner.keys().map(|root| root.raw_slots()[0]).collect();
+        let mut excluded = vec![Vec::new(); parts.len()];
+        for ortho in &self.excluded {
+            if !first_words.contains(&ortho.raw_slots()[0]) {
+                continue;
+            }
+            let part = std::iter::once(ortho.clone())
+                .chain(canonical::ancestors(ortho))
+                .take_while(|at| at.fullness() >= shallowest)
+                .find_map(|at| owner.get(&at).copied());
+            if let Some(part) = part {
+                excluded[part].push(ortho.clone());
+            }
+        }
         (first_id..)
             .zip(parts)
-            .map(|(id, roots)| {
-                let excluded = self
-                    .excluded
-                    .iter()
-                    .filter(|excluded| {
-                        // Slot 0 never changes below a root: a cheap first test.
-                        roots.iter().any(|root| {
-                            root.raw_slots()[0] == excluded.raw_slots()[0]
-                                && canonical::is_below(excluded, root)
-                        })
-                    })
-                    .cloned()
-                    .collect();
-                UnitDef {
-                    id,
-                    created: version,
-                    parent: self.id,
-                    roots,
-                    excluded,
-                }
+            .zip(excluded)
+            .map(|((id, roots), excluded)| UnitDef {
+                id,
+                created: version,
+                parent: self.id,
+                roots,
+                excluded,
             })
             .collect()
     }
