@@ -1,6 +1,9 @@
 //! The distributed search against the embedded one, as whole processes on
 //! this machine: `fold-coordinator run --threads 2` versus a coordinator with
-//! two `fold-worker --threads 1`, each on ts_0_20k (1,280,079 orthos).
+//! two (and eight) `fold-worker --threads 1`, each on ts_0_20k (1,280,079
+//! orthos). Eight one-thread workers on two cores measure what splitting units
+//! for many workers costs; `scripts/cluster-balance` measures how evenly they
+//! share the work.
 //!
 //! The coordinator and workers start once; every iteration submits the text
 //! again as a new version (same text, same interner content, same figures)
@@ -60,9 +63,9 @@ fn embedded(c: &mut Criterion) {
     });
 }
 
-/// A coordinator and two one-thread workers that keep units of at least
-/// `keep_from` orthos; returns the coordinator's URL and the processes.
-fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
+/// A coordinator and `workers` one-thread workers that keep units of at
+/// least `keep_from` orthos; returns the coordinator's URL and the processes.
+fn cluster(dir: &Path, workers: usize, keep_from: u64) -> (String, Vec<Running>) {
     let mut coordinator = Command::new(COORDINATOR)
         .args([
             "serve",
@@ -83,7 +86,7 @@ fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
     let mut running = vec![Running(coordinator)];
     let address = line.trim().rsplit(' ').next().unwrap().to_owned();
     let url = format!("http://{address}");
-    for index in 0..2 {
+    for index in 0..workers {
         let worker = Command::new(WORKER)
             .args(["--coordinator", &url, "--threads", "1", "--token", TOKEN])
             .args(["--keep-units-from", &keep_from.to_string(), "--data-dir"])
@@ -96,9 +99,9 @@ fn cluster(dir: &Path, keep_from: u64) -> (String, Vec<Running>) {
     (url, running)
 }
 
-fn distributed_with(c: &mut Criterion, name: &str, keep_from: u64) {
+fn distributed_with(c: &mut Criterion, name: &str, workers: usize, keep_from: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (url, _running) = cluster(dir.path(), keep_from);
+    let (url, _running) = cluster(dir.path(), workers, keep_from);
     c.bench_function(name, |b| {
         b.iter(|| {
             succeed(
@@ -131,13 +134,18 @@ fn distributed_with(c: &mut Criterion, name: &str, keep_from: u64) {
 }
 
 fn distributed(c: &mut Criterion) {
-    distributed_with(c, "ts_0_20k/coordinator_2_workers_1_thread", u64::MAX);
+    distributed_with(c, "ts_0_20k/coordinator_2_workers_1_thread", 2, u64::MAX);
+}
+
+fn distributed_eight(c: &mut Criterion) {
+    distributed_with(c, "ts_0_20k/coordinator_8_workers_1_thread", 8, u64::MAX);
 }
 
 fn distributed_kept(c: &mut Criterion) {
     distributed_with(
         c,
         "ts_0_20k/coordinator_2_workers_1_thread_kept_units",
+        2,
         fold::worker::DEFAULT_KEEP_UNITS_FROM,
     );
 }
@@ -145,6 +153,6 @@ fn distributed_kept(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(15));
-    targets = embedded, distributed, distributed_kept
+    targets = embedded, distributed, distributed_eight, distributed_kept
 }
 criterion_main!(benches);

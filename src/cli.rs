@@ -100,6 +100,12 @@ pub enum Command {
         /// counts restart with the coordinator.
         #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
         units: u32,
+        /// Also list the connected workers: threads, units held and done,
+        /// orthos expanded in this session, their rate over the last few
+        /// seconds and the CPU seconds of their process. With --json, one
+        /// more line: an object with a `workers` array.
+        #[arg(long)]
+        workers: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         connection: ConnectionArgs,

@@ -281,6 +281,8 @@ pub struct StatusOptions {
     pub json: bool,
     /// Also list up to this many units of each version (0: none).
     pub units: u32,
+    /// Also list the connected workers.
+    pub workers: bool,
 }
 
 /// Prints the status of every version.
@@ -293,6 +295,7 @@ pub async fn status(
     let reply = client
         .status(v1::StatusRequest {
             units: options.units,
+            workers: options.workers,
             ..Default::default()
         })
         .await?
@@ -340,6 +343,14 @@ pub async fn status(
             }
         }
     }
+    if options.workers && options.json {
+        let workers: Vec<_> = reply.worker_list.iter().map(worker_json).collect();
+        write_line(out, &serde_json::json!({ "workers": workers }).to_string())?;
+    } else if options.workers {
+        for worker in &reply.worker_list {
+            write_line(out, &worker_line(worker))?;
+        }
+    }
     if !options.json {
         write_line(
             out,
@@ -353,6 +364,37 @@ pub async fn status(
         )?;
     }
     Ok(())
+}
+
+/// One worker as a JSON object.
+fn worker_json(worker: &v1::WorkerInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": worker.id,
+        "name": worker.name,
+        "threads": worker.threads,
+        "units": worker.units,
+        "units_done": worker.units_done,
+        "connected_ms": worker.connected_ms,
+        "orthos": worker.orthos,
+        "orthos_per_second": worker.orthos_per_second,
+        "cpu_seconds": worker.cpu_seconds,
+    })
+}
+
+/// One worker as a line of `status --workers`.
+fn worker_line(worker: &v1::WorkerInfo) -> String {
+    format!(
+        "  worker {} ({}): {} thread(s), holds [{}], {} units done, {} orthos expanded, {:.0} orthos/s, {:.1} CPU s, connected {:.0} s",
+        worker.id,
+        worker.name,
+        worker.threads,
+        worker.units.join(", "),
+        worker.units_done,
+        worker.orthos,
+        worker.orthos_per_second,
+        worker.cpu_seconds,
+        worker.connected_ms as f64 / 1000.0
+    )
 }
 
 /// One unit as a JSON object; the worker is `null` unless it is running.

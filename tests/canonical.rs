@@ -158,9 +158,8 @@ proptest! {
     }
 }
 
-/// The largest check, about a minute: every ortho of ts_0_20k.
+/// The largest check, a few seconds: every ortho of ts_0_20k.
 #[test]
-#[ignore]
 fn local_parents_are_exactly_the_actual_parents_on_ts_0_20k() {
     let case = common::case("ts_0_20k");
     let contents = case.contents();

@@ -80,9 +80,14 @@ fn asynchronous(command: Command) -> fold::Result<()> {
             Command::Status {
                 json,
                 units,
+                workers,
                 connection,
             } => {
-                let options = StatusOptions { json, units };
+                let options = StatusOptions {
+                    json,
+                    units,
+                    workers,
+                };
                 client::status(&connection.connection(), options, &mut out).await
             }
             Command::Optimal {

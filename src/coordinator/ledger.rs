@@ -1134,19 +1134,40 @@ impl Ledger {
     /// version.
     pub fn units(&self, version: u32, limit: usize, now: Instant) -> Option<Vec<UnitSummary>> {
         let ledger = self.version(version)?;
-        let mut listed: Vec<UnitSummary> = ledger
+        // Rank every unit by a cheap key, keep the first `limit`, and only
+        // then build their summaries: status stays fast with 100,000 units.
+        let mut ranked: Vec<((u8, u64), UnitId)> = ledger
             .order
             .iter()
-            .map(|unit| self.unit_summary(ledger, *unit, now))
+            .map(|&unit| (self.rank(ledger, unit, now), unit))
             .collect();
-        let rank = |summary: &UnitSummary| match summary.phase {
-            UnitPhase::Running { .. } => (0, u64::MAX - summary.elapsed_ms),
-            UnitPhase::Done => (1, u64::MAX - summary.orthos),
-            UnitPhase::Pending => (2, summary.unit),
-        };
-        listed.sort_by_key(rank);
-        listed.truncate(limit);
-        Some(listed)
+        if limit < ranked.len() {
+            ranked.select_nth_unstable(limit);
+            ranked.truncate(limit);
+        }
+        ranked.sort_unstable();
+        Some(
+            ranked
+                .into_iter()
+                .map(|(_, unit)| self.unit_summary(ledger, unit, now))
+                .collect(),
+        )
+    }
+
+    /// Sort key of [`Ledger::units`]: running units, longest running first;
+    /// then finished ones, largest first; then pending ones by id.
+    fn rank(&self, ledger: &VersionLedger, unit: UnitId, now: Instant) -> (u8, u64) {
+        let task = &ledger.tasks[&unit];
+        match task.state {
+            TaskState::Running(attempt) => {
+                let elapsed = self.attempts.get(&attempt).map_or(0, |entry| {
+                    now.duration_since(entry.started).as_millis() as u64
+                });
+                (0, u64::MAX - elapsed)
+            }
+            TaskState::Done => (1, u64::MAX - task.orthos),
+            TaskState::Waiting | TaskState::Ready => (2, unit),
+        }
     }
 
     fn unit_summary(&self, ledger: &VersionLedger, unit: UnitId, now: Instant) -> UnitSummary {

@@ -440,3 +440,79 @@ fn live_figures_add_running_attempts_to_finished_units() {
     assert_eq!(summary.orthos, 8);
     assert_eq!(summary.cpu_seconds, 1.5);
 }
+
+/// A version of `units` units, one first word each.
+fn ledger_with_units(units: u32) -> Ledger {
+    let mut ledger = Ledger::new(Duration::from_secs(5), Dedup::Tree);
+    let words = (0..units).map(|i| format!("w{i}"));
+    let defs = (0..units)
+        .map(|token| UnitDef {
+            id: u64::from(token) + 1,
+            created: 1,
+            parent: 0,
+            roots: vec![first_word(token)],
+            excluded: Vec::new(),
+        })
+        .collect();
+    ledger.add_version("big".into(), words, defs);
+    ledger
+}
+
+#[test]
+fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
+    const UNITS: u32 = 100_000;
+    let mut ledger = ledger_with_units(UNITS);
+    let worker = ledger.add_worker("w".into(), 1, []);
+    // Finish the first half, unit i with i orthos; leave the next ones running.
+    let mut finished = 0;
+    while finished < UNITS / 2 {
+        for a in ledger.assign(Instant::now()) {
+            ledger
+                .complete(worker, a.attempt, result(a.unit, 0), Instant::now())
+                .unwrap();
+            finished += 1;
+        }
+    }
+    let running = ledger.assign(Instant::now());
+    assert!(!running.is_empty());
+    let version = ledger.version(1).unwrap();
+    assert_eq!(version.units_total(), UNITS);
+    assert_eq!(version.units_done(), UNITS / 2);
+    assert_eq!(version.units_running() as usize, running.len());
+    assert_eq!(
+        version.units_pending() as usize,
+        (UNITS / 2) as usize - running.len()
+    );
+
+    let listed = ledger.units(1, 20, Instant::now()).unwrap();
+    assert_eq!(listed.len(), 20);
+    let phases: Vec<_> = listed.iter().map(|u| u.phase.clone()).collect();
+    let held: Vec<UnitId> = listed[..running.len()].iter().map(|u| u.unit).collect();
+    let mut expected_held: Vec<UnitId> = running.iter().map(|a| a.unit).collect();
+    expected_held.sort_unstable();
+    let mut held_sorted = held.clone();
+    held_sorted.sort_unstable();
+    assert_eq!(
+        held_sorted, expected_held,
+        "running units first: {phases:?}"
+    );
+    // Then the largest finished units, largest first.
+    let done: Vec<u64> = listed[running.len()..].iter().map(|u| u.orthos).collect();
+    let largest = u64::from(UNITS / 2);
+    let expected: Vec<u64> = (0..done.len() as u64).map(|i| largest - i).collect();
+    assert_eq!(done, expected);
+    assert!(
+        listed[running.len()..]
+            .iter()
+            .all(|u| u.phase == UnitPhase::Done)
+    );
+
+    // Asking for every unit lists each once, pending ones last by id.
+    let all = ledger.units(1, usize::MAX, Instant::now()).unwrap();
+    assert_eq!(all.len(), UNITS as usize);
+    let tail: Vec<UnitId> = all[all.len() - 3..].iter().map(|u| u.unit).collect();
+    assert_eq!(
+        tail,
+        [u64::from(UNITS) - 2, u64::from(UNITS) - 1, u64::from(UNITS)]
+    );
+}
