@@ -10,8 +10,9 @@
 //! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
 //! * [`ortho`] — the compact ortho value, its identity and its children.
 //! * [`canonical`] — which parent accepts each ortho, so the search is a tree.
-//! * [`search`](mod@search) — the engine: parallel batches, seen set, leaves, optimum,
-//!   and the on-disk log of found orthos that makes later versions incremental.
+//! * [`search`](mod@search) — the engine: parallel depth-first batches (a seen
+//!   set only in the reference mode), leaves, optimum, and the stored history
+//!   that makes later versions incremental.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
 //! * [`report`] — figures as JSON and as a human-readable grid.
 //! * [`store`] — the state directory (texts and figures in redb); both redb
@@ -27,7 +28,7 @@
 //! * [`progress`] — progress bars on stderr for `run` and `submit --wait`.
 //! * [`cli`] — both binaries' command lines (clap), which the thin `src/bin/` mains parse.
 //!
-//! Data flows text → interner → search (spatial + ortho + log) → figures →
+//! Data flows text → interner → search (spatial + ortho + canonical + history) → figures →
 //! report and store. Distributed, the coordinator splits a version's search
 //! into units (subtrees of the search tree); workers run [`search::Searcher`]
 //! on each unit, hand part of a large one off to new units when told to, and
