@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{Connection, DEFAULT_COORDINATOR};
+use crate::channel::{Connection, DEFAULT_COORDINATOR};
 use crate::coordinator::{
     DEFAULT_LISTEN, DEFAULT_MAX_TEXT_BYTES, DEFAULT_SPLIT_FROM, DEFAULT_UNIT_ORTHOS, MAX_LEASE,
     MAX_TEXT_BYTES_LIMIT, MIN_LEASE, ServeOptions,

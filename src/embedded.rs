@@ -25,6 +25,7 @@ use crate::search::{
     SearchStats, Searcher,
 };
 use crate::store::{RunCheckpoint, StateDir, VersionRecord, content_hash};
+use crate::text::read_text_file;
 
 /// Default number of orthos expanded between two checkpoints (the seed's cadence).
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 100_000;
@@ -299,26 +300,6 @@ fn read_text(path: &Path) -> Result<InputText> {
         path: path.to_owned(),
         hash: content_hash(&text),
         text,
-    })
-}
-
-/// Reads a whole text file, refusing directories and invalid UTF-8 with a
-/// message that names the file.
-pub fn read_text_file(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        return Err(Error::BadText(format!(
-            "{} is a directory, not a text file",
-            path.display()
-        )));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    String::from_utf8(bytes).map_err(|e| {
-        Error::BadText(format!(
-            "{} is not valid UTF-8 (invalid byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
     })
 }
 

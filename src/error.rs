@@ -84,20 +84,5 @@ impl Error {
     }
 }
 
-impl From<tonic::Status> for Error {
-    fn from(status: tonic::Status) -> Self {
-        // A connection that broke or could not be made: say why in one
-        // sentence, rather than as the coordinator's answer.
-        if let Some(source) = crate::tls::transport_failure(&status) {
-            tracing::debug!(chain = %crate::tls::causes(source), "connection failed");
-            return Self::Connect(crate::tls::explain_failure(None, source));
-        }
-        Self::Rpc {
-            code: format!("{:?}", status.code()),
-            message: status.message().to_owned(),
-        }
-    }
-}
-
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -18,12 +18,15 @@
 //! * [`store`] — the state directory (texts and figures in redb); both redb
 //!   files check what they read back and turn a damaged file into an error.
 //! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
-//! * [`proto`] — the generated `fold.v1` gRPC types and their conversions.
+//! * [`proto`] — the wire: generated `fold.v1` types, their conversions, chunk
+//!   and message sizes.
+//! * [`auth`] — the bearer token: sent by clients, checked by the coordinator.
+//! * [`tls`] — TLS settings of both sides, and failed connections in one sentence.
+//! * [`channel`] — the connection every client makes to a coordinator.
 //! * [`coordinator`] — `fold-coordinator serve`: units, leases, splits, aggregation.
 //! * [`worker`] — `fold-worker`: searches leased units and reports back.
 //! * [`client`] — `fold-coordinator submit | status | optimal`.
 //! * [`top`] — `fold-coordinator top`: a live terminal view fed by WatchStatus.
-//! * [`tls`] — TLS settings of both sides, and failed connections in one sentence.
 //! * [`metrics`] — Prometheus metrics of `serve` and `fold-worker`.
 //! * [`progress`] — progress bars on stderr for `run` and `submit --wait`.
 //! * [`cli`] — both binaries' command lines (clap), which the thin `src/bin/` mains parse.
@@ -36,7 +39,9 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod canonical;
+pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod coordinator;

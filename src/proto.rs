@@ -12,6 +12,13 @@ pub mod v1 {
     tonic::include_proto!("fold.v1");
 }
 
+/// Bytes per chunk when texts are streamed, either way.
+pub const TEXT_CHUNK_BYTES: usize = 1 << 20;
+
+/// Largest gRPC message the coordinator accepts, and clients accept from it
+/// (8 MiB; texts travel in 1 MiB chunks, so larger texts still work).
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
 /// The encoded descriptor set of `fold.proto`, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/fold_descriptor.bin"));
@@ -62,20 +69,6 @@ pub fn orthos_of(bytes: &[u8], vocabulary: usize) -> Result<Vec<Ortho>> {
             token.0
         ))),
         None => Ok(orthos),
-    }
-}
-
-/// An assignment as the worker receives it.
-pub fn assign_of(assignment: &crate::coordinator::ledger::Assignment) -> v1::Assign {
-    v1::Assign {
-        attempt: assignment.attempt,
-        version: assignment.version,
-        unit: assignment.unit,
-        roots: assignment.roots.as_ref().clone(),
-        excluded: assignment.excluded.as_ref().clone(),
-        base_version: assignment.base_version,
-        dedup: dedup_of(assignment.dedup) as i32,
-        most_orthos: assignment.most_orthos,
     }
 }
 

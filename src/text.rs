@@ -1,7 +1,12 @@
 //! Turning raw text into sentences of words (ORTHO.md §1).
 //!
-//! This module owns tokenisation only: paragraphs, sentences and lowercase
-//! words. It knows nothing of token ids; the interner assigns those.
+//! This module owns tokenisation: paragraphs, sentences and lowercase words,
+//! and reading a text file checked to be UTF-8. It knows nothing of token
+//! ids; the interner assigns those.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
 
 /// Characters that end a sentence inside a paragraph.
 const SENTENCE_ENDS: [char; 4] = ['.', '?', ';', '!'];
@@ -34,6 +39,26 @@ fn words(sentence: &str) -> Vec<String> {
         })
         .collect();
     cleaned.split_whitespace().map(str::to_lowercase).collect()
+}
+
+/// Reads a whole text file, refusing directories and invalid UTF-8 with a
+/// message that names the file.
+pub fn read_text_file(path: &Path) -> Result<String> {
+    if path.is_dir() {
+        return Err(Error::BadText(format!(
+            "{} is a directory, not a text file",
+            path.display()
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::BadText(format!(
+            "{} is not valid UTF-8 (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -391,7 +391,7 @@ fn check_worker(
 ) {
     let cli = WorkerCli::try_parse_from(line)
         .unwrap_or_else(|e| panic!("{what}: {line:?} does not parse:\n{e}"));
-    fold::client::check_url(&cli.coordinator)
+    fold::channel::check_url(&cli.coordinator)
         .unwrap_or_else(|e| panic!("{what}: the worker's --coordinator: {e}"));
     let metrics = port_of(cli.metrics_listen, "--metrics-listen", what);
     assert_eq!(

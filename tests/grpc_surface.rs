@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fold::coordinator::auth::BearerToken;
+use fold::auth::BearerToken;
 use fold::proto::v1;
 use fold::report::VersionReport;
 use fold::search::Unobserved;

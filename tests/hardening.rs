@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{Cluster, json_lines, output_within, rss_kib, stdout_of, succeeded};
-use fold::coordinator::auth::BearerToken;
+use fold::auth::BearerToken;
 use fold::coordinator::persist::{Change, CoordinatorStore, decode_result};
 use fold::{Figures, Ortho, Token};
 use serde_json::Value;
@@ -397,7 +397,7 @@ fn list_workers(url: &str) -> Vec<fold::proto::v1::WorkerInfo> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let token = BearerToken::new(Some(common::TOKEN)).unwrap();
-        let mut client = fold::client::connect(url, token).await.unwrap();
+        let mut client = fold::channel::connect(url, token).await.unwrap();
         client
             .list_workers(fold::proto::v1::ListWorkersRequest {})
             .await

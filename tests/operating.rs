@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, TOKEN, grpcurl, output_within, succeeded};
-use fold::coordinator::auth::BearerToken;
+use fold::auth::BearerToken;
 use fold::proto::v1;
 
 /// `fold-coordinator serve` on `listen` and `state`, run to its end.
@@ -137,8 +137,8 @@ fn a_lowercase_bearer_scheme_is_accepted() {
 }
 
 /// A Coordinator client of `url` with the test token.
-async fn client(url: &str) -> fold::client::Client {
-    fold::client::connect(url, BearerToken::new(Some(TOKEN)).unwrap())
+async fn client(url: &str) -> fold::channel::Client {
+    fold::channel::connect(url, BearerToken::new(Some(TOKEN)).unwrap())
         .await
         .unwrap()
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Cluster, TOKEN};
-use fold::coordinator::auth::BearerToken;
+use fold::auth::BearerToken;
 use fold::proto::v1;
 use fold::top::view::View;
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
@@ -22,7 +22,7 @@ use ratatui::backend::TestBackend;
 fn record_status_stream(url: &str) -> Vec<v1::StatusReply> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut client = fold::client::connect(url, BearerToken::new(Some(TOKEN)).unwrap())
+        let mut client = fold::channel::connect(url, BearerToken::new(Some(TOKEN)).unwrap())
             .await
             .unwrap();
         let request = v1::StatusRequest {

@@ -73,6 +73,22 @@ pub struct Assignment {
     pub most_orthos: u64,
 }
 
+impl Assignment {
+    /// The assignment as the worker receives it.
+    pub fn to_wire(&self) -> crate::proto::v1::Assign {
+        crate::proto::v1::Assign {
+            attempt: self.attempt,
+            version: self.version,
+            unit: self.unit,
+            roots: self.roots.as_ref().clone(),
+            excluded: self.excluded.as_ref().clone(),
+            base_version: self.base_version,
+            dedup: crate::proto::dedup_of(self.dedup) as i32,
+            most_orthos: self.most_orthos,
+        }
+    }
+}
+
 /// A request that a running unit be split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitRequest {

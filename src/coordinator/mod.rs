@@ -24,7 +24,6 @@
 //! watchers' streams, gives other connections a few seconds, and saves the
 //! finished units.
 
-pub mod auth;
 pub mod connections;
 pub mod ledger;
 pub mod persist;
@@ -37,10 +36,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::TokenCheck;
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
 use crate::search::Dedup;
-use auth::TokenCheck;
 use ledger::{Ledger, RestoredVersion};
 use persist::CoordinatorStore;
 use service::{CoordinatorService, Shared};
@@ -65,10 +64,6 @@ pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// Longest lease `serve` accepts (a day): a frozen worker keeps its units
 /// this long.
 pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Largest gRPC message the coordinator accepts, and clients accept from it
-/// (8 MiB; texts travel in 1 MiB chunks, so larger texts still work).
-pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// How often finished units are committed to disk.
 const SAVE_EVERY: Duration = Duration::from_millis(200);
@@ -284,7 +279,7 @@ pub async fn serve(
     let check = TokenCheck::new(&options.token);
     let coordinator =
         v1::coordinator_server::CoordinatorServer::new(CoordinatorService::new(shared.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+            .max_decoding_message_size(crate::proto::MAX_MESSAGE_BYTES);
     let coordinator =
         tonic::service::interceptor::InterceptedService::new(coordinator, move |request| {
             check.check(request)

@@ -25,9 +25,6 @@ use crate::store::content_hash;
 use v1::coordinator_message::Kind as ToWorker;
 use v1::worker_message::Kind as FromWorker;
 
-/// Bytes per chunk when the coordinator streams texts.
-pub const TEXT_CHUNK_BYTES: usize = 1 << 20;
-
 /// How often WatchStatus sends a snapshot.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
@@ -113,7 +110,7 @@ impl Shared {
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         for assignment in assignments {
             let message = v1::CoordinatorMessage {
-                kind: Some(ToWorker::Assign(proto::assign_of(&assignment))),
+                kind: Some(ToWorker::Assign(assignment.to_wire())),
             };
             self.count_sent(&message);
             // A closed channel means the session is ending; its end releases the unit.
@@ -702,7 +699,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 let bytes = text.as_bytes();
                 let mut start = 0;
                 loop {
-                    let end = (start + TEXT_CHUNK_BYTES).min(bytes.len());
+                    let end = (start + crate::proto::TEXT_CHUNK_BYTES).min(bytes.len());
                     let chunk = v1::TextChunk {
                         version: after + index as u32 + 1,
                         data: bytes[start..end].to_vec(),

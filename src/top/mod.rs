@@ -19,8 +19,8 @@ use std::time::Duration;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc;
 
-use crate::client::{Connection, Target, connect_to};
-use crate::coordinator::auth::BearerToken;
+use crate::auth::BearerToken;
+use crate::channel::{Connection, Target, connect_to};
 use crate::error::{Error, Result};
 use crate::proto::v1;
 use view::View;

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::coordinator::auth::BearerToken;
+use crate::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::search::SearchConfig;
 use runner::UnitRunner;
@@ -66,7 +66,7 @@ pub const DEFAULT_KEEP_UNITS_FROM: u64 = 1_000;
 
 /// Works for the coordinator until `shutdown` becomes true.
 pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-    let target = crate::client::Target::new(&options.coordinator, options.ca_cert.as_deref())?;
+    let target = crate::channel::Target::new(&options.coordinator, options.ca_cert.as_deref())?;
     // Before the data dir is touched: a taken port stops the worker early.
     let metrics_listener = match options.metrics_listen {
         Some(address) => Some(crate::metrics::bind(address).await?),

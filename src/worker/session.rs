@@ -19,8 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::WorkerOptions;
 use super::runner::{UnitRunner, process_cpu_ms};
 use super::texts::{Preparer, failed};
-use crate::client::{self, Target};
-use crate::coordinator::auth::BearerToken;
+use crate::auth::BearerToken;
+use crate::channel::{self, Target};
 use crate::error::{Error, Result};
 use crate::metrics::{self, Direction, UnitEnd};
 use crate::proto::v1;
@@ -52,7 +52,7 @@ pub async fn session(
     runner: &Arc<UnitRunner>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd> {
-    let mut client = client::connect_to(target, token.clone()).await?;
+    let mut client = channel::connect_to(target, token.clone()).await?;
 
     let (outbound, outbound_stream) = mpsc::channel(256);
     let hello = v1::WorkerMessage {

@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::runner::{Job, UnitRunner};
-use crate::client::Client;
+use crate::channel::Client;
 use crate::error::{Error, Result};
 use crate::interner::Interner;
 use crate::proto::{self, v1};
