@@ -204,6 +204,64 @@ fn restarted_worker_reuses_its_kept_units_only_for_the_same_texts() {
     );
 }
 
+/// Adds `by` to every `"orthos"` number in a JSON value.
+fn inflate_orthos(value: &mut Value, by: u64) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                match inner.as_u64() {
+                    Some(orthos) if key == "orthos" => *inner = Value::from(orthos + by),
+                    _ => inflate_orthos(inner, by),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| inflate_orthos(item, by)),
+        _ => {}
+    }
+}
+
+/// A kept unit whose record was changed on disk (its figures still parse)
+/// is searched afresh, never counted with the changed figures.
+#[test]
+fn a_kept_unit_with_damaged_figures_is_searched_afresh() {
+    let case = common::case("ts_incremental");
+    let mut cluster = Cluster::start_keeping(1, 1, 1, &[]);
+    let first = cluster.coordinator.submit_and_wait(&case.texts[..1]);
+    assert_figures(&case.name, 0, &first[0], &case.after_each_text[0]);
+    cluster.workers[0].kill();
+    cluster.workers.clear();
+
+    let units = cluster.dir.path().join("worker0").join("units");
+    let mut changed = 0;
+    for entry in std::fs::read_dir(&units).unwrap() {
+        let record = entry.unwrap().path().join("unit.json");
+        let Ok(bytes) = std::fs::read(&record) else {
+            continue;
+        };
+        let mut json: Value = serde_json::from_slice(&bytes).unwrap();
+        inflate_orthos(&mut json, 1000);
+        std::fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+        changed += 1;
+    }
+    assert!(
+        changed > 0,
+        "the worker kept no unit in {}",
+        units.display()
+    );
+
+    cluster.add_worker(1);
+    let second = cluster.coordinator.submit_and_wait(&case.texts[1..]);
+    assert_figures(&case.name, 1, &second[0], &case.after_each_text[1]);
+    let status = cluster.coordinator.unit_status();
+    assert!(
+        base_versions(&status[1], |_| true)
+            .iter()
+            .all(|&base| base == 0),
+        "a damaged kept unit was brought up: {}",
+        status[1]
+    );
+}
+
 /// Submits ts_0_20k (without waiting) to a cluster of two one-thread workers
 /// whose coordinator has `flags`, and returns once the coordinator has handed
 /// out units and work remains. `workers[0]` connected first, so it has the
@@ -741,5 +799,60 @@ fn coordinator_killed_during_a_multi_text_run_loses_no_text_and_ends_with_the_go
             unit["attempts_started"].as_u64() >= Some(1),
             "unit {version}/{id} was searched again: {unit}"
         );
+    }
+}
+
+/// A unit of version 1 that splits in version 2 excludes orthos with words
+/// new in version 2; a restarted coordinator must take them as they are.
+/// (With default flags, ts_0_10k then ts_0_20k split such units every time.)
+#[test]
+fn coordinator_restarts_after_versions_whose_units_split_with_new_words() {
+    let first = common::case("ts_0_10k");
+    let second = common::case("ts_0_20k");
+    let mut cluster = Cluster::start(2, 1, &[]);
+    cluster.coordinator.wait_for_workers(2, CONNECT_TIMEOUT);
+    let files = [first.texts[0].clone(), second.texts[0].clone()];
+    let reports = cluster.coordinator.submit_and_wait(&files);
+    let texts: Vec<String> = [&first, &second]
+        .iter()
+        .flat_map(|c| c.contents())
+        .collect();
+    let interner = Interner::from_texts(texts.iter().map(String::as_str));
+    let fresh = fold::search(&interner, &SearchConfig::default(), &mut Unobserved)
+        .expect("the library search runs");
+    let expected = [
+        first.after_each_text[0].clone(),
+        VersionReport::new(&interner, &fresh.figures).to_json(),
+    ];
+    let check = |lines: &[Value]| {
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for (step, (line, expected)) in lines.iter().zip(&expected).enumerate() {
+            assert_figures("ts_0_10k then ts_0_20k", step, line, expected);
+        }
+    };
+    check(&reports);
+    let before = cluster.coordinator.unit_status();
+    let old_units_split = before[1]["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|unit| unit["created"] == 1 && unit["split_into"].as_u64() > Some(0))
+        .count();
+    assert!(
+        old_units_split > 0,
+        "units of version 1 must split in version 2 for this test to mean anything"
+    );
+
+    cluster.coordinator.restart();
+    let after: Vec<Value> = (1..=2)
+        .map(|version| {
+            cluster
+                .coordinator
+                .wait_until_done(version, VERSION_TIMEOUT)
+        })
+        .collect();
+    check(&after);
+    for line in cluster.coordinator.unit_status() {
+        assert_every_unit_counted_once(&line);
     }
 }

@@ -126,15 +126,23 @@ fn restore(
         texts.push(Arc::new(version.text));
     }
     let damaged = |what: String| crate::storage::damaged(store.path(), what);
+    // A unit's roots use the words of the version it was created in; its
+    // exclusions come from splits in any later version.
+    let latest = sizes.last().copied().unwrap_or(0);
     for unit in &stored.units {
-        let size = sizes[unit.created as usize - 1];
-        let outside = unit
-            .roots
-            .iter()
-            .chain(&unit.excluded)
-            .flat_map(|ortho| ortho.payload().flatten())
-            .any(|token| token.0 as usize >= size);
-        if outside {
+        let Some(&size) = sizes.get((unit.created as usize).wrapping_sub(1)) else {
+            return Err(damaged(format!(
+                "unit {} was created in version {}, which is not stored",
+                unit.id, unit.created
+            )));
+        };
+        let beyond = |orthos: &[crate::ortho::Ortho], size: usize| {
+            orthos
+                .iter()
+                .flat_map(|ortho| ortho.payload().flatten())
+                .any(|token| token.0 as usize >= size)
+        };
+        if beyond(&unit.roots, size) || beyond(&unit.excluded, latest) {
             return Err(damaged(format!(
                 "unit {} names a word its version does not have",
                 unit.id

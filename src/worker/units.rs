@@ -36,6 +36,20 @@ struct UnitRecord {
     manifest: Manifest,
 }
 
+/// A record as stored: the record and a CRC-32 of its JSON form, so that a
+/// damaged figure (which would still parse) is caught, not counted.
+#[derive(Serialize, Deserialize)]
+struct StoredRecord {
+    crc32: u32,
+    record: UnitRecord,
+}
+
+impl UnitRecord {
+    fn checksum(&self) -> u32 {
+        crc32fast::hash(&serde_json::to_vec(self).expect("records serialise"))
+    }
+}
+
 /// An exploration ready for a unit's search.
 pub struct UnitSearch {
     /// The exploration to advance.
@@ -97,7 +111,7 @@ impl UnitStore {
     ) -> Result<UnitSearch> {
         let dir = self.unit_dir(unit);
         if base_version > 0
-            && let Ok(record) = read_record(&dir)
+            && let Some(record) = usable_record(&dir, unit)
             && record.unit == unit
             && record.manifest.version == base_version
             && record.texts.len() as u32 == base_version
@@ -161,7 +175,11 @@ impl UnitStore {
             texts: texts.to_vec(),
             manifest: exploration.manifest().clone(),
         };
-        let json = serde_json::to_vec(&record).expect("records serialise");
+        let stored = StoredRecord {
+            crc32: record.checksum(),
+            record,
+        };
+        let json = serde_json::to_vec(&stored).expect("records serialise");
         let temporary = dir.join(format!("{RECORD}.new"));
         let fail = |e| Error::io(format!("cannot write {}", temporary.display()), e);
         let file = std::fs::File::create(&temporary).map_err(fail)?;
@@ -174,12 +192,33 @@ impl UnitStore {
     }
 }
 
+/// The record of a kept unit, if there is one that is not damaged (a
+/// damaged one is said in a warning: the unit is searched afresh).
+fn usable_record(dir: &Path, unit: u64) -> Option<UnitRecord> {
+    match read_record(dir) {
+        Ok(record) => Some(record),
+        Err(error @ Error::Damaged { .. }) => {
+            tracing::warn!(unit, %error, "kept unit is unusable; searching afresh");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 fn read_record(dir: &Path) -> Result<UnitRecord> {
     let path = dir.join(RECORD);
     let bytes = std::fs::read(&path)
         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::BadState(format!("{} is damaged: {e}", path.display())))
+    let damaged = |detail: String| Error::Damaged {
+        path: path.clone(),
+        detail,
+    };
+    let stored: StoredRecord =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if stored.record.checksum() != stored.crc32 {
+        return Err(damaged("checksum mismatch".into()));
+    }
+    Ok(stored.record)
 }
 
 fn remove_record(dir: &Path) -> Result<()> {
