@@ -172,6 +172,9 @@ impl From<tonic::Status> for Error {
             tracing::debug!(chain = %crate::tls::causes(source), "connection failed");
             return Self::Connect(crate::tls::explain_failure(None, source));
         }
+        if status.code() == tonic::Code::Unauthenticated {
+            return Self::Unauthenticated(status.message().to_owned());
+        }
         Self::Rpc {
             code: format!("{:?}", status.code()),
             message: status.message().to_owned(),

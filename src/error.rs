@@ -13,7 +13,8 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The redb storage layer failed.
+    /// The redb storage layer failed (and nothing else: damaged files are
+    /// [`Error::Damaged`], plain file failures [`Error::Io`]).
     #[error("storage error in {path}: {message}")]
     Storage {
         /// The database file.
@@ -36,6 +37,28 @@ pub enum Error {
     /// A state directory that fold did not write, or whose contents disagree with the request.
     #[error("{0}")]
     BadState(String),
+    /// Stored data that fails a consistency check where the file it came
+    /// from is not known (its reader says which, as [`Error::Damaged`]).
+    #[error("{0}")]
+    Inconsistent(String),
+    /// A setting, flag or environment that cannot work (no token, a lease
+    /// out of bounds, `top` without a terminal).
+    #[error("{0}")]
+    Config(String),
+    /// A state or data dir that another process holds.
+    #[error("{0}")]
+    InUse(String),
+    /// The coordinator refused the bearer token.
+    #[error("the coordinator refused the token: {0}")]
+    Unauthenticated(String),
+    /// The other side of a connection broke the protocol (an answer that
+    /// does not fit the question).
+    #[error("{0}")]
+    Protocol(String),
+    /// fold's own machinery failed: a task or thread that stopped, a server
+    /// or a library that would not start.
+    #[error("{0}")]
+    Internal(String),
     /// An ortho value that does not fit its shape.
     #[error("invalid ortho: {0}")]
     BadOrtho(String),

@@ -136,10 +136,10 @@ pub fn serve(
 fn install(role: Role) -> Result<PrometheusHandle> {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(VERSION_DURATION.into()), VERSION_BUCKETS)
-        .map_err(|e| Error::BadState(format!("metrics: {e}")))?
+        .map_err(|e| Error::Internal(format!("metrics: {e}")))?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder).map_err(|e| Error::BadState(format!("metrics: {e}")))?;
+    metrics::set_global_recorder(recorder).map_err(|e| Error::Internal(format!("metrics: {e}")))?;
     describe(role);
     start_at_zero(role);
     Ok(handle)

@@ -107,7 +107,7 @@ pub(crate) fn open_error(
 ) -> Error {
     match error {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-            Error::BadState(format!(
+            Error::InUse(format!(
                 "{} is in use by another process (another fold process on the same state dir?); \
                  wait for it to finish, or use another --state-dir",
                 file.display()

@@ -194,12 +194,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     if options.token.is_empty() {
-        return Err(Error::BadState(
+        return Err(Error::Config(
             "serve needs a bearer token: pass --token or set FOLD_TOKEN".into(),
         ));
     }
     if !(MIN_LEASE..=MAX_LEASE).contains(&options.lease) {
-        return Err(Error::BadState(format!(
+        return Err(Error::Config(format!(
             "a lease of {} ms is outside {} ms to {} ms",
             options.lease.as_millis(),
             MIN_LEASE.as_millis(),
@@ -207,7 +207,7 @@ pub async fn serve(
         )));
     }
     if options.max_text_bytes > MAX_TEXT_BYTES_LIMIT {
-        return Err(Error::BadState(format!(
+        return Err(Error::Config(format!(
             "a largest text of {} bytes is over the limit of {MAX_TEXT_BYTES_LIMIT} bytes",
             options.max_text_bytes
         )));
@@ -280,10 +280,10 @@ pub async fn serve(
     };
     let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
         .build_v1()
-        .map_err(|e| Error::BadState(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
-        .map_err(|e| Error::BadState(format!("reflection: {e}")))?;
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
     let check = TokenCheck::new(&options.token);
     let coordinator =
         v1::coordinator_server::CoordinatorServer::new(CoordinatorService::new(shared.clone()))
@@ -342,7 +342,7 @@ pub async fn serve(
     };
     background.abort();
     let saved = shared.save_results().await;
-    served.map_err(|e| Error::io("gRPC server failed", std::io::Error::other(e)))?;
+    served.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?;
     saved
 }
 

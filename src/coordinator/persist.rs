@@ -385,7 +385,7 @@ pub fn encode_result(counted: &CountedResult) -> Vec<u8> {
 
 /// A stored result, checked against a vocabulary of `vocabulary` tokens.
 pub fn decode_result(bytes: &[u8], vocabulary: usize) -> Result<CountedResult> {
-    let bad = |what: String| Error::BadState(format!("bad result record: {what}"));
+    let bad = |what: String| Error::Inconsistent(format!("bad result record: {what}"));
     let (head, done) = bytes
         .split_first_chunk::<8>()
         .ok_or_else(|| bad("too short".into()))?;

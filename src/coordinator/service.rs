@@ -190,7 +190,7 @@ impl Shared {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.record(&batch))
             .await
-            .map_err(|e| Error::io("result writer stopped", std::io::Error::other(e)))?
+            .map_err(|e| Error::Internal(format!("result writer stopped: {e}")))?
     }
 
     /// Makes `text` the next version: ingests it, stores it durably with
@@ -521,7 +521,10 @@ pub fn status_of(error: &Error) -> Status {
         Error::BadText(message) => Status::invalid_argument(message.clone()),
         Error::BadOrtho(message) => Status::invalid_argument(message.clone()),
         Error::UnknownVersion(version) => Status::not_found(format!("unknown version {version}")),
-        Error::BadState(message) => Status::failed_precondition(message.clone()),
+        Error::BadState(message) | Error::Config(message) | Error::InUse(message) => {
+            Status::failed_precondition(message.clone())
+        }
+        Error::Unauthenticated(message) => Status::unauthenticated(message.clone()),
         other => Status::internal(other.to_string()),
     }
 }

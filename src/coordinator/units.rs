@@ -98,7 +98,7 @@ impl UnitDef {
 
     /// A unit from [`UnitDef::encode`].
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let bad = |what: &str| Error::BadState(format!("bad unit record: {what}"));
+        let bad = |what: &str| Error::Inconsistent(format!("bad unit record: {what}"));
         let (head, rest) = bytes.split_at_checked(24).ok_or_else(|| bad("too short"))?;
         let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
         let created = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));

@@ -40,10 +40,10 @@ impl Backing {
             .map_err(|e| io(path, "open", e))?;
         let actual = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
         if actual < len {
-            return Err(Error::storage(
-                path,
-                format!("holds {actual} bytes but {len} were recorded as written"),
-            ));
+            return Err(Error::Damaged {
+                path: path.to_owned(),
+                detail: format!("holds {actual} bytes but {len} were recorded as written"),
+            });
         }
         file.set_len(len).map_err(|e| io(path, "truncate", e))?;
         Ok(Self {
@@ -104,7 +104,10 @@ impl Backing {
                 let bytes = usize::try_from(offset)
                     .ok()
                     .and_then(|start| memory.get(start..start + out.len()))
-                    .ok_or_else(|| Error::storage(&self.path, "read past the end"))?;
+                    .ok_or_else(|| Error::Damaged {
+                        path: self.path.clone(),
+                        detail: format!("read of {} bytes at {offset} past the end", out.len()),
+                    })?;
                 out.copy_from_slice(bytes);
                 Ok(())
             }

@@ -347,7 +347,7 @@ impl Exploration {
     ) -> Result<Advanced> {
         let base = self.manifest.version;
         if interner.version() < base {
-            return Err(Error::BadState(format!(
+            return Err(Error::Inconsistent(format!(
                 "the stored search is at version {base}, ahead of the interner's {}",
                 interner.version()
             )));
@@ -384,7 +384,7 @@ impl Exploration {
         let mut search = match resume {
             Some(checkpoint) => {
                 if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
-                    return Err(Error::BadState(format!(
+                    return Err(Error::Inconsistent(format!(
                         "checkpoint of version {} does not continue the stored search at version {base}",
                         checkpoint.version
                     )));
@@ -533,7 +533,7 @@ fn set_override(
     expansion: Expansion,
 ) -> Result<()> {
     if at.segment >= segment {
-        return Err(Error::BadState(format!(
+        return Err(Error::Inconsistent(format!(
             "segment {segment} overrides an ortho of segment {}",
             at.segment
         )));

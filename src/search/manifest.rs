@@ -39,7 +39,7 @@ impl StoredOrtho {
     fn ortho(&self) -> Result<Ortho> {
         let shape = shapes()
             .id(&self.dims)
-            .ok_or_else(|| Error::BadState(format!("unknown shape {:?}", self.dims)))?;
+            .ok_or_else(|| Error::Inconsistent(format!("unknown shape {:?}", self.dims)))?;
         Ortho::from_raw(shape, &self.slots)
     }
 }

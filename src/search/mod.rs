@@ -240,7 +240,7 @@ impl Searcher {
             .num_threads(config.threads)
             .thread_name(|index| format!("fold-search-{index}"))
             .build()
-            .map_err(|e| Error::io("cannot start search threads", std::io::Error::other(e)))?;
+            .map_err(|e| Error::Internal(format!("cannot start search threads: {e}")))?;
         Ok(Self { config, pool })
     }
 

@@ -179,7 +179,7 @@ fn revisit_batch(
         if was_leaf && !expansion.leaf {
             batches.figures.frontier =
                 batches.figures.frontier.checked_sub(1).ok_or_else(|| {
-                    Error::BadState("stored leaves do not add up to the frontier".into())
+                    Error::Inconsistent("stored leaves do not add up to the frontier".into())
                 })?;
         }
         changed.push((at, *expansion));

@@ -47,7 +47,7 @@ pub async fn run(connection: Connection) -> Result<()> {
     let target = connection.target()?;
     let token = connection.bearer()?;
     if !std::io::stdout().is_terminal() {
-        return Err(Error::BadState(
+        return Err(Error::Config(
             "top draws on a terminal, and stdout is not one (use `status` in scripts)".into(),
         ));
     }
@@ -134,7 +134,7 @@ async fn keep_watching(target: Target, token: BearerToken, feed: mpsc::Sender<Fe
     loop {
         let error = match watch(&target, &token, &feed, &mut backoff).await {
             Ok(()) => return,
-            Err(Error::Rpc { code, message }) if code == "Unauthenticated" => {
+            Err(Error::Unauthenticated(message)) => {
                 let _ = feed
                     .send(Feed::Refused(format!(
                         "the coordinator refused the token: {message}"

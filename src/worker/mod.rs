@@ -109,10 +109,7 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
             Ok(SessionEnd::Shutdown) => return Ok(()),
             Ok(SessionEnd::Welcomed) => backoff = Duration::from_millis(100),
             Ok(SessionEnd::Refused(status)) if status.code() == tonic::Code::Unauthenticated => {
-                return Err(Error::BadState(format!(
-                    "the coordinator refused the token: {}",
-                    status.message()
-                )));
+                return Err(Error::Unauthenticated(status.message().to_owned()));
             }
             Ok(SessionEnd::Refused(status)) => {
                 tracing::warn!(%status, "coordinator refused the session");
@@ -143,7 +140,7 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::BadState(format!(
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(format!(
             "data dir {} is in use by another fold-worker ({} is locked); give each worker its \
              own --data-dir",
             dir.display(),

@@ -213,9 +213,8 @@ pub async fn session(
     if welcomed {
         Ok(SessionEnd::Welcomed)
     } else {
-        Err(Error::io(
-            "the coordinator closed the session",
-            std::io::Error::other("closed"),
+        Err(Error::Connect(
+            "the coordinator closed the session before welcoming this worker".into(),
         ))
     }
 }

@@ -132,19 +132,15 @@ async fn interner_for(
         .max_by_key(|(cached, _)| **cached)
         .map(|(cached, texts)| (*cached, texts.clone()));
     let after = base.as_ref().map_or(0, |(cached, _)| *cached);
-    let fail = |status: tonic::Status| {
-        Error::io("GetTexts failed", std::io::Error::other(status.to_string()))
-    };
     let mut chunks = client
         .get_texts(v1::GetTextsRequest {
             version,
             after_version: after,
         })
-        .await
-        .map_err(fail)?
+        .await?
         .into_inner();
     let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
-    while let Some(chunk) = chunks.message().await.map_err(fail)? {
+    while let Some(chunk) = chunks.message().await? {
         crate::metrics::wire_bytes(
             crate::metrics::Direction::Received,
             prost::Message::encoded_len(&chunk),
@@ -157,7 +153,7 @@ async fn interner_for(
     }
     texts.pop();
     if texts.len() != (version - after) as usize {
-        return Err(Error::BadState(format!(
+        return Err(Error::Protocol(format!(
             "the coordinator sent {} texts for versions {} to {version}",
             texts.len(),
             after + 1
@@ -182,7 +178,7 @@ async fn interner_for(
         (interner, hashes)
     })
     .await
-    .map_err(|e| Error::io("interner builder stopped", std::io::Error::other(e)))?;
+    .map_err(|e| Error::Internal(format!("interner builder stopped: {e}")))?;
     tracing::info!(
         version,
         vocabulary = interner.vocabulary(),
