@@ -105,7 +105,7 @@ async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v
             reply.workers,
             reply.orthos_per_second,
         );
-        let done = status.state == "done";
+        let done = status.state() == v1::VersionState::Done;
         last = Some(status);
         if done {
             break;
@@ -113,7 +113,7 @@ async fn wait_for(client: &mut Client, version: u32, progress: bool) -> Result<v
     }
     bar.finish();
     match last {
-        Some(status) if status.state == "done" => Ok(status),
+        Some(status) if status.state() == v1::VersionState::Done => Ok(status),
         _ => Err(Error::Connect(format!(
             "the status stream of version {version} ended before it was done"
         ))),
@@ -151,7 +151,7 @@ pub async fn status(
         let line = if options.json {
             let mut object = report.to_json();
             let mut extra = serde_json::json!({
-                "state": status.state,
+                "state": status.state().name(),
                 "units_done": status.units_done,
                 "units_total": status.units_total,
                 "units_running": status.units_running,
@@ -172,7 +172,7 @@ pub async fn status(
                 "version {} ({}): {}, units {}/{} ({} running, {} split), vocabulary {}, orthos {}, frontier {}",
                 status.version,
                 status.source,
-                status.state,
+                status.state().name(),
                 status.units_done,
                 status.units_total,
                 status.units_running,
@@ -249,7 +249,7 @@ fn unit_json(unit: &v1::UnitStatus) -> serde_json::Value {
         "unit": unit.unit,
         "created": unit.created,
         "parent": unit.parent,
-        "state": unit.state,
+        "state": unit.state().name(),
         "roots": unit.roots,
         "excluded": unit.excluded,
         "attempts_started": unit.attempts_started,
@@ -269,7 +269,10 @@ fn unit_json(unit: &v1::UnitStatus) -> serde_json::Value {
 fn unit_line(unit: &v1::UnitStatus) -> String {
     let mut line = format!(
         "  unit {} ({} roots, {} excluded): {}",
-        unit.unit, unit.roots, unit.excluded, unit.state
+        unit.unit,
+        unit.roots,
+        unit.excluded,
+        unit.state().name()
     );
     if let Some(worker) = &unit.worker {
         let name = unit.worker_name.as_deref().unwrap_or_default();
@@ -310,16 +313,20 @@ pub async fn optimal(
         .into_inner();
     let optimal = reply.optimal.as_ref().map(proto::optimal_of);
     let text = if json {
-        serde_json::json!({"version": reply.version, "state": reply.state, "optimal": optimal})
+        serde_json::json!({"version": reply.version, "state": reply.state().name(), "optimal": optimal})
             .to_string()
             + "\n"
     } else {
         match &optimal {
-            None => format!("version {} ({}): no ortho\n", reply.version, reply.state),
+            None => format!(
+                "version {} ({}): no ortho\n",
+                reply.version,
+                reply.state().name()
+            ),
             Some(optimal) => format!(
                 "version {} ({}): dims {:?}, volume {}, fullness {}\n{}",
                 reply.version,
-                reply.state,
+                reply.state().name(),
                 optimal.dims,
                 optimal.volume,
                 optimal.fullness,

@@ -72,6 +72,34 @@ pub fn orthos_of(bytes: &[u8], vocabulary: usize) -> Result<Vec<Ortho>> {
     }
 }
 
+impl v1::VersionState {
+    /// The state of a version that is (or is not) done.
+    pub fn of(done: bool) -> Self {
+        if done { Self::Done } else { Self::Running }
+    }
+
+    /// Its name in fold's output: `running` or `done`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unknown",
+            Self::Running => "running",
+            Self::Done => "done",
+        }
+    }
+}
+
+impl v1::UnitState {
+    /// Its name in fold's output: `pending`, `running` or `done`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unknown",
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+        }
+    }
+}
+
 /// A dedup mode on the wire.
 pub fn dedup_of(dedup: crate::search::Dedup) -> v1::Dedup {
     match dedup {

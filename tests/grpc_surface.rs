@@ -194,7 +194,7 @@ fn grpcurl_calls_status_with_the_token() {
     let versions = reply["versions"].as_array().expect("versions");
     assert_eq!(versions.len(), 1, "{reply}");
     assert_eq!(versions[0]["version"], 1);
-    assert_eq!(versions[0]["state"], "done");
+    assert_eq!(versions[0]["state"], "VERSION_STATE_DONE");
     // 64-bit integers are strings in the protobuf JSON mapping.
     assert_eq!(versions[0]["orthos"], "11");
     assert_eq!(versions[0]["source"], square_text().display().to_string());

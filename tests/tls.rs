@@ -96,7 +96,7 @@ fn submit_status_a_worker_and_grpcurl_work_over_tls_with_golden_figures() {
     let expected = &square.after_each_text[0];
     // grpcurl prints 64-bit integers as strings.
     assert_eq!(version["orthos"], expected["orthos"].to_string(), "{reply}");
-    assert_eq!(version["state"], "done", "{reply}");
+    assert_eq!(version["state"], "VERSION_STATE_DONE", "{reply}");
 
     // grpcurl without the CA, or in plain text, gets nowhere.
     let untrusted = grpcurl(&[

@@ -395,7 +395,7 @@ impl Shared {
                 let report = VersionReport::from_words(v.version, words, &figures);
                 v1::VersionStatus {
                     version: v.version,
-                    state: if v.is_done() { "done" } else { "running" }.into(),
+                    state: v1::VersionState::of(v.is_done()) as i32,
                     vocabulary: report.vocabulary,
                     orthos: report.orthos,
                     frontier: report.frontier,
@@ -462,14 +462,16 @@ impl Shared {
 /// One unit on the wire.
 fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
     let (state, worker, worker_name) = match unit.phase {
-        UnitPhase::Pending => ("pending", None, None),
-        UnitPhase::Running { worker, name } => ("running", Some(worker.to_string()), Some(name)),
-        UnitPhase::Done => ("done", None, None),
+        UnitPhase::Pending => (v1::UnitState::Pending, None, None),
+        UnitPhase::Running { worker, name } => {
+            (v1::UnitState::Running, Some(worker.to_string()), Some(name))
+        }
+        UnitPhase::Done => (v1::UnitState::Done, None, None),
     };
     v1::UnitStatus {
         unit: unit.unit,
         created: unit.created,
-        state: state.into(),
+        state: state as i32,
         attempts_started: unit.attempts_started,
         attempts_discarded: unit.attempts_discarded,
         times_counted: unit.times_counted,
@@ -616,7 +618,11 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             loop {
                 let finished = match &reply {
                     Ok(status) => {
-                        !request.follow && status.versions.iter().all(|v| v.state == "done")
+                        !request.follow
+                            && status
+                                .versions
+                                .iter()
+                                .all(|v| v.state() == v1::VersionState::Done)
                     }
                     Err(_) => true,
                 };
@@ -662,7 +668,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             VersionReport::from_words(version.version, ledger.words(version.version), &figures);
         Ok(Response::new(v1::OptimalReply {
             version: version.version,
-            state: if version.is_done() { "done" } else { "running" }.into(),
+            state: v1::VersionState::of(version.is_done()) as i32,
             optimal: report.optimal.as_ref().map(proto::words_of),
         }))
     }

@@ -152,7 +152,7 @@ impl View {
                 } else {
                     u64::from(version.units_done) * 100 / u64::from(version.units_total)
                 };
-                let state_style = if version.state == "done" {
+                let state_style = if version.state() == v1::VersionState::Done {
                     Style::default().fg(Color::Green)
                 } else {
                     Style::default().fg(Color::Yellow)
@@ -182,7 +182,7 @@ impl View {
                             .unwrap_or_default()
                             .to_owned(),
                     ),
-                    Cell::from(version.state.clone()).style(state_style),
+                    Cell::from(version.state().name()).style(state_style),
                     Cell::from(units),
                 ];
                 if wide {
@@ -294,7 +294,11 @@ impl View {
             Some((version, optimal)) => {
                 let report = proto::optimal_of(optimal);
                 (
-                    format!(" best, version {} ({}) ", version.version, version.state),
+                    format!(
+                        " best, version {} ({}) ",
+                        version.version,
+                        version.state().name()
+                    ),
                     format!(
                         "dims {:?}, volume {}, fullness {}\n{}",
                         report.dims,
@@ -377,7 +381,7 @@ mod tests {
             orthos_per_second: 1234.0,
             versions: vec![v1::VersionStatus {
                 version: 1,
-                state: "running".into(),
+                state: v1::VersionState::Running as i32,
                 source: "a.txt".into(),
                 orthos: 41_863,
                 units_done: 3,
