@@ -91,9 +91,9 @@ pub struct SearchConfig {
     pub threads: usize,
     /// Orthos popped and expanded per parallel batch.
     pub batch_size: usize,
-    /// Directory under which a one-off search keeps its history once it
-    /// outgrows memory.
-    pub spill_dir: PathBuf,
+    /// Scratch directory: a one-off search keeps its history under it once
+    /// the history outgrows memory.
+    pub scratch_dir: PathBuf,
     /// How duplicates are avoided.
     pub dedup: Dedup,
 }
@@ -103,7 +103,7 @@ impl Default for SearchConfig {
         Self {
             threads: 0,
             batch_size: DEFAULT_BATCH,
-            spill_dir: std::env::temp_dir(),
+            scratch_dir: std::env::temp_dir(),
             dedup: Dedup::default(),
         }
     }
@@ -257,7 +257,7 @@ impl Searcher {
         scope: Scope,
         observer: &mut dyn SearchObserver,
     ) -> Result<SearchOutcome> {
-        let mut exploration = Exploration::temporary(&self.config.spill_dir, scope)?;
+        let mut exploration = Exploration::temporary(&self.config.scratch_dir, scope)?;
         exploration.discard_history();
         let Advanced { figures, stats, .. } = self.advance(&mut exploration, interner, observer)?;
         Ok(SearchOutcome { figures, stats })

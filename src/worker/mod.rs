@@ -80,18 +80,20 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
     })?;
     // Held until the worker exits (the lock goes with the file handle).
     let _lock = lock_data_dir(&options.data_dir)?;
-    let spill_dir = options.data_dir.join("queue");
-    // Queue files of a worker that was killed are of no further use.
-    let _ = std::fs::remove_dir_all(&spill_dir);
+    let scratch_dir = options.data_dir.join("scratch");
+    // One-off searches of a worker that was killed are of no further use
+    // (nor is the `queue` dir of workers before this name).
+    let _ = std::fs::remove_dir_all(&scratch_dir);
+    let _ = std::fs::remove_dir_all(options.data_dir.join("queue"));
     let store = UnitStore::new(
         options.data_dir.join("units"),
-        spill_dir.clone(),
+        scratch_dir.clone(),
         options.keep_units_from,
     )?;
     let runner = Arc::new(UnitRunner::start(
         SearchConfig {
             threads: options.threads,
-            spill_dir,
+            scratch_dir,
             ..SearchConfig::default()
         },
         store,
