@@ -55,22 +55,7 @@ pub async fn session(
     let mut client = channel::connect_to(target, token.clone()).await?;
 
     let (outbound, outbound_stream) = mpsc::channel(256);
-    let hello = v1::WorkerMessage {
-        kind: Some(ToCoordinator::Hello(v1::Hello {
-            name: options.name.clone(),
-            threads: runner.threads() as u32,
-            kept: runner
-                .kept_units()
-                .into_iter()
-                .map(|(unit, version, attempt)| v1::KeptUnit {
-                    unit,
-                    version,
-                    attempt,
-                })
-                .collect(),
-        })),
-    };
-    let _ = outbound.send(hello).await;
+    let _ = outbound.send(hello(options, runner)).await;
     // Every message to the coordinator leaves through this stream: counted once here.
     let outbound_stream = tokio_stream::StreamExt::map(
         ReceiverStream::new(outbound_stream),
@@ -84,138 +69,216 @@ pub async fn session(
         Err(status) => return Ok(SessionEnd::Refused(status)),
     };
 
-    let session = runner.new_session();
+    let id = runner.new_session();
     let (events, mut event_stream) = mpsc::unbounded_channel();
-    let preparer = Preparer::start(client, runner.clone(), session, events);
-    // Every attempt held, with its last progress (repeated as the heartbeat).
-    let mut held: HashMap<u64, v1::Progress> = HashMap::new();
-    let mut heartbeat = heartbeat_every(DEFAULT_HEARTBEAT);
-    let mut summary = Summary::default();
-    let mut welcomed = false;
-    loop {
-        tokio::select! {
-            message = inbound.message() => {
-                let message = match message {
-                    Ok(Some(message)) => message,
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::warn!(%status, "work stream broke");
-                        break;
-                    }
-                };
-                metrics::wire_bytes(Direction::Received, prost::Message::encoded_len(&message));
-                match message.kind {
-                    Some(FromCoordinator::Welcome(welcome)) => {
-                        welcomed = true;
-                        metrics::coordinator_connected(true);
-                        let lease = Duration::from_millis(welcome.lease_ms.into());
-                        heartbeat = heartbeat_every(lease / 4);
-                        tracing::info!(
-                            coordinator = %options.coordinator,
-                            worker_id = %welcome.worker_id,
-                            lease_ms = welcome.lease_ms,
-                            threads = runner.threads(),
-                            "connected"
-                        );
-                    }
-                    Some(FromCoordinator::Assign(assign)) => {
-                        tracing::debug!(attempt = assign.attempt, version = assign.version, unit = assign.unit, "unit assigned");
-                        held.insert(assign.attempt, v1::Progress { attempt: assign.attempt, ..Default::default() });
-                        metrics::units_held(held.len());
-                        preparer.prepare(assign);
-                    }
-                    Some(FromCoordinator::Revoke(revoke)) => {
-                        if held.remove(&revoke.attempt).is_some() {
-                            metrics::unit_ended(UnitEnd::Abandoned);
-                            metrics::units_held(held.len());
-                            tracing::info!(attempt = revoke.attempt, "the coordinator took a unit back (its lease ran out); dropping it");
-                        }
-                        runner.revoke(revoke.attempt);
-                        // The answer tells the coordinator this worker is alive
-                        // again: a worker whose leases ran out gets no work
-                        // until it is heard from, and with nothing held it
-                        // would have nothing else to say.
-                        if outbound.send(failed(revoke.attempt, "revoked")).await.is_err() {
-                            break;
-                        }
-                    }
-                    Some(FromCoordinator::Split(split)) => {
-                        tracing::debug!(attempt = split.attempt, parts = split.parts, "asked to split a unit");
-                        runner.split(split.attempt, split.parts);
-                    }
-                    None => {}
+    let mut session = Session {
+        options,
+        runner,
+        outbound,
+        preparer: Preparer::start(client, runner.clone(), id, events),
+        held: HashMap::new(),
+        heartbeat: heartbeat_every(DEFAULT_HEARTBEAT),
+        summary: Summary::default(),
+        welcomed: false,
+    };
+    let shutting_down = loop {
+        let go_on = tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(message)) => session.on_coordinator(message).await,
+                Ok(None) => false,
+                Err(status) => {
+                    tracing::warn!(%status, "work stream broke");
+                    false
                 }
-            }
-            Some(event) = event_stream.recv() => {
-                match &event.kind {
-                    Some(ToCoordinator::Progress(progress)) => {
-                        if let Some(last) = held.get_mut(&progress.attempt) {
-                            metrics::orthos_found(progress.orthos.saturating_sub(last.orthos));
-                            *last = progress.clone();
-                        }
-                    }
-                    Some(ToCoordinator::Done(done)) => {
-                        if held.remove(&done.attempt).is_some() {
-                            metrics::unit_ended(UnitEnd::Done);
-                        }
-                        summary.done += 1;
-                    }
-                    Some(ToCoordinator::Failed(failed)) => {
-                        let was_held = held.remove(&failed.attempt).is_some();
-                        if was_held {
-                            metrics::unit_ended(UnitEnd::Abandoned);
-                        }
-                    }
-                    _ => {}
-                }
-                metrics::units_held(held.len());
-                if outbound.send(event).await.is_err() {
-                    break;
-                }
-            }
-            _ = heartbeat.tick() => {
-                for last in held.values() {
-                    let beat = v1::Progress {
-                        attempt: last.attempt,
-                        orthos: last.orthos,
-                        queued: last.queued,
-                        expanded: last.expanded,
-                        cpu_ms: process_cpu_ms(),
-                        ..Default::default()
-                    };
-                    let beat = v1::WorkerMessage { kind: Some(ToCoordinator::Progress(beat)) };
-                    if outbound.send(beat).await.is_err() {
-                        break;
-                    }
-                }
-                summary.log_if_due(held.len());
-            }
-            _ = shutdown.changed() => {
-                drop(preparer);
-                runner.cancel(session);
-                for attempt in held.into_keys() {
-                    metrics::unit_ended(UnitEnd::Abandoned);
-                    let _ = outbound.send(failed(attempt, "worker shutting down")).await;
-                }
-                drop(outbound);
-                // Let the hand-backs reach the coordinator before the stream closes.
-                let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                    while let Ok(Some(_)) = inbound.message().await {}
-                }).await;
-                return Ok(SessionEnd::Shutdown);
-            }
+            },
+            Some(event) = event_stream.recv() => session.on_search(event).await,
+            _ = session.heartbeat.tick() => session.beat().await,
+            _ = shutdown.changed() => break true,
+        };
+        if !go_on {
+            break false;
         }
-    }
-    // The coordinator is gone: its attempts are void, stop preparing and
-    // searching them.
+    };
+    let Session {
+        preparer,
+        held,
+        outbound,
+        welcomed,
+        ..
+    } = session;
+    // Stop preparing and searching this session's attempts: the coordinator
+    // is gone (they are void), or the worker is stopping (they go back).
     drop(preparer);
-    runner.cancel(session);
+    runner.cancel(id);
+    if shutting_down {
+        for attempt in held.into_keys() {
+            metrics::unit_ended(UnitEnd::Abandoned);
+            let _ = outbound.send(failed(attempt, "worker shutting down")).await;
+        }
+        drop(outbound);
+        // Let the hand-backs reach the coordinator before the stream closes.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
+        return Ok(SessionEnd::Shutdown);
+    }
     if welcomed {
         Ok(SessionEnd::Welcomed)
     } else {
         Err(Error::Connect(
             "the coordinator closed the session before welcoming this worker".into(),
         ))
+    }
+}
+
+/// The worker's first message: its name, threads and the units it keeps.
+fn hello(options: &WorkerOptions, runner: &UnitRunner) -> v1::WorkerMessage {
+    v1::WorkerMessage {
+        kind: Some(ToCoordinator::Hello(v1::Hello {
+            name: options.name.clone(),
+            threads: runner.threads() as u32,
+            kept: runner
+                .kept_units()
+                .into_iter()
+                .map(|(unit, version, attempt)| v1::KeptUnit {
+                    unit,
+                    version,
+                    attempt,
+                })
+                .collect(),
+        })),
+    }
+}
+
+/// What a session holds while it runs. Each handler returns whether the
+/// session goes on (false: the stream to the coordinator is gone).
+struct Session<'a> {
+    options: &'a WorkerOptions,
+    runner: &'a Arc<UnitRunner>,
+    outbound: mpsc::Sender<v1::WorkerMessage>,
+    preparer: Preparer,
+    /// Every attempt held, with its last progress (repeated as the heartbeat).
+    held: HashMap<u64, v1::Progress>,
+    heartbeat: tokio::time::Interval,
+    summary: Summary,
+    welcomed: bool,
+}
+
+impl Session<'_> {
+    /// A message from the coordinator.
+    async fn on_coordinator(&mut self, message: v1::CoordinatorMessage) -> bool {
+        metrics::wire_bytes(Direction::Received, prost::Message::encoded_len(&message));
+        match message.kind {
+            Some(FromCoordinator::Welcome(welcome)) => {
+                self.welcomed = true;
+                metrics::coordinator_connected(true);
+                let lease = Duration::from_millis(welcome.lease_ms.into());
+                self.heartbeat = heartbeat_every(lease / 4);
+                tracing::info!(
+                    coordinator = %self.options.coordinator,
+                    worker_id = %welcome.worker_id,
+                    lease_ms = welcome.lease_ms,
+                    threads = self.runner.threads(),
+                    "connected"
+                );
+            }
+            Some(FromCoordinator::Assign(assign)) => {
+                tracing::debug!(
+                    attempt = assign.attempt,
+                    version = assign.version,
+                    unit = assign.unit,
+                    "unit assigned"
+                );
+                let progress = v1::Progress {
+                    attempt: assign.attempt,
+                    ..Default::default()
+                };
+                self.held.insert(assign.attempt, progress);
+                metrics::units_held(self.held.len());
+                self.preparer.prepare(assign);
+            }
+            Some(FromCoordinator::Revoke(revoke)) => {
+                if self.held.remove(&revoke.attempt).is_some() {
+                    metrics::unit_ended(UnitEnd::Abandoned);
+                    metrics::units_held(self.held.len());
+                    tracing::info!(
+                        attempt = revoke.attempt,
+                        "the coordinator took a unit back (its lease ran out); dropping it"
+                    );
+                }
+                self.runner.revoke(revoke.attempt);
+                // The answer tells the coordinator this worker is alive
+                // again: a worker whose leases ran out gets no work until it
+                // is heard from, and with nothing held it would have nothing
+                // else to say.
+                return self.send(failed(revoke.attempt, "revoked")).await;
+            }
+            Some(FromCoordinator::Split(split)) => {
+                tracing::debug!(
+                    attempt = split.attempt,
+                    parts = split.parts,
+                    "asked to split a unit"
+                );
+                self.runner.split(split.attempt, split.parts);
+            }
+            None => {}
+        }
+        true
+    }
+
+    /// A report of the preparer or the search thread, passed on.
+    async fn on_search(&mut self, event: v1::WorkerMessage) -> bool {
+        match &event.kind {
+            Some(ToCoordinator::Progress(progress)) => {
+                if let Some(last) = self.held.get_mut(&progress.attempt) {
+                    metrics::orthos_found(progress.orthos.saturating_sub(last.orthos));
+                    *last = progress.clone();
+                }
+            }
+            Some(ToCoordinator::Done(done)) => {
+                if self.held.remove(&done.attempt).is_some() {
+                    metrics::unit_ended(UnitEnd::Done);
+                }
+                self.summary.done += 1;
+            }
+            Some(ToCoordinator::Failed(failed)) if self.held.remove(&failed.attempt).is_some() => {
+                metrics::unit_ended(UnitEnd::Abandoned);
+            }
+            _ => {}
+        }
+        metrics::units_held(self.held.len());
+        self.send(event).await
+    }
+
+    /// The heartbeat: every held attempt's last progress again, so its
+    /// lease is renewed whatever stage it is at.
+    async fn beat(&mut self) -> bool {
+        let beats: Vec<v1::WorkerMessage> = self
+            .held
+            .values()
+            .map(|last| v1::WorkerMessage {
+                kind: Some(ToCoordinator::Progress(v1::Progress {
+                    attempt: last.attempt,
+                    orthos: last.orthos,
+                    queued: last.queued,
+                    expanded: last.expanded,
+                    cpu_ms: process_cpu_ms(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        for beat in beats {
+            if !self.send(beat).await {
+                return false;
+            }
+        }
+        self.summary.log_if_due(self.held.len());
+        true
+    }
+
+    async fn send(&self, message: v1::WorkerMessage) -> bool {
+        self.outbound.send(message).await.is_ok()
     }
 }
 
