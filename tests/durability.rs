@@ -474,3 +474,65 @@ fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files.sort();
     files
 }
+
+/// `text` cut into `parts` files of about equal size, each ending just after
+/// a sentence end, in `dir`.
+fn split_at_sentences(text: &str, parts: usize, dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut start = 0;
+    for part in 1..=parts {
+        let end = if part == parts {
+            text.len()
+        } else {
+            let target = text.len() * part / parts;
+            text[target..]
+                .find(['.', '?', '!', ';'])
+                .map_or(text.len(), |at| target + at + 1)
+        };
+        let path = dir.join(format!("part{part}.txt"));
+        std::fs::write(&path, &text[start..end]).unwrap();
+        files.push(path);
+        start = end;
+    }
+    files
+}
+
+/// A run killed in the middle of version 2 resumes it and goes on with
+/// version 3 in the same process: version 3 must see what version 2 expanded
+/// again before its checkpoint (it once did not, and stored wrong figures).
+#[test]
+fn a_resumed_version_followed_by_another_in_the_same_run_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::case("ts_0_25k").contents().concat();
+    let files = split_at_sentences(&text, 3, dir.path());
+    let state = dir.path().join("state");
+    succeeded(
+        &run_coordinator(&files[..1], &state, &["--json", "--quiet"]),
+        "version 1",
+    );
+
+    let mut run = BackgroundRun::start(&files, &state, dir.path());
+    run.kill_when(|out, log| out.lines().count() == 1 && BackgroundRun::checkpoints(log) >= 1);
+    let lines = rerun(&files, &state);
+    assert_eq!(lines.len(), 3);
+    assert!(work(&lines[1], "resumed_after") > 0, "{}", lines[1]);
+
+    let contents: Vec<String> = files
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap())
+        .collect();
+    let mut interner = fold::Interner::from_texts([contents[0].as_str()]);
+    for (step, content) in contents.iter().enumerate() {
+        if step > 0 {
+            interner.ingest(content);
+        }
+        let fresh = fold::search(
+            &interner,
+            &fold::SearchConfig::default(),
+            &mut fold::search::Unobserved,
+        )
+        .unwrap();
+        let expected = fold::report::VersionReport::new(&interner, &fresh.figures).to_json();
+        assert_figures("ts_0_25k in three parts", step, &lines[step], &expected);
+    }
+}

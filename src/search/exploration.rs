@@ -389,6 +389,15 @@ impl Exploration {
                         checkpoint.version
                     )));
                 }
+                // The stored orthos this version expanded again (all before
+                // its first checkpoint): later versions of this process
+                // must see them, as a reopened exploration would.
+                if history && checkpoint.segment.overrides_bytes > 0 {
+                    let changed = read_overrides(&paths[1], checkpoint.segment.overrides_bytes)?;
+                    for (at, expansion) in changed {
+                        set_override(&mut self.overrides, segment, at, expansion)?;
+                    }
+                }
                 VersionSearch::resume(batches, &paths, history, checkpoint)?
             }
             None => {
