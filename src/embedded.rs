@@ -117,7 +117,8 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     let _ = std::fs::remove_dir_all(state.dir().join("tmp"));
     let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
     let mut exploration = open_exploration(&mut state, interner.version(), options.history)?;
-    let mut resume = pending_checkpoint(&state, &inputs[recorded.len()], &exploration)?;
+    let mut resume =
+        pending_checkpoint(&state, &inputs[recorded.len()], &exploration, options.dedup)?;
     let searcher = Searcher::new(SearchConfig {
         threads: options.threads,
         dedup: options.dedup,
@@ -131,6 +132,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
         let mut checkpoints = StateCheckpoints {
             state: &mut state,
             hash: &input.hash,
+            dedup: options.dedup,
             every: options.checkpoint_every,
             next: options.checkpoint_every,
         };
@@ -231,10 +233,29 @@ fn pending_checkpoint(
     state: &StateDir,
     next: &InputText,
     exploration: &Exploration,
+    dedup: Dedup,
 ) -> Result<Option<Checkpoint>> {
-    let Some(RunCheckpoint { hash, checkpoint }) = state.checkpoint()? else {
+    let Some(RunCheckpoint {
+        hash,
+        checkpoint,
+        dedup: taken_in,
+    }) = state.checkpoint()?
+    else {
         return Ok(None);
     };
+    // The pending orthos of one mode are not those of the other.
+    let taken_in = if taken_in.is_empty() {
+        "tree"
+    } else {
+        &taken_in
+    };
+    if taken_in != dedup.name() {
+        tracing::info!(
+            taken_in,
+            "dropping a checkpoint taken with another --dedup; the version is searched afresh"
+        );
+        return Ok(None);
+    }
     let fits = hash == next.hash
         && checkpoint.base == *exploration.manifest()
         && checkpoint.version == exploration.manifest().version + 1;
@@ -254,6 +275,7 @@ fn pending_checkpoint(
 struct StateCheckpoints<'a> {
     state: &'a mut StateDir,
     hash: &'a str,
+    dedup: Dedup,
     every: u64,
     next: u64,
 }
@@ -271,6 +293,7 @@ impl Checkpoints for StateCheckpoints<'_> {
         self.state.save_checkpoint(&RunCheckpoint {
             hash: self.hash.to_owned(),
             checkpoint: checkpoint.clone(),
+            dedup: self.dedup.name().to_owned(),
         })?;
         tracing::info!(
             version = checkpoint.version,

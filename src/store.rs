@@ -48,6 +48,10 @@ pub struct RunCheckpoint {
     pub hash: String,
     /// Where its search stood.
     pub checkpoint: Checkpoint,
+    /// The dedup mode the search ran in ([`crate::search::Dedup::name`]);
+    /// empty in checkpoints from before it was recorded (tree mode).
+    #[serde(default)]
+    pub dedup: String,
 }
 
 /// One recorded version: which text it was and what its search found.

@@ -536,3 +536,38 @@ fn a_resumed_version_followed_by_another_in_the_same_run_is_exact() {
         assert_figures("ts_0_25k in three parts", step, &lines[step], &expected);
     }
 }
+
+/// A checkpoint taken in the tree mode is not resumed with `--dedup
+/// seen-set` (its pending orthos mean something else there): the version is
+/// searched afresh, with exact figures.
+#[test]
+fn a_checkpoint_is_not_resumed_in_the_other_dedup_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::case("ts_0_25k").contents().concat();
+    let files = split_at_sentences(&text, 3, dir.path());
+    let files = &files[..2];
+    let state = dir.path().join("state");
+    succeeded(
+        &run_coordinator(&files[..1], &state, &["--json", "--quiet"]),
+        "version 1",
+    );
+    let mut run = BackgroundRun::start(files, &state, dir.path());
+    run.kill_when(|out, log| out.lines().count() == 1 && BackgroundRun::checkpoints(log) >= 1);
+
+    let output = run_coordinator(files, &state, &["--json", "--quiet", "--dedup", "seen-set"]);
+    let lines = json_lines(&succeeded(&output, "the run in the other mode"));
+    assert_eq!(work(&lines[1], "resumed_after"), 0, "{}", lines[1]);
+    let contents: Vec<String> = files
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap())
+        .collect();
+    let interner = fold::Interner::from_texts(contents.iter().map(String::as_str));
+    let fresh = fold::search(
+        &interner,
+        &fold::SearchConfig::default(),
+        &mut fold::search::Unobserved,
+    )
+    .unwrap();
+    let expected = fold::report::VersionReport::new(&interner, &fresh.figures).to_json();
+    assert_figures("ts_0_25k, two of three parts", 1, &lines[1], &expected);
+}
