@@ -428,6 +428,27 @@ fn truncated_history_is_searched_again_and_later_versions_go_on() {
     );
 }
 
+/// A history file that is gone is damage like any other: the next version
+/// is searched afresh to its golden figures, with a warning naming it.
+#[test]
+fn a_missing_history_file_is_searched_again() {
+    let temp = tempfile::tempdir().unwrap();
+    let (case, state) = state_after_first_text(temp.path());
+    let file = state.join("history").join("history-0-0");
+    std::fs::remove_file(&file).unwrap();
+    let output = run_coordinator(
+        &case.texts,
+        &state,
+        &["--json", "--quiet", "--threads", "2"],
+    );
+    assert_golden(&case, &json_lines(&succeeded(&output, "after removal")));
+    let stderr = common::stderr_of(&output);
+    assert!(
+        stderr.contains("history-0-0") && stderr.contains("missing"),
+        "{stderr}"
+    );
+}
+
 /// A state dir written by an earlier fold (format `fold-state/1`) is refused
 /// with a message that says so, and left exactly as it was.
 #[test]

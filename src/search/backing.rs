@@ -55,7 +55,15 @@ impl Backing {
 
     /// The file `path` as it is, for reading only.
     pub fn open_read(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| io(path, "open", e))?;
+        // Files are only read where their owner recorded them as written:
+        // one that is gone is damage, like one that is cut short.
+        let file = File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::Damaged {
+                path: path.to_owned(),
+                detail: "the file is missing".into(),
+            },
+            _ => io(path, "open", e),
+        })?;
         let len = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
         Ok(Self {
             path: path.to_owned(),
