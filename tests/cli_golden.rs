@@ -9,13 +9,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use fold::Interner;
 use fold::report::{OptimalReport, VersionReport};
-use fold::search::Unobserved;
 use fold::store::{STATE_FILE, StateDir, VersionRecord, content_hash};
 use serde_json::Value;
 
-use common::run_coordinator;
+use common::{library_figures, run_coordinator};
 
 /// Every error the binary reports starts with this.
 const ERROR_PREFIX: &str = "fold-coordinator: error:";
@@ -122,14 +120,6 @@ fn recorded(dir: &Path) -> (Vec<VersionRecord>, Vec<String>) {
     );
     let state = StateDir::open(dir).expect("state dir opens");
     (state.versions().unwrap(), state.texts().unwrap())
-}
-
-/// The figures a fresh library search gives after ingesting `texts`, as JSON.
-fn library_figures(texts: &[String]) -> Value {
-    let interner = Interner::from_texts(texts.iter().map(String::as_str));
-    let outcome = fold::search(&interner, &fold::SearchConfig::default(), &mut Unobserved)
-        .expect("search succeeds");
-    VersionReport::new(&interner, &outcome.figures).to_json()
 }
 
 #[test]

@@ -12,9 +12,6 @@ mod common;
 
 use std::time::Duration;
 
-use fold::report::VersionReport;
-use fold::search::Unobserved;
-use fold::{Interner, SearchConfig};
 use serde_json::Value;
 
 use common::{
@@ -462,10 +459,7 @@ fn worker_reconnects_after_the_coordinator_restarts() {
     let second = coordinator.submit_and_wait(&fox.texts);
 
     let texts: Vec<String> = [&square, &fox].iter().flat_map(|c| c.contents()).collect();
-    let interner = Interner::from_texts(texts.iter().map(String::as_str));
-    let fresh = fold::search(&interner, &SearchConfig::default(), &mut Unobserved)
-        .expect("the library search runs");
-    let expected = VersionReport::new(&interner, &fresh.figures).to_json();
+    let expected = common::library_figures(&texts);
     assert_eq!(expected["version"], 2);
     assert_figures("square then fox", 1, &second[0], &expected);
 
@@ -817,12 +811,9 @@ fn coordinator_restarts_after_versions_whose_units_split_with_new_words() {
         .iter()
         .flat_map(|c| c.contents())
         .collect();
-    let interner = Interner::from_texts(texts.iter().map(String::as_str));
-    let fresh = fold::search(&interner, &SearchConfig::default(), &mut Unobserved)
-        .expect("the library search runs");
     let expected = [
         first.after_each_text[0].clone(),
-        VersionReport::new(&interner, &fresh.figures).to_json(),
+        common::library_figures(&texts),
     ];
     let check = |lines: &[Value]| {
         assert_eq!(lines.len(), 2, "{lines:?}");

@@ -542,18 +542,8 @@ fn a_resumed_version_followed_by_another_in_the_same_run_is_exact() {
         .iter()
         .map(|file| std::fs::read_to_string(file).unwrap())
         .collect();
-    let mut interner = fold::Interner::from_texts([contents[0].as_str()]);
-    for (step, content) in contents.iter().enumerate() {
-        if step > 0 {
-            interner.ingest(content);
-        }
-        let fresh = fold::search(
-            &interner,
-            &fold::SearchConfig::default(),
-            &mut fold::search::Unobserved,
-        )
-        .unwrap();
-        let expected = fold::report::VersionReport::new(&interner, &fresh.figures).to_json();
+    for step in 0..contents.len() {
+        let expected = common::library_figures(&contents[..=step]);
         assert_figures("ts_0_25k in three parts", step, &lines[step], &expected);
     }
 }
@@ -582,13 +572,6 @@ fn a_checkpoint_is_not_resumed_in_the_other_dedup_mode() {
         .iter()
         .map(|file| std::fs::read_to_string(file).unwrap())
         .collect();
-    let interner = fold::Interner::from_texts(contents.iter().map(String::as_str));
-    let fresh = fold::search(
-        &interner,
-        &fold::SearchConfig::default(),
-        &mut fold::search::Unobserved,
-    )
-    .unwrap();
-    let expected = fold::report::VersionReport::new(&interner, &fresh.figures).to_json();
+    let expected = common::library_figures(&contents);
     assert_figures("ts_0_25k, two of three parts", 1, &lines[1], &expected);
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Cluster, TOKEN};
 use fold::auth::BearerToken;
 use fold::proto::v1;
-use fold::top::view::View;
+use fold::top::view::{View, thousands};
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -49,19 +49,6 @@ fn render(view: &View, width: u16, height: u16) -> String {
             line.trim_end().to_owned() + "\n"
         })
         .collect()
-}
-
-/// 1234567 as "1,234,567", as the view shows figures.
-fn thousands(number: u64) -> String {
-    let digits = number.to_string();
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
 }
 
 #[test]

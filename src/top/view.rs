@@ -327,7 +327,7 @@ fn progress_bar(percent: u64, width: usize) -> String {
 }
 
 /// A number with thousands separators: 1,234,567.
-fn thousands(number: u64) -> String {
+pub fn thousands(number: u64) -> String {
     let digits = number.to_string();
     let mut out = String::new();
     for (index, digit) in digits.chars().enumerate() {

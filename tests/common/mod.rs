@@ -125,3 +125,16 @@ pub fn run_coordinator(files: &[PathBuf], state_dir: &Path, flags: &[&str]) -> O
         .output()
         .expect("fold-coordinator starts")
 }
+
+/// The figures a fresh library search gives after ingesting `texts`, as JSON
+/// (the reference for inputs without a golden case).
+pub fn library_figures(texts: &[String]) -> Value {
+    let interner = fold::Interner::from_texts(texts.iter().map(String::as_str));
+    let outcome = fold::search(
+        &interner,
+        &fold::SearchConfig::default(),
+        &mut fold::search::Unobserved,
+    )
+    .expect("search succeeds");
+    fold::report::VersionReport::new(&interner, &outcome.figures).to_json()
+}
