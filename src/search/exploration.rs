@@ -33,7 +33,7 @@ use super::history::{
     read_overrides, rewrite_batch, segment_paths,
 };
 use super::manifest::{Checkpoint, Checkpoints, Manifest, SegmentExtent, StoredFigures};
-use super::replay::replay;
+use super::replay::{ReplayScratch, replay};
 use super::revisit::{StoredHistory, revisit};
 use super::version::VersionSearch;
 use super::{Dedup, Figures, SearchConfig, SearchObserver, SearchStats, SeenSet};
@@ -506,9 +506,11 @@ impl Exploration {
         let seen = SeenSet::new();
         for (segment, extent) in self.manifest.segments.iter().enumerate() {
             let [path, _] = self.paths(segment as u32);
-            let reader = BlockReader::open(&path, extent.history_bytes)?;
+            let mut reader = BlockReader::open(&path, extent.history_bytes)?;
             replay(
-                reader,
+                &mut reader,
+                0,
+                &mut ReplayScratch::default(),
                 |_, _| true,
                 |replayed| {
                     let ortho = replayed.ortho().map_err(|detail| Error::Damaged {

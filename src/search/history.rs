@@ -58,7 +58,11 @@
 //!   record, as the search did.
 //! * `4` handoff — `count`: the search stopped with `count` orthos still
 //!   pending and handed them to other searches (other units of a distributed
-//!   search); replaying drops them, and the run ends.
+//!   search); replaying drops them, and the run ends if none are left.
+//!   The search also ends its run this way on its own now and then (see
+//!   [`BlockWriter::restart`]): a handoff of its whole stack, then a roots
+//!   block of the same orthos. Runs are so bounded, and a later version
+//!   reads a file's runs apart and replays them in parallel.
 //! * `3` overrides (only in `overrides-G-S`) — `count`, the node-id width
 //!   byte `n`, then per entry the segment and record index it replaces the
 //!   expansion of, and the new head byte and watched nodes (bit 6 is unused
@@ -223,6 +227,20 @@ impl BlockWriter {
         self.block(BlockKind::Handoff, |out| put_varint(out, count as u32))
     }
 
+    /// Ends the run and starts another from the pending `stack` (a handoff
+    /// of all of it, then its orthos as roots): the replayed stack is the
+    /// same, but the new run can be replayed without the blocks before it,
+    /// so a long history is replayed in parallel, run by run.
+    pub fn restart(&mut self, stack: &[Ortho]) -> Result<()> {
+        self.handoff(stack.len())?;
+        self.roots(stack)
+    }
+
+    /// The bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.file.len()
+    }
+
     /// Appends overrides.
     pub fn overrides(&mut self, entries: &[(RecordAt, Expansion)]) -> Result<()> {
         if entries.is_empty() {
@@ -324,11 +342,6 @@ impl BlockReader {
         })
     }
 
-    /// The file's path, for messages.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Makes the `len` bytes at `at` part of the read window; returns where
     /// they start in it.
     fn window_over(&mut self, at: u64, len: usize) -> Result<usize> {
@@ -357,20 +370,216 @@ impl BlockReader {
             .try_into()
             .expect("a header's length");
         let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
         let payload_at = at + BLOCK_HEADER as u64;
         if self.len - payload_at < u64::from(len) {
             return Err(damaged(&self.path, at, "block runs past the recorded end"));
         }
         let start = self.window_over(payload_at, len as usize)?;
         let payload = &self.window[start..start + len as usize];
-        if block_crc(header[0], len, payload) != crc {
-            return Err(damaged(&self.path, at, "checksum mismatch"));
-        }
-        let kind = BlockKind::of(header[0])
-            .ok_or_else(|| damaged(&self.path, at, format!("unknown block kind {}", header[0])))?;
+        let kind = checked_block(&self.path, at, &header, payload)?;
         self.offset = payload_at + u64::from(len);
         Ok(Some((kind, payload, at)))
+    }
+}
+
+/// The kind of the block at `at` with this header and payload, once its
+/// checksum and kind are checked.
+fn checked_block(
+    path: &Path,
+    at: u64,
+    header: &[u8; BLOCK_HEADER],
+    payload: &[u8],
+) -> Result<BlockKind> {
+    let crc = u32::from_le_bytes(header[5..9].try_into().expect("4 bytes"));
+    if block_crc(header[0], payload.len() as u32, payload) != crc {
+        return Err(damaged(path, at, "checksum mismatch"));
+    }
+    BlockKind::of(header[0])
+        .ok_or_else(|| damaged(path, at, format!("unknown block kind {}", header[0])))
+}
+
+/// Blocks in file order, as a replay reads them: their kind, payload and
+/// offset in the file; `None` at the end.
+pub(crate) trait Blocks {
+    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>>;
+
+    /// The file they come from, for messages.
+    fn path(&self) -> &Path;
+}
+
+impl Blocks for BlockReader {
+    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>> {
+        self.next()
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl BlockReader {
+    /// Where the next run lies: its blocks up to the next roots block that
+    /// follows other blocks (where the next run starts). Reads only block
+    /// headers and batch counts; the blocks are checked when the run is
+    /// read. `None` at the end of the file.
+    pub fn next_run(&mut self) -> Result<Option<RunExtent>> {
+        let mut run = RunExtent {
+            start: self.offset,
+            end: self.offset,
+            records: 0,
+        };
+        let mut opened = false;
+        while self.offset < self.len {
+            let at = self.offset;
+            if self.len - at < BLOCK_HEADER as u64 {
+                return Err(damaged(&self.path, at, "torn block header"));
+            }
+            // The header and the first bytes of the payload (a batch's count).
+            let peek = (self.len - at).min(BLOCK_HEADER as u64 + 5) as usize;
+            let start = self.window_over(at, peek)?;
+            let head = &self.window[start..start + peek];
+            let kind = head[0];
+            if kind == BlockKind::Roots as u8 && opened {
+                break;
+            }
+            opened |= kind != BlockKind::Roots as u8;
+            let len = u32::from_le_bytes(head[1..5].try_into().expect("4 bytes"));
+            if kind == BlockKind::Batch as u8 {
+                let count = get_varint(&mut &head[BLOCK_HEADER..])
+                    .ok_or_else(|| damaged(&self.path, at, "bad count"))?;
+                run.records = run
+                    .records
+                    .checked_add(count)
+                    .ok_or_else(|| damaged(&self.path, at, "too many records"))?;
+            }
+            let end = at + BLOCK_HEADER as u64 + u64::from(len);
+            if end > self.len {
+                return Err(damaged(&self.path, at, "block runs past the recorded end"));
+            }
+            self.offset = end;
+            run.end = end;
+        }
+        Ok((run.end > run.start).then_some(run))
+    }
+
+    /// The run at `extent` read into memory (its blocks are checked as
+    /// they are replayed). Runs are read by several threads at once.
+    /// `bytes` is memory to read it into (see [`Run::into_bytes`]).
+    pub fn read_run(&self, extent: &RunExtent, mut bytes: Vec<u8>) -> Result<Run> {
+        bytes.clear();
+        bytes.resize((extent.end - extent.start) as usize, 0);
+        self.file.read_at(&mut bytes, extent.start)?;
+        Ok(Run {
+            path: self.path.clone(),
+            start: extent.start,
+            bytes,
+        })
+    }
+
+    /// The blocks of the run at `extent`, read from the file as they come
+    /// (for a run too long to hold in memory).
+    pub fn run_on_file(&mut self, extent: &RunExtent) -> RunOnFile<'_> {
+        self.offset = extent.start;
+        RunOnFile {
+            reader: self,
+            end: extent.end,
+        }
+    }
+}
+
+/// Where one run of a history lies (see [`BlockReader::next_run`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RunExtent {
+    /// Its first block's offset.
+    pub start: u64,
+    /// The offset past its last block.
+    pub end: u64,
+    /// The records its batches hold.
+    pub records: u32,
+}
+
+impl RunExtent {
+    /// Its bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// One run of a history read into memory (see [`BlockReader::read_run`]).
+pub(crate) struct Run {
+    path: PathBuf,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl Run {
+    /// The file it was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its memory, for the next run to be read into.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Its blocks, from the first.
+    pub fn blocks(&self) -> RunBlocks<'_> {
+        RunBlocks { run: self, at: 0 }
+    }
+}
+
+/// The blocks of a [`Run`] in memory, each checked as it is read.
+pub(crate) struct RunBlocks<'a> {
+    run: &'a Run,
+    /// The next block's place in the run's bytes.
+    at: usize,
+}
+
+impl Blocks for RunBlocks<'_> {
+    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>> {
+        let bytes = &self.run.bytes[self.at..];
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let at = self.run.start + self.at as u64;
+        let torn = || damaged(&self.run.path, at, "torn block");
+        let header: &[u8; BLOCK_HEADER] = bytes
+            .get(..BLOCK_HEADER)
+            .and_then(|header| header.try_into().ok())
+            .ok_or_else(torn)?;
+        let len = u32::from_le_bytes(header[1..5].try_into().expect("4 bytes")) as usize;
+        let payload = bytes
+            .get(BLOCK_HEADER..BLOCK_HEADER + len)
+            .ok_or_else(torn)?;
+        let kind = checked_block(&self.run.path, at, header, payload)?;
+        self.at += BLOCK_HEADER + len;
+        Ok(Some((kind, payload, at)))
+    }
+
+    fn path(&self) -> &Path {
+        &self.run.path
+    }
+}
+
+/// The blocks of one run read from the file, for a run too long to hold in
+/// memory (see [`BlockReader::run_on_file`]).
+pub(crate) struct RunOnFile<'a> {
+    reader: &'a mut BlockReader,
+    /// The offset past the run's last block.
+    end: u64,
+}
+
+impl Blocks for RunOnFile<'_> {
+    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>> {
+        if self.reader.offset >= self.end {
+            return Ok(None);
+        }
+        self.reader.next()
+    }
+
+    fn path(&self) -> &Path {
+        &self.reader.path
     }
 }
 

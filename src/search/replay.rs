@@ -11,7 +11,7 @@
 //! arena is compacted to those, so memory follows the stack, not the history.
 
 use super::history::{
-    BlockKind, BlockReader, LEAF, RESHAPES, RawRecord, UP_BIT, decode_roots, get_varint, take_width,
+    BlockKind, Blocks, LEAF, RESHAPES, RawRecord, UP_BIT, decode_roots, get_varint, take_width,
 };
 use crate::error::{Error, Result};
 use crate::ortho::{Ortho, ReshapeKind, Step};
@@ -20,7 +20,7 @@ use crate::ortho::{Ortho, ReshapeKind, Step};
 const ROOT: u32 = u32::MAX;
 
 /// Nodes the arena may hold before its first compaction.
-const FIRST_COMPACTION: usize = 1 << 20;
+const FIRST_COMPACTION: usize = 1 << 16;
 
 /// A replayed ortho: the step that made it from its parent, or, for a root,
 /// its index among the roots.
@@ -63,6 +63,12 @@ struct Arena {
 }
 
 impl Arena {
+    fn clear(&mut self) {
+        self.nodes.clear();
+        self.roots.clear();
+        self.live = 0;
+    }
+
     /// The ortho of `node`, built from its root.
     fn ortho(&self, node: &Node) -> std::result::Result<Ortho, String> {
         let mut chain = vec![*node];
@@ -125,6 +131,14 @@ impl Arena {
     }
 }
 
+/// The memory a replay works in, kept from one replay to the next (a scan
+/// replays many runs).
+#[derive(Default)]
+pub(crate) struct ReplayScratch {
+    arena: Arena,
+    stack: Vec<Node>,
+}
+
 /// One replayed record that was wanted: its index in the segment, and its
 /// ortho on demand.
 pub(crate) struct Replayed<'a> {
@@ -141,30 +155,33 @@ impl Replayed<'_> {
     }
 }
 
-/// Replays the blocks `reader` yields: every record, in the order the search
-/// expanded them, is shown to `wanted` (its index and the record), and those
-/// it wants are handed to `visit` with their ortho on demand. Returns the
-/// number of records. The history must be complete: every run ends with
-/// nothing left to expand.
+/// Replays the runs `blocks` yields: every record, in the order the search
+/// expanded them, is shown to `wanted` (its index in the segment, counted
+/// from `first_index`, and the record), and those it wants are handed to
+/// `visit` with their ortho on demand. Returns the number of records. The
+/// runs must be complete: every run ends with nothing left to expand.
 ///
 /// `wanted` sees a million records for each few that `visit` does, so it
 /// should be cheap (it is inlined into the loop).
 pub(crate) fn replay(
-    mut reader: BlockReader,
+    blocks: &mut impl Blocks,
+    first_index: u32,
+    scratch: &mut ReplayScratch,
     mut wanted: impl FnMut(u32, &RawRecord<'_>) -> bool,
     mut visit: impl FnMut(&Replayed<'_>) -> Result<()>,
 ) -> Result<u32> {
-    let path = reader.path().to_owned();
+    let path = blocks.path().to_owned();
     let damaged = |at: u64, detail: String| Error::Damaged {
         path: path.clone(),
         detail: format!("at byte {at}: {detail}"),
     };
-    let mut arena = Arena::default();
-    let mut stack: Vec<Node> = Vec::new();
-    let mut index = 0u32;
+    let ReplayScratch { arena, stack } = scratch;
+    arena.clear();
+    stack.clear();
+    let mut index = first_index;
     let mut opening = true;
     let mut end = 0;
-    while let Some((kind, payload, at)) = reader.next()? {
+    while let Some((kind, payload, at)) = blocks.next_block()? {
         end = at + payload.len() as u64;
         match kind {
             BlockKind::Roots => {
@@ -202,22 +219,20 @@ pub(crate) fn replay(
                     let node = stack[position];
                     let (record, rest) =
                         RawRecord::split(bytes, width, false).map_err(|e| damaged(at, e.into()))?;
-                    bytes = push_children(rest, &record, node, &mut arena, &mut stack)
+                    bytes = push_children(rest, &record, node, arena, stack)
                         .map_err(|e| damaged(at, e.into()))?;
                     if wanted(index, &record) {
-                        visit(&Replayed {
-                            index,
-                            arena: &arena,
-                            node,
-                        })?;
+                        visit(&Replayed { index, arena, node })?;
                     }
-                    index += 1;
+                    index = index
+                        .checked_add(1)
+                        .ok_or_else(|| damaged(at, "too many records".into()))?;
                 }
                 stack.drain(first..first + count);
                 if !bytes.is_empty() {
                     return Err(damaged(at, "trailing bytes in a batch".into()));
                 }
-                arena.compact_if_large(&mut stack);
+                arena.compact_if_large(stack);
             }
             BlockKind::Handoff => {
                 let mut bytes = payload;
@@ -246,7 +261,7 @@ pub(crate) fn replay(
             ),
         ));
     }
-    Ok(index)
+    Ok(index - first_index)
 }
 
 /// Reads the children section of `record` off the front of `bytes`, pushing
@@ -303,4 +318,111 @@ fn push_children<'a>(
         }
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interner::Token;
+    use crate::ortho::{Expansion, Watch};
+    use crate::search::history::{BlockReader, BlockWriter, encode_record, node_width};
+
+    fn fill(token: u32) -> Step {
+        Step {
+            token,
+            reshape: None,
+        }
+    }
+
+    /// Every record of the file at `path`, read in `mode`: 0 the whole file,
+    /// 1 run by run in memory, 2 run by run from the file.
+    fn replayed(path: &std::path::Path, len: u64, mode: u8) -> Vec<(u32, Ortho)> {
+        let mut seen = Vec::new();
+        let mut visit = |replayed: &Replayed<'_>| {
+            seen.push((replayed.index, replayed.ortho().unwrap()));
+            Ok(())
+        };
+        let scratch = &mut ReplayScratch::default();
+        let mut reader = BlockReader::open(path, len).unwrap();
+        if mode == 0 {
+            let records = replay(&mut reader, 0, scratch, |_, _| true, &mut visit).unwrap();
+            assert_eq!(records, 4);
+            return seen;
+        }
+        let mut first = 0;
+        let mut runs = Vec::new();
+        while let Some(run) = reader.next_run().unwrap() {
+            runs.push(run);
+        }
+        assert_eq!(
+            runs.iter().map(|run| run.records).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        for run in runs {
+            let records = if mode == 1 {
+                let bytes = reader.read_run(&run, Vec::new()).unwrap();
+                replay(&mut bytes.blocks(), first, scratch, |_, _| true, &mut visit).unwrap()
+            } else {
+                let mut blocks = reader.run_on_file(&run);
+                replay(&mut blocks, first, scratch, |_, _| true, &mut visit).unwrap()
+            };
+            assert_eq!(records, run.records);
+            first += records;
+        }
+        seen
+    }
+
+    #[test]
+    fn a_restarted_history_replays_the_same_whole_or_run_by_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history-0-0");
+        let root = |token| Ortho::new(&[2, 2], &[Some(Token(token)), None, None, None]).unwrap();
+        let (first, second) = (root(1), root(2));
+        let leaf = Expansion {
+            leaf: true,
+            watch: Watch::new(&[1]).unwrap(),
+        };
+        let parent = Expansion {
+            leaf: false,
+            watch: Watch::new(&[2]).unwrap(),
+        };
+        let width = node_width(100);
+        let mut writer = BlockWriter::create(&path, false).unwrap();
+        writer.roots(&[first.clone(), second.clone()]).unwrap();
+        // The top of the stack, `second`, gets two children.
+        let mut record = Vec::new();
+        encode_record(&parent, false, &[fill(5), fill(6)], width, &mut record);
+        writer.batch(1, width, &[&record]).unwrap();
+        let children = [fill(5), fill(6)].map(|step| step.apply(&second).unwrap());
+        let stack = [first.clone(), children[0].clone(), children[1].clone()];
+        writer.restart(&stack).unwrap();
+        let mut leaves = Vec::new();
+        for _ in 0..3 {
+            encode_record(&leaf, false, &[], width, &mut leaves);
+        }
+        writer.batch(3, width, &[&leaves]).unwrap();
+        let len = writer.sync(true).unwrap();
+
+        let expected = vec![
+            (0, second),
+            (1, first),
+            (2, children[0].clone()),
+            (3, children[1].clone()),
+        ];
+        for mode in 0..3 {
+            assert_eq!(replayed(&path, len, mode), expected, "mode {mode}");
+        }
+        // A flipped bit in the second run is caught run by run too.
+        let mut bad = std::fs::read(&path).unwrap();
+        let last = bad.len() - 2;
+        bad[last] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+        let mut reader = BlockReader::open(&path, len).unwrap();
+        reader.next_run().unwrap().unwrap();
+        let run = reader.next_run().unwrap().unwrap();
+        let run = reader.read_run(&run, Vec::new()).unwrap();
+        let scratch = &mut ReplayScratch::default();
+        let error = replay(&mut run.blocks(), 1, scratch, |_, _| true, |_| Ok(())).unwrap_err();
+        assert!(error.to_string().contains("checksum mismatch"), "{error}");
+    }
 }

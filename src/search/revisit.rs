@@ -12,10 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::batch::Batches;
-use super::history::{BlockReader, RawRecord, RecordAt, segment_paths};
+use super::history::{BlockReader, Blocks, RawRecord, RecordAt, RunExtent, segment_paths};
 use super::manifest::SegmentExtent;
-use super::replay::replay;
+use super::replay::{ReplayScratch, replay};
 use crate::error::{Error, Result};
 use crate::interner::{Growth, Interner, PhraseNode};
 use crate::ortho::{Expansion, Ortho, Watch};
@@ -36,10 +38,27 @@ impl StoredHistory<'_> {
     }
 }
 
+/// Bytes a run may hold to be replayed in memory, in parallel with others;
+/// a longer one (a history written before runs were bounded) is replayed
+/// from the file on its own.
+const RUN_IN_MEMORY: u64 = 16 << 20;
+
+/// Records of the runs replayed in parallel at once (what they find waits
+/// in memory until they are all done).
+const WAVE_RECORDS: u32 = 1 << 22;
+
+/// A stored ortho to expand again: where its record is, the ortho, and
+/// whether it was a leaf.
+type Found = (RecordAt, Ortho, bool);
+
 /// Replays every segment of `stored`, expands again the stored orthos whose
 /// candidates may have grown since `base`, and adds the children of their
 /// new candidates to `roots`. Returns their new expansions, to be recorded
 /// as overrides.
+///
+/// A segment's runs are replayed in parallel, in waves of up to
+/// [`WAVE_RECORDS`] records, and what they found is expanded in their order, so the
+/// result does not depend on the threads.
 pub(super) fn revisit(
     stored: &StoredHistory<'_>,
     batches: &mut Batches<'_>,
@@ -47,23 +66,119 @@ pub(super) fn revisit(
     roots: &mut Vec<Ortho>,
 ) -> Result<Vec<(RecordAt, Expansion)>> {
     let interner = batches.interner;
+    let pool = batches.pool;
     let growth = interner.growth_since(base);
-    let batch_size = batches.batch_size.max(1);
-    let mut pending: Vec<(RecordAt, Ortho, bool)> = Vec::new();
-    let mut changed = Vec::new();
-    let mut memo = GainMemo::default();
+    let mut again = Again {
+        pending: Vec::new(),
+        changed: Vec::new(),
+        roots,
+        base,
+    };
     for (segment, extent) in stored.segments.iter().enumerate() {
-        let [path, _] = stored.paths(segment as u32);
-        let reader = BlockReader::open(&path, extent.history_bytes)?;
-        // Overrides in record order, met with a cursor as records pass.
+        let segment = segment as u32;
+        let [path, _] = stored.paths(segment);
+        let mut reader = BlockReader::open(&path, extent.history_bytes)?;
         let known: Vec<(u32, Expansion)> = stored
             .overrides
-            .get(segment)
+            .get(segment as usize)
             .into_iter()
             .flatten()
             .map(|(&index, &expansion)| (index, expansion))
             .collect();
-        let mut next_known = 0;
+        let filter = Filter {
+            interner,
+            base,
+            growth: &growth,
+            known: &known,
+        };
+        let mut records = 0u32;
+        let mut wave: Vec<(u32, RunExtent)> = Vec::new();
+        let mut wave_records = 0;
+        while let Some(run) = reader.next_run()? {
+            let first = records;
+            records = add_records(records, run.records, &path)?;
+            if run.len() > RUN_IN_MEMORY {
+                again.scan_wave(pool, &filter, segment, &reader, &mut wave, batches)?;
+                let mut blocks = reader.run_on_file(&run);
+                let scratch = &mut ReplayScratch::default();
+                let read = filter.scan(&mut blocks, first, scratch, |index, ortho, leaf| {
+                    again
+                        .pending
+                        .push((RecordAt { segment, index }, ortho, leaf));
+                    again.expand_if_full(batches)
+                })?;
+                check_run(&run, read, &path)?;
+                continue;
+            }
+            wave_records += run.records;
+            wave.push((first, run));
+            if wave_records >= WAVE_RECORDS {
+                again.scan_wave(pool, &filter, segment, &reader, &mut wave, batches)?;
+                wave_records = 0;
+            }
+        }
+        again.scan_wave(pool, &filter, segment, &reader, &mut wave, batches)?;
+        if u64::from(records) != extent.records {
+            return Err(Error::Damaged {
+                path,
+                detail: format!(
+                    "holds {records} records but {} were recorded",
+                    extent.records
+                ),
+            });
+        }
+        batches.stats.scanned += u64::from(records);
+    }
+    again.expand(batches)?;
+    Ok(again.changed)
+}
+
+/// Checks that replaying `run` read the records it holds.
+fn check_run(run: &RunExtent, read: u32, path: &Path) -> Result<()> {
+    if read == run.records {
+        return Ok(());
+    }
+    Err(Error::Damaged {
+        path: path.to_owned(),
+        detail: format!(
+            "the run at byte {} holds {} records but replays as {read}",
+            run.start, run.records
+        ),
+    })
+}
+
+fn add_records(records: u32, more: u32, path: &Path) -> Result<u32> {
+    records.checked_add(more).ok_or_else(|| Error::Damaged {
+        path: path.to_owned(),
+        detail: "more records than a segment can hold".into(),
+    })
+}
+
+/// What decides which stored orthos of one segment are expanded again.
+struct Filter<'a> {
+    interner: &'a Interner,
+    base: u32,
+    growth: &'a Growth,
+    /// The segment's overrides in record order.
+    known: &'a [(u32, Expansion)],
+}
+
+impl Filter<'_> {
+    /// Replays one run (or several) whose first record is `first`, handing
+    /// each stored ortho whose candidates may have grown to `found` (its
+    /// index, the ortho, whether it was a leaf). Returns the records read.
+    fn scan(
+        &self,
+        blocks: &mut impl Blocks,
+        first: u32,
+        scratch: &mut ReplayScratch,
+        mut found: impl FnMut(u32, Ortho, bool) -> Result<()>,
+    ) -> Result<u32> {
+        let (interner, base, known) = (self.interner, self.base, self.known);
+        let path = blocks.path().to_owned();
+        let mut memo = GainMemo::default();
+        // Overrides are met with a cursor as records pass.
+        let mut next_known = known.partition_point(|&(index, _)| index < first);
         // The expansion the filter found wanting, for the visit after it.
         let current = std::cell::Cell::new(Expansion::default());
         let wanted = |index: u32, record: &RawRecord<'_>| {
@@ -88,37 +203,109 @@ pub(super) fn revisit(
                 None => record.expansion(),
             };
             current.set(expansion);
-            memo.may_have_gained(&expansion.watch, interner, base, &growth)
+            memo.may_have_gained(&expansion.watch, interner, base, self.growth)
         };
-        let records = replay(reader, wanted, |replayed| {
+        replay(blocks, first, scratch, wanted, |replayed| {
             let index = replayed.index;
-            let at = RecordAt {
-                segment: segment as u32,
-                index,
-            };
             let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
                 path: path.clone(),
                 detail: format!("record {index}: {detail}"),
             })?;
-            pending.push((at, ortho, current.get().leaf));
-            if pending.len() >= batch_size {
-                revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
-            }
-            Ok(())
-        })?;
-        if u64::from(records) != extent.records {
-            return Err(Error::Damaged {
-                path,
-                detail: format!(
-                    "holds {records} records but {} were recorded",
-                    extent.records
-                ),
-            });
-        }
-        batches.stats.scanned += u64::from(records);
+            found(index, ortho, current.get().leaf)
+        })
     }
-    revisit_batch(batches, base, &mut pending, roots, &mut changed)?;
-    Ok(changed)
+}
+
+/// The stored orthos found to expand again, and what expanding them gave.
+struct Again<'r> {
+    pending: Vec<Found>,
+    changed: Vec<(RecordAt, Expansion)>,
+    roots: &'r mut Vec<Ortho>,
+    base: u32,
+}
+
+impl Again<'_> {
+    /// Replays the runs of `wave` in parallel, then takes what they found
+    /// in their order.
+    fn scan_wave(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        filter: &Filter<'_>,
+        segment: u32,
+        reader: &BlockReader,
+        wave: &mut Vec<(u32, RunExtent)>,
+        batches: &mut Batches<'_>,
+    ) -> Result<()> {
+        let scanned: Vec<Result<Vec<Found>>> = pool.install(|| {
+            wave.par_iter()
+                .map_init(
+                    || (Vec::new(), ReplayScratch::default()),
+                    |(bytes, scratch), (first, extent)| {
+                        let run = reader.read_run(extent, std::mem::take(bytes))?;
+                        let mut found = Vec::new();
+                        let read = filter.scan(
+                            &mut run.blocks(),
+                            *first,
+                            scratch,
+                            |index, ortho, leaf| {
+                                found.push((RecordAt { segment, index }, ortho, leaf));
+                                Ok(())
+                            },
+                        )?;
+                        check_run(extent, read, run.path())?;
+                        *bytes = run.into_bytes();
+                        Ok(found)
+                    },
+                )
+                .collect()
+        });
+        wave.clear();
+        for found in scanned {
+            for found in found? {
+                self.pending.push(found);
+                self.expand_if_full(batches)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Expands the pending orthos once they make a batch.
+    fn expand_if_full(&mut self, batches: &mut Batches<'_>) -> Result<()> {
+        if self.pending.len() >= batches.batch_size.max(1) {
+            self.expand(batches)?;
+        }
+        Ok(())
+    }
+
+    /// Expands the pending stored orthos again, keeping the children of
+    /// their new candidates as new roots and their new expansions.
+    fn expand(&mut self, batches: &mut Batches<'_>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let orthos: Vec<Ortho> = self
+            .pending
+            .iter()
+            .map(|(_, ortho, _)| ortho.clone())
+            .collect();
+        let mut expanded = batches.expand(&orthos, self.base, false)?;
+        batches.stats.revisited += orthos.len() as u64;
+        for ((at, _, was_leaf), expansion) in self.pending.drain(..).zip(&expanded.expansions) {
+            // Candidates only grow, so a leaf may stop being one but never
+            // the other way round.
+            if was_leaf && !expansion.leaf {
+                batches.figures.frontier =
+                    batches.figures.frontier.checked_sub(1).ok_or_else(|| {
+                        Error::Inconsistent("stored leaves do not add up to the frontier".into())
+                    })?;
+            }
+            self.changed.push((at, *expansion));
+        }
+        for part in expanded.children.iter_mut() {
+            self.roots.append(part);
+        }
+        Ok(())
+    }
 }
 
 /// Remembers [`Watch::may_have_gained`] for watches of two nodes, which
@@ -156,36 +343,4 @@ impl GainMemo {
         }
         slot.2
     }
-}
-
-/// Expands the stored orthos in `pending` again, keeping the children of
-/// their new candidates as new roots and their new expansions.
-fn revisit_batch(
-    batches: &mut Batches<'_>,
-    base: u32,
-    pending: &mut Vec<(RecordAt, Ortho, bool)>,
-    roots: &mut Vec<Ortho>,
-    changed: &mut Vec<(RecordAt, Expansion)>,
-) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let orthos: Vec<Ortho> = pending.iter().map(|(_, ortho, _)| ortho.clone()).collect();
-    let mut expanded = batches.expand(&orthos, base, false)?;
-    batches.stats.revisited += orthos.len() as u64;
-    for ((at, _, was_leaf), expansion) in pending.drain(..).zip(&expanded.expansions) {
-        // Candidates only grow, so a leaf may stop being one but never the
-        // other way round.
-        if was_leaf && !expansion.leaf {
-            batches.figures.frontier =
-                batches.figures.frontier.checked_sub(1).ok_or_else(|| {
-                    Error::Inconsistent("stored leaves do not add up to the frontier".into())
-                })?;
-        }
-        changed.push((at, *expansion));
-    }
-    for part in expanded.children.iter_mut() {
-        roots.append(part);
-    }
-    Ok(())
 }

@@ -135,6 +135,10 @@ impl<'a> VersionSearch<'a> {
     ) -> Result<()> {
         let started = self.started;
         let resumed_after = self.resumed_after;
+        let mut run = RunStart {
+            records: 0,
+            bytes: self.history.as_ref().map_or(0, BlockWriter::len),
+        };
         let overrides = &mut self.overrides;
         self.batches.run(
             &mut self.stack,
@@ -156,6 +160,9 @@ impl<'a> VersionSearch<'a> {
                     elapsed: started.elapsed(),
                 };
                 observer.on_batch(&progress)?;
+                if let Some(history) = history.as_deref_mut() {
+                    run.restart_if_due(history, batches.stats.processed, done.stack)?;
+                }
                 if checkpoints.due(&progress) {
                     let segment = SegmentExtent {
                         history_bytes: sync(history.as_deref_mut(), durable)?,
@@ -204,6 +211,50 @@ impl<'a> VersionSearch<'a> {
             segment,
             handed_off: self.handed_off,
         })
+    }
+}
+
+/// Records a history's run holds at least before another may start.
+const RUN_RECORDS: u64 = 1 << 16;
+
+/// A new run's roots (the pending stack, written whole) may cost at most
+/// this fraction of the run they end.
+const ROOTS_SHARE: u64 = 32;
+
+/// Where the history's current run started: the records and bytes before
+/// it (see [`BlockWriter::restart`]).
+struct RunStart {
+    records: u64,
+    bytes: u64,
+}
+
+impl RunStart {
+    /// Starts a new run from `stack` once the current one holds
+    /// [`RUN_RECORDS`] records (of `records` so far) and the new run's roots
+    /// would cost at most 1/[`ROOTS_SHARE`] of its bytes: so runs are many
+    /// and bounded, and the history barely grows.
+    fn restart_if_due(
+        &mut self,
+        history: &mut BlockWriter,
+        records: u64,
+        stack: &[Ortho],
+    ) -> Result<()> {
+        if stack.is_empty() || records - self.records < RUN_RECORDS {
+            return Ok(());
+        }
+        let roots_bytes: u64 = stack
+            .iter()
+            .map(|ortho| 2 + 2 * ortho.raw_slots().len() as u64)
+            .sum();
+        if roots_bytes * ROOTS_SHARE > history.len() - self.bytes {
+            return Ok(());
+        }
+        history.restart(stack)?;
+        *self = Self {
+            records,
+            bytes: history.len(),
+        };
+        Ok(())
     }
 }
 
