@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::interner::Interner;
+use crate::output::{self, Work};
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
 use crate::search::{
@@ -50,22 +51,6 @@ pub struct RunOptions {
     pub history: bool,
     /// How the search avoids finding an ortho twice.
     pub dedup: Dedup,
-}
-
-/// The work one version's search did in this run.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Work {
-    /// Orthos expanded for the first time.
-    pub processed: u64,
-    /// Stored orthos of earlier versions checked.
-    pub scanned: u64,
-    /// Stored orthos expanded again.
-    pub revisited: u64,
-    /// Checkpoints taken.
-    pub checkpoints: u64,
-    /// Orthos of this version already expanded before the checkpoint this
-    /// run resumed from (0 when it did not resume).
-    pub resumed_after: u64,
 }
 
 /// What a run did.
@@ -101,7 +86,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     let mut summary = RunSummary::default();
     let mut print_recorded = |out: &mut dyn Write| {
         for record in recorded.iter().take(inputs.len()) {
-            print_report(out, &record.report, options.json)?;
+            output::print(out, &output::report(&record.report, options.json))?;
             summary.reused += 1;
         }
         Ok::<_, Error>(())
@@ -177,8 +162,8 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             report,
         };
         state.append(&input.text, &record, Some(exploration.manifest()))?;
-        let work = Work::of(&advanced.stats, resumed_after);
-        print_searched(out, &record.report, &work, options.json)?;
+        let work = work_of(&advanced.stats, resumed_after);
+        output::print(out, &output::searched(&record.report, &work, options.json))?;
         summary.searched += 1;
         if exploration.wants_compaction() {
             exploration.compact()?;
@@ -304,15 +289,14 @@ impl Checkpoints for StateCheckpoints<'_> {
     }
 }
 
-impl Work {
-    fn of(stats: &SearchStats, resumed_after: u64) -> Self {
-        Self {
-            processed: stats.processed,
-            scanned: stats.scanned,
-            revisited: stats.revisited,
-            checkpoints: stats.checkpoints,
-            resumed_after,
-        }
+/// The work of one version's search, as the run reports it.
+fn work_of(stats: &SearchStats, resumed_after: u64) -> Work {
+    Work {
+        processed: stats.processed,
+        scanned: stats.scanned,
+        revisited: stats.revisited,
+        checkpoints: stats.checkpoints,
+        resumed_after,
     }
 }
 
@@ -341,53 +325,4 @@ fn check_agrees(inputs: &[InputText], recorded: &[VersionRecord], dir: &Path) ->
         }
     }
     Ok(())
-}
-
-fn print_report(out: &mut dyn Write, report: &VersionReport, json: bool) -> Result<()> {
-    let text = if json {
-        report.to_json_line() + "\n"
-    } else {
-        report.to_text()
-    };
-    write_out(out, &text)
-}
-
-/// Prints a searched version: its figures and, after them, the work it took
-/// (in JSON, a `work` object beside the figures).
-fn print_searched(
-    out: &mut dyn Write,
-    report: &VersionReport,
-    work: &Work,
-    json: bool,
-) -> Result<()> {
-    #[derive(serde::Serialize)]
-    struct Searched<'a> {
-        #[serde(flatten)]
-        report: &'a VersionReport,
-        work: &'a Work,
-    }
-    let text = if json {
-        serde_json::to_string(&Searched { report, work }).expect("a report always serialises")
-            + "\n"
-    } else {
-        let resumed = if work.resumed_after > 0 {
-            format!(", resumed after {} from a checkpoint", work.resumed_after)
-        } else {
-            String::new()
-        };
-        format!(
-            "{}work: {} orthos expanded, {} stored orthos checked, {} revisited{resumed}\n",
-            report.to_text(),
-            work.processed,
-            work.scanned,
-            work.revisited
-        )
-    };
-    write_out(out, &text)
-}
-
-fn write_out(out: &mut dyn Write, text: &str) -> Result<()> {
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("cannot write output", e))
 }

@@ -14,12 +14,14 @@
 //!   set only in the reference mode), leaves, optimum, and the stored history
 //!   that makes later versions incremental.
 //! * [`seed_api`] — the seed's [`process_text`] entry point.
-//! * [`report`] — figures as JSON and as a human-readable grid.
+//! * [`report`] — a version's figures with the optimal ortho as words (the golden JSON).
 //! * [`store`] — the state directory (texts and figures in redb); both redb
 //!   files check what they read back and turn a damaged file into an error.
-//! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
 //! * [`proto`] — the wire: generated `fold.v1` types, their conversions, chunk
 //!   and message sizes.
+//! * [`output`] — everything printed for users, as text and as JSON.
+//! * [`progress`] — progress bars on stderr for `run` and `submit --wait`.
+//! * [`embedded`] — `fold-coordinator run`: ingest files, search, print.
 //! * [`auth`] — the bearer token: sent by clients, checked by the coordinator.
 //! * [`tls`] — TLS settings of both sides, and failed connections in one sentence.
 //! * [`channel`] — the connection every client makes to a coordinator.
@@ -28,7 +30,6 @@
 //! * [`client`] — `fold-coordinator submit | status | optimal`.
 //! * [`top`] — `fold-coordinator top`: a live terminal view fed by WatchStatus.
 //! * [`metrics`] — Prometheus metrics of `serve` and `fold-worker`.
-//! * [`progress`] — progress bars on stderr for `run` and `submit --wait`.
 //! * [`cli`] — both binaries' command lines (clap), which the thin `src/bin/` mains parse.
 //!
 //! Data flows text → interner → search (spatial + ortho + canonical + history) → figures →
@@ -50,6 +51,7 @@ pub mod error;
 pub mod interner;
 pub mod metrics;
 pub mod ortho;
+pub mod output;
 pub mod progress;
 pub mod proto;
 pub mod report;

@@ -8,9 +8,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fold::channel::Connection;
 use fold::cli::{Command, CoordinatorCli};
-use fold::client::{self, StatusOptions, SubmitOptions};
+use fold::client::CoordinatorClient;
 use fold::embedded::{RunOptions, run};
+use fold::output::{self, StatusOptions};
+use fold::progress::VersionBar;
 
 // The search allocates and frees millions of small values; mimalloc keeps
 // that cheap.
@@ -57,7 +60,6 @@ fn main() -> ExitCode {
 fn asynchronous(command: Command) -> fold::Result<()> {
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| fold::Error::io("cannot start the async runtime", e))?;
-    let mut out = std::io::stdout();
     let result = runtime.block_on(async {
         match command {
             Command::Serve(args) => {
@@ -74,8 +76,13 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 quiet,
                 connection,
             } => {
-                let options = SubmitOptions { wait, json, quiet };
-                client::submit(&connection.connection(), &files, &options, &mut out).await
+                submit(
+                    &connection.connection(),
+                    &files,
+                    wait.then_some(!quiet),
+                    json,
+                )
+                .await
             }
             Command::Status {
                 json,
@@ -83,18 +90,23 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 workers,
                 connection,
             } => {
+                let mut client = CoordinatorClient::connect(&connection.connection()).await?;
+                let reply = client.status(units, workers).await?;
                 let options = StatusOptions {
                     json,
                     units,
                     workers,
                 };
-                client::status(&connection.connection(), options, &mut out).await
+                print(&output::status(&reply, options))
             }
             Command::Optimal {
                 version,
                 json,
                 connection,
-            } => client::optimal(&connection.connection(), version, json, &mut out).await,
+            } => {
+                let mut client = CoordinatorClient::connect(&connection.connection()).await?;
+                print(&output::optimal(&client.optimal(version).await?, json))
+            }
             Command::Top { connection } => fold::top::run(connection.connection()).await,
             Command::Run(_) => unreachable!("run is synchronous"),
         }
@@ -103,4 +115,48 @@ fn asynchronous(command: Command) -> fold::Result<()> {
     // Ctrl-C came) is not waited for.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
+}
+
+/// Submits `files` in order, each as the next version; with `wait` (whether
+/// to draw a progress bar), waits for each to finish and prints its figures.
+async fn submit(
+    connection: &Connection,
+    files: &[std::path::PathBuf],
+    wait: Option<bool>,
+    json: bool,
+) -> fold::Result<()> {
+    // Read everything first, so a bad file is refused before anything is sent.
+    let texts = files
+        .iter()
+        .map(|path| fold::text::read_text_file(path).map(|text| (path, text)))
+        .collect::<fold::Result<Vec<_>>>()?;
+    let mut client = CoordinatorClient::connect(connection).await?;
+    for (path, text) in texts {
+        let name = path.display().to_string();
+        let submitted = client.submit(&name, text).await?;
+        let Some(progress) = wait else {
+            print(&output::submitted(&name, &submitted, json))?;
+            continue;
+        };
+        let mut bar = VersionBar::new(submitted.version, progress);
+        let done = client
+            .wait_for(submitted.version, |status, reply| {
+                bar.update(
+                    status.units_done,
+                    status.units_total,
+                    status.orthos,
+                    reply.workers,
+                    reply.orthos_per_second,
+                );
+            })
+            .await;
+        bar.finish();
+        let report = fold::proto::report_of(&done?);
+        print(&output::report(&report, json))?;
+    }
+    Ok(())
+}
+
+fn print(text: &str) -> fold::Result<()> {
+    output::print(&mut std::io::stdout(), text)
 }

@@ -304,7 +304,7 @@ impl View {
                         report.dims,
                         report.volume,
                         report.fullness,
-                        report.grid()
+                        crate::output::grid(&report)
                     ),
                 )
             }
