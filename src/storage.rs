@@ -17,13 +17,19 @@
 //! state rebuilt, so a damaged page is reported before anything is written
 //! on top of it. Every redb call runs inside [`guarded`]: a panic there
 //! becomes [`Error::Damaged`] naming the file, and prints nothing.
+//!
+//! [`Db`] puts this together for both files: it opens or creates one, and
+//! runs read and write transactions whose code uses `?` on redb calls and
+//! returns [`TxnError`]; the error becomes an [`Error`] naming the file once,
+//! when the transaction ends.
 
 use std::cell::Cell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use redb::{
-    DatabaseError, ReadTransaction, ReadableTable, StorageError, TableDefinition, TableHandle,
-    WriteTransaction,
+    CommitError, Database, DatabaseError, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, StorageError, TableDefinition, TableError, TableHandle,
+    TransactionError, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
@@ -85,6 +91,237 @@ fn silence_guarded_panics() {
             }
         }));
     });
+}
+
+/// What can go wrong inside a transaction of a [`Db`]: redb fails, a value
+/// read back is damaged (what is wrong with it), or another error of fold's.
+/// The transaction's end turns it into an [`Error`] naming the file.
+#[derive(Debug)]
+pub(crate) enum TxnError {
+    Redb(redb::Error),
+    Damaged(String),
+    Fold(Error),
+}
+
+/// The result of code inside a transaction.
+pub(crate) type TxnResult<T> = std::result::Result<T, TxnError>;
+
+/// A value read back that cannot be trusted: what is wrong with it.
+pub(crate) fn damage(what: impl std::fmt::Display) -> TxnError {
+    TxnError::Damaged(what.to_string())
+}
+
+impl TxnError {
+    fn naming(self, file: &Path) -> Error {
+        match self {
+            Self::Redb(error) => Error::storage(file, error),
+            Self::Damaged(what) => damaged(file, what),
+            Self::Fold(error) => error,
+        }
+    }
+}
+
+impl From<Error> for TxnError {
+    fn from(error: Error) -> Self {
+        Self::Fold(error)
+    }
+}
+
+macro_rules! redb_errors {
+    ($($error:ty),*) => {$(
+        impl From<$error> for TxnError {
+            fn from(error: $error) -> Self {
+                Self::Redb(error.into())
+            }
+        }
+    )*};
+}
+
+redb_errors!(
+    redb::Error,
+    StorageError,
+    TableError,
+    TransactionError,
+    CommitError
+);
+
+/// One of fold's redb files, open for reading or for writing.
+pub(crate) struct Db {
+    path: PathBuf,
+    /// Always `Some` until dropped (the drop is guarded too).
+    handle: Option<Handle>,
+}
+
+enum Handle {
+    Reader(ReadOnlyDatabase),
+    Writer(Database),
+}
+
+/// A read transaction of a [`Db`], with the file's checksums.
+pub(crate) struct Reader {
+    txn: ReadTransaction,
+    checks: Checks,
+}
+
+impl Reader {
+    /// The transaction.
+    pub fn txn(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
+    /// The table `table`.
+    pub fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+    ) -> TxnResult<ReadOnlyTable<K, V>> {
+        Ok(self.txn.open_table(table)?)
+    }
+
+    /// The table `table`, if the file has it.
+    pub fn table_if_any<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+    ) -> TxnResult<Option<ReadOnlyTable<K, V>>> {
+        match self.txn.open_table(table) {
+            Ok(table) => Ok(Some(table)),
+            Err(TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Checks `bytes`, read under `key` (`table/key`), against its checksum.
+    pub fn verify(&self, key: &str, bytes: &[u8]) -> TxnResult<()> {
+        self.checks.verify(key, bytes).map_err(TxnError::Damaged)
+    }
+}
+
+impl Db {
+    /// Creates the file `file`, running `init` (its format marker and
+    /// tables) in its first transaction.
+    pub fn create(
+        file: &Path,
+        init: impl FnOnce(&WriteTransaction) -> TxnResult<()>,
+    ) -> Result<Self> {
+        guarded(file, || {
+            let db = Database::create(file).map_err(|e| Error::storage(file, e))?;
+            let db = Self {
+                path: file.to_owned(),
+                handle: Some(Handle::Writer(db)),
+            };
+            db.write(init)?;
+            Ok(db)
+        })
+    }
+
+    /// Opens the existing file `file` (which should be `what`, for
+    /// messages) for writing, verifying it first; a file written before
+    /// checksums existed gets them from `seal` (see [`seal_table`]).
+    pub fn open_for_writing(
+        file: &Path,
+        what: &str,
+        seal: impl FnOnce(&WriteTransaction) -> TxnResult<()>,
+    ) -> Result<Self> {
+        guarded(file, || {
+            let db = open_for_writing(file).map_err(|e| open_error(file, e, what, true))?;
+            let db = Self {
+                path: file.to_owned(),
+                handle: Some(Handle::Writer(db)),
+            };
+            db.seal_if_unsealed(seal)?;
+            Ok(db)
+        })
+    }
+
+    /// Opens the existing file `file` for reading only; one that a crash
+    /// left needing repair is opened for writing, which repairs it.
+    pub fn open_for_reading(file: &Path, what: &str) -> Result<Self> {
+        let handle = guarded(file, || match ReadOnlyDatabase::open(file) {
+            Ok(db) => Ok(Handle::Reader(db)),
+            Err(DatabaseError::RepairAborted) => open_for_writing(file)
+                .map(Handle::Writer)
+                .map_err(|e| open_error(file, e, what, true)),
+            Err(error) => Err(open_error(file, error, what, false)),
+        })?;
+        Ok(Self {
+            path: file.to_owned(),
+            handle: Some(handle),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether it is open for writing.
+    pub fn writable(&self) -> bool {
+        matches!(self.handle, Some(Handle::Writer(_)))
+    }
+
+    /// Runs `read` in a read transaction.
+    pub fn read<T>(&self, read: impl FnOnce(&Reader) -> TxnResult<T>) -> Result<T> {
+        guarded(&self.path, || {
+            let begun = match self.handle.as_ref().expect("open until dropped") {
+                Handle::Reader(db) => db.begin_read(),
+                Handle::Writer(db) => db.begin_read(),
+            };
+            let outcome = begun.map_err(TxnError::from).and_then(|txn| {
+                let checks = Checks::open(&txn)?;
+                read(&Reader { txn, checks })
+            });
+            outcome.map_err(|error| error.naming(&self.path))
+        })
+    }
+
+    /// Runs `write` in a write transaction and commits it durably.
+    pub fn write<T>(&self, write: impl FnOnce(&WriteTransaction) -> TxnResult<T>) -> Result<T> {
+        let Some(Handle::Writer(db)) = &self.handle else {
+            return Err(Error::Internal(format!(
+                "{} was opened for reading only",
+                self.path.display()
+            )));
+        };
+        guarded(&self.path, || {
+            let outcome = (|| {
+                let txn = db.begin_write()?;
+                let value = write(&txn)?;
+                txn.commit()?;
+                Ok(value)
+            })();
+            outcome.map_err(|error: TxnError| error.naming(&self.path))
+        })
+    }
+
+    /// Runs `seal` on a file written before checksums existed (and writes
+    /// nothing on one that has them).
+    fn seal_if_unsealed(
+        &self,
+        seal: impl FnOnce(&WriteTransaction) -> TxnResult<()>,
+    ) -> Result<()> {
+        let Some(Handle::Writer(db)) = &self.handle else {
+            return Ok(());
+        };
+        let outcome = (|| {
+            let txn = db.begin_write()?;
+            if unsealed(&txn)? {
+                seal(&txn)?;
+                txn.commit()?;
+            }
+            Ok(())
+        })();
+        outcome.map_err(|error: TxnError| error.naming(&self.path))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let _ = guarded(&self.path, || {
+                drop(handle);
+                Ok(())
+            });
+        }
+    }
 }
 
 /// Opens an existing redb file for writing, verifying it first: a damaged
@@ -192,17 +429,13 @@ impl Checks {
 }
 
 /// Records the checksum of `bytes`, stored under `key` (`table/key`).
-pub(crate) fn seal(
-    txn: &WriteTransaction,
-    key: &str,
-    bytes: &[u8],
-) -> std::result::Result<(), redb::Error> {
+pub(crate) fn seal(txn: &WriteTransaction, key: &str, bytes: &[u8]) -> TxnResult<()> {
     txn.open_table(CHECKS)?.insert(key, checksum(bytes))?;
     Ok(())
 }
 
 /// Forgets the checksum of a value removed from under `key`.
-pub(crate) fn unseal(txn: &WriteTransaction, key: &str) -> std::result::Result<(), redb::Error> {
+pub(crate) fn unseal(txn: &WriteTransaction, key: &str) -> TxnResult<()> {
     txn.open_table(CHECKS)?.remove(key)?;
     Ok(())
 }
@@ -210,7 +443,7 @@ pub(crate) fn unseal(txn: &WriteTransaction, key: &str) -> std::result::Result<(
 /// Whether the file `txn` writes was written before checksums existed (it
 /// has no `checks` table); such a file gets them all with [`seal_table`]
 /// before anything else is written.
-pub(crate) fn unsealed(txn: &WriteTransaction) -> std::result::Result<bool, redb::Error> {
+pub(crate) fn unsealed(txn: &WriteTransaction) -> TxnResult<bool> {
     Ok(!txn
         .list_tables()?
         .any(|existing| existing.name() == CHECKS.name()))
@@ -223,7 +456,7 @@ pub(crate) fn seal_table<K: redb::Key + 'static, V: redb::Value + 'static>(
     table: TableDefinition<K, V>,
     render: impl Fn(K::SelfType<'_>) -> String,
     bytes: impl Fn(V::SelfType<'_>) -> Vec<u8>,
-) -> std::result::Result<(), redb::Error> {
+) -> TxnResult<()> {
     let source = txn.open_table(table)?;
     let mut checks = txn.open_table(CHECKS)?;
     for entry in source.iter()? {

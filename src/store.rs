@@ -15,12 +15,12 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::error::{Error, Result};
 use crate::report::VersionReport;
 use crate::search::{Checkpoint, Manifest};
-use crate::storage::{self, CHECKS, Checks, META, damaged, guarded};
+use crate::storage::{self, CHECKS, Db, META, Reader, TxnResult, damage, damaged};
 
 /// Name of the database file inside a state directory.
 pub const STATE_FILE: &str = "fold-state.redb";
@@ -73,21 +73,8 @@ pub struct VersionRecord {
 pub struct StateDir {
     dir: PathBuf,
     file: PathBuf,
-    handle: Option<Handle>,
-}
-
-enum Handle {
-    Reader(ReadOnlyDatabase),
-    Writer(Database),
-}
-
-impl Handle {
-    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
-        match self {
-            Self::Reader(db) => db.begin_read(),
-            Self::Writer(db) => db.begin_read(),
-        }
-    }
+    /// `None` while the state is new (no file yet).
+    db: Option<Db>,
 }
 
 /// What the state file should be, for open errors.
@@ -107,7 +94,7 @@ impl StateDir {
         let mut state = Self {
             dir: dir.to_owned(),
             file,
-            handle: None,
+            db: None,
         };
         if !state.file.exists() {
             if dir.exists() {
@@ -124,17 +111,10 @@ impl StateDir {
             }
             return Ok(state);
         }
-        let file = state.file.clone();
-        let handle = guarded(&file, || match ReadOnlyDatabase::open(&file) {
-            Ok(db) => Ok(Handle::Reader(db)),
-            // A file left by a crash needs redb's repair, which only a writer does.
-            Err(redb::DatabaseError::RepairAborted) => storage::open_for_writing(&file)
-                .map(Handle::Writer)
-                .map_err(|e| storage::open_error(&file, e, WHAT, true)),
-            Err(error) => Err(storage::open_error(&file, error, WHAT, false)),
+        state.db = Some(Db::open_for_reading(&state.file, WHAT)?);
+        state.read((), |txn| {
+            Ok(storage::expect_format(txn.txn(), FORMAT, &state.file)?)
         })?;
-        state.handle = Some(handle);
-        state.check_format()?;
         Ok(state)
     }
 
@@ -150,101 +130,50 @@ impl StateDir {
     }
 
     /// The writable database, opened (or created) on first use.
-    fn writer(&mut self) -> Result<&Database> {
-        if !matches!(self.handle, Some(Handle::Writer(_))) {
+    fn writer(&mut self) -> Result<&Db> {
+        if !self.db.as_ref().is_some_and(Db::writable) {
             // Release the read-only handle (and its lock) before opening for writing.
-            self.drop_handle();
-            let file = self.file.clone();
-            let db = if file.exists() {
-                guarded(&file, || {
-                    let db = storage::open_for_writing(&file)
-                        .map_err(|e| storage::open_error(&file, e, WHAT, true))?;
-                    seal_if_unsealed(&db).map_err(|e| Error::storage(&file, e))?;
-                    Ok(db)
-                })?
+            self.db = None;
+            let db = if self.file.exists() {
+                Db::open_for_writing(&self.file, WHAT, seal_tables)?
             } else {
                 std::fs::create_dir_all(&self.dir).map_err(|e| {
                     Error::io(format!("cannot create state dir {}", self.dir.display()), e)
                 })?;
-                guarded(&file, || {
-                    let db = Database::create(&file).map_err(|e| Error::storage(&file, e))?;
-                    write_format(&db).map_err(|e| Error::storage(&file, e))?;
-                    Ok(db)
-                })?
+                Db::create(&self.file, create_tables)?
             };
-            self.handle = Some(Handle::Writer(db));
+            self.db = Some(db);
         }
-        match &self.handle {
-            Some(Handle::Writer(db)) => Ok(db),
-            _ => unreachable!("a writer was just opened"),
-        }
+        Ok(self.db.as_ref().expect("a writer was just opened"))
     }
 
-    /// Closes the database; a panic of the storage library on a damaged
-    /// file is caught here too.
-    fn drop_handle(&mut self) {
-        if let Some(handle) = self.handle.take() {
-            let _ = guarded(&self.file, || {
-                drop(handle);
-                Ok(())
-            });
+    /// Runs `read` in a read transaction, or returns `empty` for a state
+    /// that has no file yet.
+    fn read<T>(&self, empty: T, read: impl FnOnce(&Reader) -> TxnResult<T>) -> Result<T> {
+        match &self.db {
+            None => Ok(empty),
+            Some(db) => db.read(read),
         }
-    }
-
-    /// Runs `read` in a read transaction with the file's checksums, or
-    /// returns `empty` for a state that has no file yet.
-    fn read<T>(
-        &self,
-        empty: T,
-        read: impl FnOnce(&redb::ReadTransaction, &Checks) -> Result<T>,
-    ) -> Result<T> {
-        let Some(handle) = &self.handle else {
-            return Ok(empty);
-        };
-        guarded(&self.file, || {
-            let txn = handle.begin_read().map_err(|e| self.fail(e))?;
-            let checks = Checks::open(&txn).map_err(|e| self.fail(e))?;
-            read(&txn, &checks)
-        })
     }
 
     /// Runs `write` in a write transaction and commits it durably.
-    fn write(
-        &mut self,
-        write: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
-    ) -> Result<()> {
-        let file = self.file.clone();
-        let db = self.writer()?;
-        guarded(&file, || {
-            let txn = db.begin_write().map_err(|e| Error::storage(&file, e))?;
-            write(&txn).map_err(|e| Error::storage(&file, e))?;
-            txn.commit().map_err(|e| Error::storage(&file, e))
-        })
-    }
-
-    fn check_format(&self) -> Result<()> {
-        self.read((), |txn, _| storage::expect_format(txn, FORMAT, &self.file))
+    fn write(&mut self, write: impl FnOnce(&WriteTransaction) -> TxnResult<()>) -> Result<()> {
+        self.writer()?.write(write)
     }
 
     /// Every recorded version, in order (version 1 first).
     pub fn versions(&self) -> Result<Vec<VersionRecord>> {
-        self.read(Vec::new(), |txn, checks| {
-            let table = txn.open_table(VERSIONS).map_err(|e| self.fail(e))?;
+        self.read(Vec::new(), |txn| {
             let mut records = Vec::new();
-            for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
-                let (version, record) = entry.map_err(|e| self.fail(e))?;
+            for (expected, entry) in (1u32..).zip(txn.table(VERSIONS)?.iter()?) {
+                let (version, record) = entry?;
                 if version.value() != expected {
-                    return Err(damaged(
-                        &self.file,
-                        format!("version {expected} is missing"),
-                    ));
+                    return Err(damage(format!("version {expected} is missing")));
                 }
                 let json = record.value();
-                checks
-                    .verify(&format!("versions/{expected}"), json.as_bytes())
-                    .map_err(|what| damaged(&self.file, what))?;
+                txn.verify(&format!("versions/{expected}"), json.as_bytes())?;
                 let record: VersionRecord = serde_json::from_str(json)
-                    .map_err(|e| damaged(&self.file, format!("version {expected}: {e}")))?;
+                    .map_err(|e| damage(format!("version {expected}: {e}")))?;
                 records.push(record);
             }
             Ok(records)
@@ -255,24 +184,17 @@ impl StateDir {
     /// its version's content hash.
     pub fn texts(&self) -> Result<Vec<String>> {
         let records = self.versions()?;
-        let texts = self.read(Vec::new(), |txn, checks| {
-            let table = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
+        let texts = self.read(Vec::new(), |txn| {
             let mut texts = Vec::new();
-            for (expected, entry) in (1u32..).zip(table.iter().map_err(|e| self.fail(e))?) {
-                let (version, text) = entry.map_err(|e| self.fail(e))?;
+            for (expected, entry) in (1u32..).zip(txn.table(TEXTS)?.iter()?) {
+                let (version, text) = entry?;
                 if version.value() != expected {
-                    return Err(damaged(&self.file, format!("text {expected} is missing")));
+                    return Err(damage(format!("text {expected} is missing")));
                 }
                 let bytes = text.value();
-                checks
-                    .verify(&format!("texts/{expected}"), bytes)
-                    .map_err(|what| damaged(&self.file, what))?;
-                let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
-                    damaged(
-                        &self.file,
-                        format!("text of version {expected} is not UTF-8"),
-                    )
-                })?;
+                txn.verify(&format!("texts/{expected}"), bytes)?;
+                let text = String::from_utf8(bytes.to_vec())
+                    .map_err(|_| damage(format!("text of version {expected} is not UTF-8")))?;
                 texts.push(text);
             }
             Ok(texts)
@@ -313,16 +235,13 @@ impl StateDir {
         let Some(mut checkpoint) = self.search_entry::<RunCheckpoint>("checkpoint")? else {
             return Ok(None);
         };
-        let pending = self.read(None, |txn, checks| {
-            let table = txn.open_table(PENDING).map_err(|e| self.fail(e))?;
-            let pending = table
-                .get("checkpoint")
-                .map_err(|e| self.fail(e))?
-                .ok_or_else(|| damaged(&self.file, "a checkpoint without its pending orthos"))?;
+        let pending = self.read(None, |txn| {
+            let pending = txn
+                .table(PENDING)?
+                .get("checkpoint")?
+                .ok_or_else(|| damage("a checkpoint without its pending orthos"))?;
             let pending = pending.value().to_vec();
-            checks
-                .verify("pending/checkpoint", &pending)
-                .map_err(|what| damaged(&self.file, what))?;
+            txn.verify("pending/checkpoint", &pending)?;
             Ok(Some(pending))
         })?;
         let Some(pending) = pending else {
@@ -333,23 +252,19 @@ impl StateDir {
     }
 
     fn search_entry<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.read(None, |txn, checks| {
-            let table = match txn.open_table(SEARCH) {
-                Ok(table) => table,
-                // State written before the search log existed.
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(self.fail(e)),
+        self.read(None, |txn| {
+            // State written before the search log existed has no table.
+            let Some(table) = txn.table_if_any(SEARCH)? else {
+                return Ok(None);
             };
-            let Some(json) = table.get(key).map_err(|e| self.fail(e))? else {
+            let Some(json) = table.get(key)? else {
                 return Ok(None);
             };
             let json = json.value();
-            checks
-                .verify(&format!("search/{key}"), json.as_bytes())
-                .map_err(|what| damaged(&self.file, what))?;
+            txn.verify(&format!("search/{key}"), json.as_bytes())?;
             serde_json::from_str(json)
                 .map(Some)
-                .map_err(|e| damaged(&self.file, format!("search {key}: {e}")))
+                .map_err(|e| damage(format!("search {key}: {e}")))
         })
     }
 
@@ -424,48 +339,28 @@ impl StateDir {
             storage::seal(txn, &format!("versions/{version}"), json.as_bytes())
         })
     }
-
-    fn fail(&self, error: impl std::fmt::Display) -> Error {
-        Error::storage(&self.file, error)
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        self.drop_handle();
-    }
 }
 
 /// Writes the format marker and creates the tables of a new state database.
-fn write_format(db: &Database) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut meta = txn.open_table(META)?;
-        meta.insert("format", FORMAT)?;
-    }
+fn create_tables(txn: &WriteTransaction) -> TxnResult<()> {
+    txn.open_table(META)?.insert("format", FORMAT)?;
     txn.open_table(TEXTS)?;
     txn.open_table(VERSIONS)?;
     txn.open_table(SEARCH)?;
     txn.open_table(PENDING)?;
     txn.open_table(CHECKS)?;
-    txn.commit()?;
     Ok(())
 }
 
 /// Gives a state file written before checksums existed a checksum for each
 /// of its values (see `storage.rs`).
-fn seal_if_unsealed(db: &Database) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    if !storage::unsealed(&txn)? {
-        return Ok(());
-    }
+fn seal_tables(txn: &WriteTransaction) -> TxnResult<()> {
     let text = |bytes: &[u8]| bytes.to_vec();
     let json = |value: &str| value.as_bytes().to_vec();
-    storage::seal_table(&txn, TEXTS, |v| v.to_string(), text)?;
-    storage::seal_table(&txn, VERSIONS, |v| v.to_string(), json)?;
-    storage::seal_table(&txn, SEARCH, |k| k.to_owned(), json)?;
-    storage::seal_table(&txn, PENDING, |k| k.to_owned(), text)?;
-    txn.commit()?;
+    storage::seal_table(txn, TEXTS, |v| v.to_string(), text)?;
+    storage::seal_table(txn, VERSIONS, |v| v.to_string(), json)?;
+    storage::seal_table(txn, SEARCH, |k| k.to_owned(), json)?;
+    storage::seal_table(txn, PENDING, |k| k.to_owned(), text)?;
     Ok(())
 }
 
@@ -538,7 +433,7 @@ mod tests {
 
     /// Changes the stored record of version 1 behind the checksums' back.
     fn overwrite_version_one(file: &Path, json: &str) {
-        let db = Database::open(file).unwrap();
+        let db = redb::Database::open(file).unwrap();
         let txn = db.begin_write().unwrap();
         txn.open_table(VERSIONS).unwrap().insert(1, json).unwrap();
         txn.commit().unwrap();
@@ -582,7 +477,7 @@ mod tests {
         let file = dir.path().join(STATE_FILE);
         {
             // What an earlier fold wrote: the same tables, no checksums.
-            let db = Database::create(&file).unwrap();
+            let db = redb::Database::create(&file).unwrap();
             let txn = db.begin_write().unwrap();
             txn.open_table(META)
                 .unwrap()

@@ -10,17 +10,17 @@
 //! restart (without the lost splits, which its new attempt makes anew),
 //! never that anything is counted twice.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::coordinator::ledger::{CountedResult, UnitResult};
 use crate::coordinator::units::{UnitDef, UnitId};
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
 use crate::search::Dedup;
-use crate::storage::{self, CHECKS, Checks, META, damaged, guarded};
+use crate::storage::{self, CHECKS, Db, META, TxnResult, damage};
 
 /// Name of the database file inside the state dir.
 pub const COORDINATOR_FILE: &str = "coordinator.redb";
@@ -65,11 +65,9 @@ pub enum Change {
 
 /// The coordinator's redb file.
 pub struct CoordinatorStore {
-    path: PathBuf,
     /// The dedup mode the store was created with.
     dedup: Dedup,
-    /// Always `Some` until dropped (the drop is guarded too).
-    db: Option<Database>,
+    db: Db,
 }
 
 impl CoordinatorStore {
@@ -92,17 +90,8 @@ impl CoordinatorStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("cannot create state dir {}", dir.display()), e))?;
             let dedup = dedup.unwrap_or_default();
-            let db = guarded(&path, || {
-                let db = Database::create(&path).map_err(|e| Error::storage(&path, e))?;
-                write_format(&db, dedup).map_err(|e| Error::storage(&path, e))?;
-                Ok(db)
-            });
-            return match db {
-                Ok(db) => Ok(Self {
-                    path,
-                    dedup,
-                    db: Some(db),
-                }),
+            return match Db::create(&path, |txn| create_tables(txn, dedup)) {
+                Ok(db) => Ok(Self { dedup, db }),
                 Err(error) => {
                     let _ = std::fs::remove_file(&path);
                     if created {
@@ -112,35 +101,23 @@ impl CoordinatorStore {
                 }
             };
         }
-        let db = guarded(&path, || {
-            let db = storage::open_for_writing(&path)
-                .map_err(|e| storage::open_error(&path, e, WHAT, true))?;
-            seal_if_unsealed(&db).map_err(|e| Error::storage(&path, e))?;
-            Ok(db)
-        })?;
-        let mut store = Self {
-            path,
-            dedup: Dedup::default(),
-            db: Some(db),
-        };
-        store.dedup = store.read(|txn, _| {
-            storage::expect_format(txn, FORMAT, &store.path)?;
-            let meta = txn.open_table(META).map_err(|e| store.fail(e))?;
-            let stored = meta.get("dedup").map_err(|e| store.fail(e))?;
+        let db = Db::open_for_writing(&path, WHAT, seal_tables)?;
+        let stored = db.read(|txn| {
+            storage::expect_format(txn.txn(), FORMAT, &path)?;
+            let stored = txn.table(META)?.get("dedup")?;
             let name = stored.as_ref().map(|name| name.value()).unwrap_or_default();
-            Dedup::from_name(name)
-                .ok_or_else(|| damaged(&store.path, format!("unknown dedup mode {name:?}")))
+            Dedup::from_name(name).ok_or_else(|| damage(format!("unknown dedup mode {name:?}")))
         })?;
-        if let Some(asked) = dedup.filter(|&asked| asked != store.dedup) {
+        if let Some(asked) = dedup.filter(|&asked| asked != stored) {
             return Err(Error::BadState(format!(
                 "state dir {} searches with --dedup {}; it cannot switch to --dedup {} (its \
                  units were made for the other mode): leave --dedup out, or use a new --state-dir",
                 dir.display(),
-                store.dedup.name(),
+                stored.name(),
                 asked.name()
             )));
         }
-        Ok(store)
+        Ok(Self { dedup: stored, db })
     }
 
     /// The dedup mode of the store's searches.
@@ -150,69 +127,26 @@ impl CoordinatorStore {
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn db(&self) -> &Database {
-        self.db
-            .as_ref()
-            .expect("the database is open until dropped")
-    }
-
-    /// Runs `read` in a read transaction with the file's checksums.
-    fn read<T>(
-        &self,
-        read: impl FnOnce(&redb::ReadTransaction, &Checks) -> Result<T>,
-    ) -> Result<T> {
-        guarded(&self.path, || {
-            let txn = self.db().begin_read().map_err(|e| self.fail(e))?;
-            let checks = Checks::open(&txn).map_err(|e| self.fail(e))?;
-            read(&txn, &checks)
-        })
-    }
-
-    /// Runs `write` in a write transaction and commits it durably.
-    fn write(
-        &self,
-        write: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<(), redb::Error>,
-    ) -> Result<()> {
-        guarded(&self.path, || {
-            let txn = self.db().begin_write().map_err(|e| self.fail(e))?;
-            write(&txn).map_err(|e| self.fail(e))?;
-            txn.commit().map_err(|e| self.fail(e))
-        })
+        self.db.path()
     }
 
     /// Everything stored, each value checked against its checksum.
     pub fn load(&self) -> Result<Stored> {
-        self.read(|txn, checks| {
-            let texts = txn.open_table(TEXTS).map_err(|e| self.fail(e))?;
-            let sources = txn.open_table(SOURCES).map_err(|e| self.fail(e))?;
-            let verify = |key: String, bytes: &[u8]| {
-                checks
-                    .verify(&key, bytes)
-                    .map_err(|what| damaged(&self.path, what))
-            };
+        self.db.read(|txn| {
+            let sources = txn.table(SOURCES)?;
             let mut versions = Vec::new();
-            for (expected, entry) in (1u32..).zip(texts.iter().map_err(|e| self.fail(e))?) {
-                let (version, text) = entry.map_err(|e| self.fail(e))?;
+            for (expected, entry) in (1u32..).zip(txn.table(TEXTS)?.iter()?) {
+                let (version, text) = entry?;
                 if version.value() != expected {
-                    return Err(damaged(
-                        &self.path,
-                        format!("version {expected} is missing"),
-                    ));
+                    return Err(damage(format!("version {expected} is missing")));
                 }
-                verify(format!("texts/{expected}"), text.value())?;
-                let text = String::from_utf8(text.value().to_vec()).map_err(|_| {
-                    damaged(
-                        &self.path,
-                        format!("text of version {expected} is not UTF-8"),
-                    )
-                })?;
-                let source = match sources.get(expected).map_err(|e| self.fail(e))? {
+                txn.verify(&format!("texts/{expected}"), text.value())?;
+                let text = String::from_utf8(text.value().to_vec())
+                    .map_err(|_| damage(format!("text of version {expected} is not UTF-8")))?;
+                let source = match sources.get(expected)? {
                     Some(source) => {
                         let source = source.value().to_owned();
-                        verify(format!("sources/{expected}"), source.as_bytes())?;
+                        txn.verify(&format!("sources/{expected}"), source.as_bytes())?;
                         source
                     }
                     None => String::new(),
@@ -220,35 +154,22 @@ impl CoordinatorStore {
                 versions.push(StoredVersion { source, text });
             }
             let mut units = Vec::new();
-            for entry in txn
-                .open_table(UNITS)
-                .map_err(|e| self.fail(e))?
-                .iter()
-                .map_err(|e| self.fail(e))?
-            {
-                let (id, value) = entry.map_err(|e| self.fail(e))?;
+            for entry in txn.table(UNITS)?.iter()? {
+                let (id, value) = entry?;
                 let id = id.value();
-                verify(format!("units/{id}"), value.value())?;
+                txn.verify(&format!("units/{id}"), value.value())?;
                 let def = UnitDef::decode(value.value())
-                    .map_err(|e| damaged(&self.path, format!("unit {id}: {e}")))?;
+                    .map_err(|e| damage(format!("unit {id}: {e}")))?;
                 if def.id != id || def.created as usize > versions.len() || def.created == 0 {
-                    return Err(damaged(
-                        &self.path,
-                        format!("unit {id} does not fit its record"),
-                    ));
+                    return Err(damage(format!("unit {id} does not fit its record")));
                 }
                 units.push(def);
             }
             let mut results = Vec::new();
-            for entry in txn
-                .open_table(RESULTS)
-                .map_err(|e| self.fail(e))?
-                .iter()
-                .map_err(|e| self.fail(e))?
-            {
-                let (key, value) = entry.map_err(|e| self.fail(e))?;
+            for entry in txn.table(RESULTS)?.iter()? {
+                let (key, value) = entry?;
                 let (version, unit) = key.value();
-                verify(format!("results/{version}/{unit}"), value.value())?;
+                txn.verify(&format!("results/{version}/{unit}"), value.value())?;
                 results.push((version, unit, value.value().to_vec()));
             }
             Ok(Stored {
@@ -268,7 +189,7 @@ impl CoordinatorStore {
         text: &str,
         units: &[UnitDef],
     ) -> Result<()> {
-        self.write(|txn| {
+        self.db.write(|txn| {
             txn.open_table(TEXTS)?.insert(version, text.as_bytes())?;
             storage::seal(txn, &format!("texts/{version}"), text.as_bytes())?;
             txn.open_table(SOURCES)?.insert(version, source)?;
@@ -282,7 +203,7 @@ impl CoordinatorStore {
         if changes.is_empty() {
             return Ok(());
         }
-        self.write(|txn| {
+        self.db.write(|txn| {
             for change in changes {
                 match change {
                     Change::Unit(def) => write_units(txn, std::slice::from_ref(def))?,
@@ -297,26 +218,10 @@ impl CoordinatorStore {
             Ok(())
         })
     }
-
-    fn fail(&self, error: impl std::fmt::Display) -> Error {
-        Error::storage(&self.path, error)
-    }
-}
-
-impl Drop for CoordinatorStore {
-    fn drop(&mut self) {
-        if let Some(db) = self.db.take() {
-            let _ = guarded(&self.path, || {
-                drop(db);
-                Ok(())
-            });
-        }
-    }
 }
 
 /// Writes the format marker and creates the tables of a new coordinator file.
-fn write_format(db: &Database, dedup: Dedup) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+fn create_tables(txn: &WriteTransaction, dedup: Dedup) -> TxnResult<()> {
     let mut meta = txn.open_table(META)?;
     meta.insert("format", FORMAT)?;
     meta.insert("dedup", dedup.name())?;
@@ -326,35 +231,25 @@ fn write_format(db: &Database, dedup: Dedup) -> std::result::Result<(), redb::Er
     txn.open_table(UNITS)?;
     txn.open_table(RESULTS)?;
     txn.open_table(CHECKS)?;
-    txn.commit()?;
     Ok(())
 }
 
 /// Gives a coordinator file written before checksums existed a checksum for
 /// each of its values (see `storage.rs`).
-fn seal_if_unsealed(db: &Database) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    if !storage::unsealed(&txn)? {
-        return Ok(());
-    }
-    storage::seal_table(&txn, TEXTS, |v| v.to_string(), |bytes| bytes.to_vec())?;
-    storage::seal_table(&txn, SOURCES, |v| v.to_string(), |s| s.as_bytes().to_vec())?;
-    storage::seal_table(&txn, UNITS, |id| id.to_string(), |bytes| bytes.to_vec())?;
+fn seal_tables(txn: &WriteTransaction) -> TxnResult<()> {
+    storage::seal_table(txn, TEXTS, |v| v.to_string(), |bytes| bytes.to_vec())?;
+    storage::seal_table(txn, SOURCES, |v| v.to_string(), |s| s.as_bytes().to_vec())?;
+    storage::seal_table(txn, UNITS, |id| id.to_string(), |bytes| bytes.to_vec())?;
     storage::seal_table(
-        &txn,
+        txn,
         RESULTS,
         |(version, unit)| format!("{version}/{unit}"),
         |bytes| bytes.to_vec(),
-    )?;
-    txn.commit()?;
-    Ok(())
+    )
 }
 
 /// Writes unit records (new, or with more exclusions).
-fn write_units(
-    txn: &redb::WriteTransaction,
-    units: &[UnitDef],
-) -> std::result::Result<(), redb::Error> {
+fn write_units(txn: &WriteTransaction, units: &[UnitDef]) -> TxnResult<()> {
     let mut table = txn.open_table(UNITS)?;
     for def in units {
         let bytes = def.encode();
