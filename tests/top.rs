@@ -234,10 +234,14 @@ fn top_runs_in_a_terminal_and_survives_its_coordinator_restarting() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}\n{}", top.contents());
-    // Give the reader thread a moment to see the last bytes.
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        !top.screen.lock().unwrap().screen().alternate_screen(),
-        "top left the terminal on its alternate screen"
-    );
+    // The reader thread may not have seen the last bytes yet (on a loaded
+    // machine, for a while): wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while top.screen.lock().unwrap().screen().alternate_screen() {
+        assert!(
+            Instant::now() < deadline,
+            "top left the terminal on its alternate screen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -36,6 +36,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tonic_reflection::server::{v1 as reflection_v1, v1alpha as reflection_v1alpha};
+
 use crate::auth::TokenCheck;
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
@@ -188,11 +190,126 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// Serves until `shutdown` resolves. `on_listening` is told the bound address
 /// (useful with port 0).
+///
+/// Shutdown is joined: the signal reaches every background task through one
+/// watch channel (lease expiry and saving, the plain-text health server),
+/// the gRPC server drains its connections (for at most
+/// [`SHUTDOWN_GRACE`]), every task is awaited, and the finished units are
+/// saved last.
 pub async fn serve(
     options: ServeOptions,
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    check_options(&options)?;
+    let limits = connection_limits(options.max_connections);
+    let mut server = grpc_server(&options)?;
+    // Bind first: a coordinator that cannot listen leaves no state dir behind.
+    let listeners = Listeners::bind(&options).await?;
+    let bound = listeners.bound;
+
+    let store = CoordinatorStore::open(&options.state_dir, options.dedup)?;
+    let (ledger, vocabulary, texts) = restore(&store, &options)?;
+    tracing::info!(
+        versions = texts.len(),
+        max_connections = limits.max_connections,
+        "state restored"
+    );
+    let shared = Arc::new(Shared::new(
+        ledger,
+        vocabulary,
+        texts,
+        store,
+        options.max_text_bytes,
+    ));
+    if let Some(listener) = listeners.metrics {
+        let observed = shared.clone();
+        crate::metrics::serve(listener, crate::metrics::Role::Coordinator, move || {
+            observed.observe_metrics();
+        })?;
+    }
+
+    // The signal turns `stopping` true; a dropped sender ends the waits too.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(background(shared.clone(), options.lease, stopping.clone()));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, tonic_health::ServingStatus::Serving).await;
+    if let Some(listener) = listeners.health {
+        tasks.spawn(health_only(
+            listener,
+            health_service.clone(),
+            stopping.clone(),
+        ));
+    }
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+    let router = server
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(coordinator_service(shared.clone(), &options.token));
+
+    on_listening(bound);
+    let incoming = connections::accept(listeners.grpc, limits);
+    let served = serve_until_stopped(router, incoming, &shared, &health, &stopping).await;
+    // Whether the signal came or the server failed, every task now ends.
+    signal.abort();
+    let _ = signal.await;
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(error) = joined {
+            tracing::error!(%error, "a background task failed");
+        }
+    }
+    let saved = shared.save_results().await;
+    served.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?;
+    saved
+}
+
+/// Serves `router` on `incoming` until `stopping` turns true; then reports
+/// NOT_SERVING, stops leasing, stops accepting, ends the workers' Work
+/// streams (they reconnect later), and gives the other connections
+/// [`SHUTDOWN_GRACE`] to finish.
+async fn serve_until_stopped(
+    router: tonic::transport::server::Router,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<connections::Connection>>,
+    shared: &Arc<Shared>,
+    health: &tonic_health::server::HealthReporter,
+    stopping: &tokio::sync::watch::Receiver<bool>,
+) -> std::result::Result<(), tonic::transport::Error> {
+    let drained = {
+        let (shared, health, mut stopping) = (shared.clone(), health.clone(), stopping.clone());
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tracing::info!("shutting down: no more units are leased; workers hand theirs back");
+            set_health(&health, tonic_health::ServingStatus::NotServing).await;
+            shared.stop();
+        }
+    };
+    let grace_over = {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        }
+    };
+    tokio::select! {
+        served = router.serve_with_incoming_shutdown(incoming, drained) => served,
+        () = grace_over => {
+            tracing::warn!(
+                "connections still open {} s after the shutdown signal; stopping anyway",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Refuses settings `serve` cannot run with.
+fn check_options(options: &ServeOptions) -> Result<()> {
     if options.token.is_empty() {
         return Err(Error::Config(
             "serve needs a bearer token: pass --token or set FOLD_TOKEN".into(),
@@ -212,138 +329,97 @@ pub async fn serve(
             options.max_text_bytes
         )));
     }
-    let limits = connection_limits(options.max_connections);
+    Ok(())
+}
+
+/// The gRPC server: keepalive, stream limits and TLS when asked.
+fn grpc_server(options: &ServeOptions) -> Result<tonic::transport::Server> {
     // No per-request timeout: Submit and Work legitimately run long, and
     // only token holders reach them; silent or lost peers are dealt with by
     // the connection limits and HTTP/2 keepalive.
-    let mut server = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
-    if let Some((cert, key)) = &options.tls {
-        server = server
-            .tls_config(crate::tls::server_config(cert, key)?)
-            .map_err(|e| {
-                Error::BadText(format!(
-                    "cannot serve TLS with --tls-cert {} and --tls-key {}: {}",
-                    cert.display(),
-                    key.display(),
-                    crate::tls::causes(&e)
-                ))
-            })?;
-    }
-
-    // Bind first: a coordinator that cannot listen leaves no state dir behind.
-    let listener = bind(options.listen, "").await?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::io("cannot read the bound address", e))?;
-    let health_listener = match options.health_listen {
-        Some(address) => Some(bind(address, " for health").await?),
-        None => None,
+    let Some((cert, key)) = &options.tls else {
+        return Ok(server);
     };
-    let metrics_listener = match options.metrics_listen {
-        Some(address) => Some(crate::metrics::bind(address).await?),
-        None => None,
-    };
+    server
+        .tls_config(crate::tls::server_config(cert, key)?)
+        .map_err(|e| {
+            Error::BadText(format!(
+                "cannot serve TLS with --tls-cert {} and --tls-key {}: {}",
+                cert.display(),
+                key.display(),
+                crate::tls::causes(&e)
+            ))
+        })
+}
 
-    let store = CoordinatorStore::open(&options.state_dir, options.dedup)?;
-    let (ledger, vocabulary, texts) = restore(&store, &options)?;
-    tracing::info!(
-        versions = texts.len(),
-        max_connections = limits.max_connections,
-        "state restored"
-    );
-    let shared = Arc::new(Shared::new(
-        ledger,
-        vocabulary,
-        texts,
-        store,
-        options.max_text_bytes,
-    ));
+/// Everything `serve` listens on, bound before anything else happens.
+struct Listeners {
+    grpc: tokio::net::TcpListener,
+    bound: SocketAddr,
+    health: Option<tokio::net::TcpListener>,
+    metrics: Option<tokio::net::TcpListener>,
+}
 
-    if let Some(listener) = metrics_listener {
-        let observed = shared.clone();
-        crate::metrics::serve(listener, crate::metrics::Role::Coordinator, move || {
-            observed.observe_metrics();
-        })?;
+impl Listeners {
+    async fn bind(options: &ServeOptions) -> Result<Self> {
+        let grpc = bind(options.listen, "").await?;
+        let bound = grpc
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the bound address", e))?;
+        let health = match options.health_listen {
+            Some(address) => Some(bind(address, " for health").await?),
+            None => None,
+        };
+        let metrics = match options.metrics_listen {
+            Some(address) => Some(crate::metrics::bind(address).await?),
+            None => None,
+        };
+        Ok(Self {
+            grpc,
+            bound,
+            health,
+            metrics,
+        })
     }
+}
 
-    let background = spawn_background(shared.clone(), options.lease);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, tonic_health::ServingStatus::Serving).await;
-    let reflection = |builder: tonic_reflection::server::Builder<'static>| {
-        builder
+/// Server reflection (v1 and v1alpha) of the Coordinator and health services.
+#[allow(clippy::type_complexity)]
+fn reflection() -> Result<(
+    reflection_v1::ServerReflectionServer<impl reflection_v1::ServerReflection>,
+    reflection_v1alpha::ServerReflectionServer<impl reflection_v1alpha::ServerReflection>,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
-    let check = TokenCheck::new(&options.token);
+    let failed = |e: tonic_reflection::server::Error| Error::Internal(format!("reflection: {e}"));
+    Ok((
+        builder().build_v1().map_err(failed)?,
+        builder().build_v1alpha().map_err(failed)?,
+    ))
+}
+
+/// The Coordinator service, behind the bearer-token check.
+fn coordinator_service(
+    shared: Arc<Shared>,
+    token: &str,
+) -> tonic::service::interceptor::InterceptedService<
+    v1::coordinator_server::CoordinatorServer<CoordinatorService>,
+    impl tonic::service::Interceptor + Clone + use<>,
+> {
+    let check = TokenCheck::new(token);
     let coordinator =
-        v1::coordinator_server::CoordinatorServer::new(CoordinatorService::new(shared.clone()))
+        v1::coordinator_server::CoordinatorServer::new(CoordinatorService::new(shared))
             .max_decoding_message_size(crate::proto::MAX_MESSAGE_BYTES);
-    let coordinator =
-        tonic::service::interceptor::InterceptedService::new(coordinator, move |request| {
-            check.check(request)
-        });
-
-    // On the signal: report NOT_SERVING, stop leasing, stop accepting, end
-    // the workers' Work streams (they reconnect later), and give the other
-    // connections a grace period.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    });
-    let signal = {
-        let shared = shared.clone();
-        let health = health.clone();
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-            tracing::info!("shutting down: no more units are leased; workers hand theirs back");
-            set_health(&health, tonic_health::ServingStatus::NotServing).await;
-            shared.stop();
-        }
-    };
-    if let Some(listener) = health_listener {
-        spawn_health_only(listener, health_service.clone(), stopping.clone());
-    }
-    let grace_over = {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        }
-    };
-
-    on_listening(bound);
-    let served = server
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(coordinator)
-        .serve_with_incoming_shutdown(connections::accept(listener, limits), signal);
-    let served = tokio::select! {
-        served = served => served,
-        () = grace_over => {
-            tracing::warn!(
-                "connections still open {} s after the shutdown signal; stopping anyway",
-                SHUTDOWN_GRACE.as_secs()
-            );
-            Ok(())
-        }
-    };
-    background.abort();
-    let saved = shared.save_results().await;
-    served.map_err(|e| Error::Internal(format!("gRPC server failed: {e}")))?;
-    saved
+    tonic::service::interceptor::InterceptedService::new(coordinator, move |request| {
+        check.check(request)
+    })
 }
 
 /// Binds `address` (`what` says what for, in an error).
@@ -365,7 +441,7 @@ async fn set_health(
 
 /// Serves health alone, in plain text, on `listener` until `stopping`
 /// turns true (`--health-listen`).
-fn spawn_health_only(
+async fn health_only(
     listener: tokio::net::TcpListener,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
@@ -381,25 +457,19 @@ fn spawn_health_only(
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let (reflection_v1, reflection_v1alpha) = (
-        reflection().build_v1().ok(),
-        reflection().build_v1alpha().ok(),
-    );
-    tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_optional_service(reflection_v1)
-            .add_optional_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stopping.wait_for(|stop| *stop).await;
-                // Let probes see NOT_SERVING for a moment.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            })
-            .await;
-        if let Err(error) = served {
-            tracing::warn!(%error, "the plain-text health server stopped");
-        }
-    });
+    let served = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_optional_service(reflection().build_v1().ok())
+        .add_optional_service(reflection().build_v1alpha().ok())
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            // Let probes see NOT_SERVING for a moment.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        })
+        .await;
+    if let Err(error) = served {
+        tracing::warn!(%error, "the plain-text health server stopped");
+    }
 }
 
 /// The connection limits for `--max-connections requested` (0: as many as
@@ -426,20 +496,27 @@ fn connection_limits(requested: usize) -> connections::Limits {
 }
 
 /// Lease expiry (with splits for idle workers) and periodic saving of
-/// finished units.
-fn spawn_background(shared: Arc<Shared>, lease: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut expiry = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
-        let mut saving = tokio::time::interval(SAVE_EVERY);
-        loop {
-            tokio::select! {
-                _ = expiry.tick() => shared.expire_leases(),
-                _ = saving.tick() => {
-                    if let Err(error) = shared.save_results().await {
-                        tracing::error!(%error, "cannot save finished units; they will be searched again after a restart");
-                    }
+/// finished units, until `stopping` turns true.
+async fn background(
+    shared: Arc<Shared>,
+    lease: Duration,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut expiry = tokio::time::interval((lease / 4).max(Duration::from_millis(50)));
+    let mut saving = tokio::time::interval(SAVE_EVERY);
+    let stopped = async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = expiry.tick() => shared.expire_leases(),
+            _ = saving.tick() => {
+                if let Err(error) = shared.save_results().await {
+                    tracing::error!(%error, "cannot save finished units; they will be searched again after a restart");
                 }
             }
+            () = &mut stopped => return,
         }
-    })
+    }
 }

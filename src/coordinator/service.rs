@@ -36,15 +36,13 @@ type ToWorkerSender = mpsc::UnboundedSender<Result<v1::CoordinatorMessage, Statu
 
 /// State shared by every rpc and background task of one coordinator.
 pub struct Shared {
-    ledger: Mutex<Ledger>,
-    senders: Mutex<HashMap<WorkerId, ToWorkerSender>>,
-    texts: Mutex<Vec<Arc<String>>>,
+    /// What the rpcs and background tasks change, behind one lock.
+    state: Mutex<State>,
     /// The words of every text; held while a text is added, which keeps
-    /// submissions in order.
+    /// submissions in order (and off the state lock while a text is
+    /// ingested, which takes long).
     vocabulary: Mutex<Vocabulary>,
     store: Arc<CoordinatorStore>,
-    /// Counted results and the units they created or changed, not yet stored.
-    unsaved: Mutex<Vec<Change>>,
     max_text_bytes: usize,
     /// Woken whenever a version finishes, so watchers answer at once.
     version_done: tokio::sync::Notify,
@@ -54,6 +52,22 @@ pub struct Shared {
     wire_bytes_received: AtomicU64,
     /// Set at shutdown: no more units are handed out.
     stopping: AtomicBool,
+}
+
+/// The coordinator's mutable state, behind one `std::sync::Mutex`. One
+/// lock means no lock order to get wrong: a result changes the ledger and
+/// the unsaved changes together, a dispatch reads the ledger and the
+/// senders. A blocking mutex rather than tokio's, as mini-redis's `db.rs`
+/// argues: every critical section is short and never awaits (sends to
+/// workers are unbounded channels), so an async lock would only cost more.
+struct State {
+    ledger: Ledger,
+    /// Each connected worker's Work stream.
+    senders: HashMap<WorkerId, ToWorkerSender>,
+    /// Every version's text, in order (what GetTexts serves).
+    texts: Vec<Arc<String>>,
+    /// Counted results and the units they created or changed, not yet stored.
+    unsaved: Vec<Change>,
 }
 
 impl Shared {
@@ -67,12 +81,14 @@ impl Shared {
         max_text_bytes: usize,
     ) -> Self {
         Self {
-            ledger: Mutex::new(ledger),
-            senders: Mutex::new(HashMap::new()),
-            texts: Mutex::new(texts),
+            state: Mutex::new(State {
+                ledger,
+                senders: HashMap::new(),
+                texts,
+                unsaved: Vec::new(),
+            }),
             vocabulary: Mutex::new(vocabulary),
             store: Arc::new(store),
-            unsaved: Mutex::new(Vec::new()),
             max_text_bytes,
             version_done: tokio::sync::Notify::new(),
             wire_bytes_sent: AtomicU64::new(0),
@@ -81,8 +97,8 @@ impl Shared {
         }
     }
 
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -95,7 +111,8 @@ impl Shared {
             return;
         }
         let (assignments, splits) = {
-            let mut ledger = self.ledger();
+            let mut guard = self.state();
+            let ledger = &mut guard.ledger;
             let assignments = ledger.assign(Instant::now());
             (assignments, ledger.splits())
         };
@@ -107,7 +124,8 @@ impl Shared {
         if assignments.is_empty() && splits.is_empty() {
             return;
         }
-        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state();
+        let senders = &state.senders;
         for assignment in assignments {
             let message = v1::CoordinatorMessage {
                 kind: Some(ToWorker::Assign(assignment.to_wire())),
@@ -142,7 +160,7 @@ impl Shared {
     /// ones for them). Called periodically, so pending work never waits for
     /// some other event.
     pub fn expire_leases(&self) {
-        let expired = self.ledger().expire_leases(Instant::now());
+        let expired = self.state().ledger.expire_leases(Instant::now());
         if !expired.is_empty() {
             tracing::warn!(
                 expired = expired.len(),
@@ -162,10 +180,7 @@ impl Shared {
     /// again, in the store as in the ledger).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        self.senders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.state().senders.clear();
     }
 
     /// Tells `worker` that it no longer holds `attempt`.
@@ -174,7 +189,8 @@ impl Shared {
             kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
         };
         self.count_sent(&message);
-        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state();
+        let senders = &state.senders;
         if let Some(sender) = senders.get(&worker) {
             let _ = sender.send(Ok(message));
         }
@@ -183,7 +199,7 @@ impl Shared {
     /// Commits the splits and results since the last call, in order, in one
     /// transaction.
     pub async fn save_results(&self) -> crate::Result<()> {
-        let batch = std::mem::take(&mut *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = std::mem::take(&mut self.state().unsaved);
         if batch.is_empty() {
             return Ok(());
         }
@@ -200,18 +216,18 @@ impl Shared {
     /// ledger always agree on the versions.
     fn add_text(&self, name: String, text: String) -> crate::Result<u32> {
         let mut vocabulary = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
-        let known = self.ledger().words(vocabulary.version()).len();
+        let known = self.state().ledger.words(vocabulary.version()).len();
         let mut next = vocabulary.clone();
         let added = next.ingest(&text);
-        let units = self.ledger().first_units(known, &added.weights);
+        let units = self.state().ledger.first_units(known, &added.weights);
         self.store
             .append_text(added.version, &name, &text, &units)?;
         *vocabulary = next;
-        self.texts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::new(text));
-        let version = self.ledger().add_version(name, added.new_words, units);
+        let version = {
+            let mut state = self.state();
+            state.texts.push(Arc::new(text));
+            state.ledger.add_version(name, added.new_words, units)
+        };
         metrics::version_started(version);
         drop(vocabulary);
         self.dispatch();
@@ -226,14 +242,15 @@ impl Shared {
     fn handle(&self, worker: WorkerId, message: v1::WorkerMessage) {
         self.wire_bytes_received
             .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
-        let was_stalled = self.ledger().heard_from(worker);
+        let was_stalled = self.state().ledger.heard_from(worker);
         if was_stalled {
             tracing::info!(worker, "a worker whose lease ran out is heard from again");
         }
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
-                let mut ledger = self.ledger();
+                let mut guard = self.state();
+                let ledger = &mut guard.ledger;
                 let vocabulary = ledger.attempt_vocabulary(progress.attempt).unwrap_or(0);
                 let optimal = progress
                     .optimal_candidate
@@ -252,11 +269,11 @@ impl Shared {
                     Ok(()) => {
                         // What the unit has waiting may be what an idle worker needs.
                         let splits = ledger.splits();
-                        drop(ledger);
+                        drop(guard);
                         self.send(Vec::new(), splits);
                     }
                     Err(refusal) => {
-                        drop(ledger);
+                        drop(guard);
                         tracing::debug!(worker, %refusal, "progress ignored");
                         self.revoke(worker, progress.attempt);
                     }
@@ -266,7 +283,12 @@ impl Shared {
             Some(FromWorker::Split(split)) => self.split(worker, &split),
             Some(FromWorker::Failed(failed)) => {
                 // A stale attempt (one revoked, say) was released already.
-                if self.ledger().hand_back(worker, failed.attempt).is_ok() {
+                if self
+                    .state()
+                    .ledger
+                    .hand_back(worker, failed.attempt)
+                    .is_ok()
+                {
                     tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
                 }
                 self.dispatch();
@@ -279,7 +301,8 @@ impl Shared {
     }
 
     fn finish(&self, worker: WorkerId, done: &v1::UnitDone) {
-        let mut ledger = self.ledger();
+        let mut guard = self.state();
+        let ledger = &mut guard.ledger;
         let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
             tracing::debug!(
                 worker,
@@ -297,7 +320,7 @@ impl Shared {
             Err(refusal @ Refusal::Malformed(..)) => {
                 tracing::warn!(worker, %refusal, "the unit will be searched again");
                 let _ = ledger.hand_back(worker, done.attempt);
-                drop(ledger);
+                drop(guard);
                 self.dispatch();
                 return;
             }
@@ -308,15 +331,12 @@ impl Shared {
         };
         // Queued while the ledger is held, so changes are saved in the order
         // they happened.
-        self.unsaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Change::Result(
-                finished.version,
-                finished.unit,
-                finished.counted,
-            ));
-        drop(ledger);
+        guard.unsaved.push(Change::Result(
+            finished.version,
+            finished.unit,
+            finished.counted,
+        ));
+        drop(guard);
         if finished.version_done {
             tracing::info!(version = finished.version, "version done");
             metrics::version_done(finished.version);
@@ -329,7 +349,8 @@ impl Shared {
     /// and offered to idle workers. A malformed split loses the attempt (the
     /// worker has dropped what it handed off, so its unit is searched again).
     fn split(&self, worker: WorkerId, split: &v1::UnitSplit) {
-        let mut ledger = self.ledger();
+        let mut guard = self.state();
+        let ledger = &mut guard.ledger;
         let Some(vocabulary) = ledger.attempt_vocabulary(split.attempt) else {
             tracing::debug!(
                 worker,
@@ -354,14 +375,15 @@ impl Shared {
                     into = done.new_units.len(),
                     "unit split"
                 );
-                let mut unsaved = self.unsaved.lock().unwrap_or_else(|p| p.into_inner());
-                unsaved.push(Change::Unit(done.unit));
-                unsaved.extend(done.new_units.into_iter().map(Change::Unit));
+                guard.unsaved.push(Change::Unit(done.unit));
+                guard
+                    .unsaved
+                    .extend(done.new_units.into_iter().map(Change::Unit));
             }
             Err(refusal @ Refusal::Malformed(..)) => {
                 tracing::warn!(worker, %refusal, "the unit will be searched again");
                 let _ = ledger.hand_back(worker, split.attempt);
-                drop(ledger);
+                drop(guard);
                 self.revoke(worker, split.attempt);
                 self.dispatch();
                 return;
@@ -371,7 +393,7 @@ impl Shared {
                 return;
             }
         }
-        drop(ledger);
+        drop(guard);
         self.dispatch();
     }
 
@@ -380,7 +402,8 @@ impl Shared {
     /// says `workers`.
     fn status(&self, request: &v1::StatusRequest) -> Result<v1::StatusReply, Status> {
         let (version, units) = (request.version, request.units);
-        let mut ledger = self.ledger();
+        let mut guard = self.state();
+        let ledger = &mut guard.ledger;
         if version != 0 && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
         }
@@ -418,7 +441,7 @@ impl Shared {
             .collect();
         let workers = ledger.workers(now).len() as u32;
         let worker_list = if request.workers {
-            worker_infos(&mut ledger, now)
+            worker_infos(ledger, now)
         } else {
             Vec::new()
         };
@@ -434,7 +457,8 @@ impl Shared {
 
     /// Records the coordinator's figures in its metrics (at each scrape).
     pub fn observe_metrics(&self) {
-        let mut ledger = self.ledger();
+        let mut guard = self.state();
+        let ledger = &mut guard.ledger;
         let mut figures = CoordinatorFigures {
             workers: ledger.workers(Instant::now()).len() as u64,
             orthos_per_second: ledger.orthos_per_second(Instant::now()),
@@ -454,7 +478,7 @@ impl Shared {
                 figures.versions_running += 1;
             }
         }
-        drop(ledger);
+        drop(guard);
         metrics::observe_coordinator(&figures);
     }
 }
@@ -651,7 +675,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         request: Request<v1::OptimalRequest>,
     ) -> Result<Response<v1::OptimalReply>, Status> {
         let requested = request.into_inner().version;
-        let ledger = self.shared.ledger();
+        let guard = self.shared.state();
+        let ledger = &guard.ledger;
         let version = if requested == 0 {
             ledger
                 .versions()
@@ -677,7 +702,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         _request: Request<v1::ListWorkersRequest>,
     ) -> Result<Response<v1::ListWorkersReply>, Status> {
-        let workers = worker_infos(&mut self.shared.ledger(), Instant::now());
+        let workers = worker_infos(&mut self.shared.state().ledger, Instant::now());
         Ok(Response::new(v1::ListWorkersReply { workers }))
     }
 
@@ -690,7 +715,8 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let request = request.into_inner();
         let (version, after) = (request.version, request.after_version);
         let texts: Vec<Arc<String>> = {
-            let texts = self.shared.texts.lock().unwrap_or_else(|p| p.into_inner());
+            let state = self.shared.state();
+            let texts = &state.texts;
             if version == 0 || version as usize > texts.len() {
                 return Err(unknown_version(version, texts.len()));
             }
@@ -751,33 +777,25 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             }
         };
         let (sender, receiver) = mpsc::unbounded_channel();
-        let (worker, lease) = {
-            let mut ledger = self.shared.ledger();
-            (
-                ledger.add_worker(
-                    hello.name.clone(),
-                    hello.threads,
-                    hello
-                        .kept
-                        .iter()
-                        .map(|kept| (kept.unit, kept.version, kept.attempt)),
-                ),
-                ledger.lease(),
-            )
+        // The worker and its stream come in together, welcomed first.
+        let worker = {
+            let mut state = self.shared.state();
+            let kept = hello.kept.iter();
+            let kept = kept.map(|kept| (kept.unit, kept.version, kept.attempt));
+            let worker = state
+                .ledger
+                .add_worker(hello.name.clone(), hello.threads, kept);
+            let welcome = v1::CoordinatorMessage {
+                kind: Some(ToWorker::Welcome(v1::Welcome {
+                    worker_id: worker.to_string(),
+                    lease_ms: state.ledger.lease().as_millis() as u32,
+                })),
+            };
+            let _ = sender.send(Ok(welcome));
+            state.senders.insert(worker, sender);
+            worker
         };
         tracing::info!(worker, name = %hello.name, threads = hello.threads, "worker connected");
-        let welcome = v1::CoordinatorMessage {
-            kind: Some(ToWorker::Welcome(v1::Welcome {
-                worker_id: worker.to_string(),
-                lease_ms: lease.as_millis() as u32,
-            })),
-        };
-        let _ = sender.send(Ok(welcome));
-        self.shared
-            .senders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(worker, sender);
         self.shared.dispatch();
 
         let shared = self.shared.clone();
@@ -792,12 +810,11 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     }
                 }
             }
-            shared
-                .senders
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&worker);
-            shared.ledger().remove_worker(worker);
+            {
+                let mut state = shared.state();
+                state.senders.remove(&worker);
+                state.ledger.remove_worker(worker);
+            }
             tracing::info!(worker, "worker disconnected");
             shared.dispatch();
         });

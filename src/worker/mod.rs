@@ -102,9 +102,25 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
     if let Some(listener) = metrics_listener {
         crate::metrics::serve(listener, crate::metrics::Role::Worker, || {})?;
     }
+    let worked = work(&options, &target, &token, &runner, &mut shutdown).await;
+    // Joined shutdown: the search thread finishes its batch and is waited for.
+    let stopping = runner.clone();
+    let _ = tokio::task::spawn_blocking(move || stopping.stop()).await;
+    worked
+}
+
+/// Holds sessions with the coordinator, reconnecting with backoff, until
+/// `shutdown` becomes true or the coordinator refuses the token.
+async fn work(
+    options: &WorkerOptions,
+    target: &crate::channel::Target,
+    token: &BearerToken,
+    runner: &Arc<UnitRunner>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<()> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let ended = session::session(&options, &target, &token, &runner, &mut shutdown).await;
+        let ended = session::session(options, target, token, runner, shutdown).await;
         crate::metrics::coordinator_connected(false);
         crate::metrics::units_held(0);
         match ended {

@@ -58,7 +58,9 @@ pub struct Job {
 
 /// Owns the search thread.
 pub struct UnitRunner {
-    jobs: std::sync::mpsc::Sender<Job>,
+    /// The search thread's queue; `None` once stopped.
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     control: Arc<Control>,
     next_session: AtomicU64,
     threads: usize,
@@ -105,7 +107,7 @@ impl UnitRunner {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let control = Arc::new(Control::default());
         let control_now = control.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fold-units".into())
             .spawn(move || {
                 for job in queue {
@@ -117,7 +119,8 @@ impl UnitRunner {
             })
             .map_err(|e| Error::io("cannot start the search thread", e))?;
         Ok(Self {
-            jobs,
+            jobs: Mutex::new(Some(jobs)),
+            thread: Mutex::new(Some(thread)),
             control,
             next_session: AtomicU64::new(0),
             threads,
@@ -140,9 +143,25 @@ impl UnitRunner {
         self.next_session.fetch_add(1, Ordering::AcqRel)
     }
 
-    /// Queues a unit.
+    /// Queues a unit (nothing once stopped).
     pub fn submit(&self, job: Job) {
-        let _ = self.jobs.send(job);
+        if let Some(jobs) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Stops the search thread and waits for it: every job is cancelled (a
+    /// running one stops after its current batch) and the queue closed.
+    /// Blocking.
+    pub fn stop(&self) {
+        self.control.live_from.store(u64::MAX, Ordering::Release);
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the search thread panicked");
+        }
     }
 
     /// Cancels every job of `session` (and of older sessions).
