@@ -22,7 +22,7 @@ use crate::output::{self, Work};
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
 use crate::search::{
-    Checkpoint, Checkpoints, Dedup, Exploration, Manifest, Progress, Scope, SearchConfig,
+    Advanced, Checkpoint, Checkpoints, Dedup, Exploration, Manifest, Progress, Scope, SearchConfig,
     SearchStats, Searcher,
 };
 use crate::store::{RunCheckpoint, StateDir, VersionRecord, content_hash};
@@ -112,57 +112,24 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     print_recorded(out)?;
     for input in &inputs[recorded.len()..] {
         interner.ingest(&input.text);
-        let label = format!("version {}", interner.version());
-        let mut progress = ProgressLine::new(label, options.progress);
-        let mut checkpoints = StateCheckpoints {
+        let resume = resume.take();
+        let resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
+        let searched = Versioned {
             state: &mut state,
-            hash: &input.hash,
-            dedup: options.dedup,
-            every: options.checkpoint_every,
-            next: options.checkpoint_every,
+            exploration: &mut exploration,
+            searcher: &searcher,
+            interner: &interner,
+            options,
         };
-        let mut resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
-        let advanced = match searcher.advance_durably(
-            &mut exploration,
-            &interner,
-            resume.take().as_ref(),
-            &mut progress,
-            &mut checkpoints,
-        ) {
-            Err(Error::Damaged { path, detail }) => {
-                // Nothing read from a damaged file counts: the version is
-                // searched again from its texts, and a new history begins.
-                tracing::warn!(
-                    "{} is damaged ({detail}); searching version {} afresh from the recorded texts",
-                    path.display(),
-                    interner.version()
-                );
-                checkpoints.state.forget_manifest()?;
-                exploration = Exploration::create(&checkpoints.state.history_dir(), Scope::All)?;
-                if !options.history {
-                    exploration.discard_history();
-                }
-                resumed_after = 0;
-                searcher.advance_durably(
-                    &mut exploration,
-                    &interner,
-                    None,
-                    &mut progress,
-                    &mut checkpoints,
-                )?
-            }
-            other => other?,
-        };
-        progress.finish();
+        let (advanced, resumed) = searched.search(input, resume)?;
         tracing::info!(version = interner.version(), stats = ?advanced.stats, "search finished");
-        let report = VersionReport::new(&interner, &advanced.figures);
         let record = VersionRecord {
             hash: input.hash.clone(),
             source: input.path.display().to_string(),
-            report,
+            report: VersionReport::new(&interner, &advanced.figures),
         };
         state.append(&input.text, &record, Some(exploration.manifest()))?;
-        let work = work_of(&advanced.stats, resumed_after);
+        let work = work_of(&advanced.stats, if resumed { resumed_after } else { 0 });
         output::print(out, &output::searched(&record.report, &work, options.json))?;
         summary.searched += 1;
         if exploration.wants_compaction() {
@@ -286,6 +253,75 @@ impl Checkpoints for StateCheckpoints<'_> {
             "checkpoint saved"
         );
         Ok(())
+    }
+}
+
+/// What searching one version of a run works with.
+struct Versioned<'a> {
+    state: &'a mut StateDir,
+    exploration: &'a mut Exploration,
+    searcher: &'a Searcher,
+    /// The interner at the version (its text ingested).
+    interner: &'a Interner,
+    options: &'a RunOptions,
+}
+
+impl Versioned<'_> {
+    /// Searches the version of `input`, from `resume` when given, with
+    /// progress and checkpoints. A stored search found damaged is set
+    /// aside and the version searched afresh from the recorded texts.
+    /// Returns what it found, and whether it went on from `resume`.
+    fn search(self, input: &InputText, resume: Option<Checkpoint>) -> Result<(Advanced, bool)> {
+        let Self {
+            state,
+            exploration,
+            searcher,
+            interner,
+            options,
+        } = self;
+        let label = format!("version {}", interner.version());
+        let mut progress = ProgressLine::new(label, options.progress);
+        let mut checkpoints = StateCheckpoints {
+            state,
+            hash: &input.hash,
+            dedup: options.dedup,
+            every: options.checkpoint_every,
+            next: options.checkpoint_every,
+        };
+        let advanced = searcher.advance_durably(
+            exploration,
+            interner,
+            resume.as_ref(),
+            &mut progress,
+            &mut checkpoints,
+        );
+        let advanced = match advanced {
+            Err(Error::Damaged { path, detail }) => {
+                // Nothing read from a damaged file counts: the version is
+                // searched again from its texts, and a new history begins.
+                tracing::warn!(
+                    "{} is damaged ({detail}); searching version {} afresh from the recorded texts",
+                    path.display(),
+                    interner.version()
+                );
+                checkpoints.state.forget_manifest()?;
+                *exploration = Exploration::create(&checkpoints.state.history_dir(), Scope::All)?;
+                if !options.history {
+                    exploration.discard_history();
+                }
+                let afresh = searcher.advance_durably(
+                    exploration,
+                    interner,
+                    None,
+                    &mut progress,
+                    &mut checkpoints,
+                )?;
+                (afresh, false)
+            }
+            other => (other?, resume.is_some()),
+        };
+        progress.finish();
+        Ok(advanced)
     }
 }
 

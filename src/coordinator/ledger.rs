@@ -820,85 +820,105 @@ impl Ledger {
                 let Some(index) = self.versions.iter().position(VersionLedger::has_ready) else {
                     return assignments;
                 };
-                let version = self.versions[index].version;
-                // A unit it keeps at the previous version, from the counted attempt.
-                let kept = entry
-                    .kept
-                    .iter()
-                    .filter(|&(&unit, &(at, attempt))| {
-                        at + 1 == version
-                            && self.versions[index].tasks.get(&unit).map(|t| t.state)
-                                == Some(TaskState::Ready)
-                            && self.counted_attempt(at, unit, attempt)
-                    })
-                    .map(|(&unit, _)| unit)
-                    .min();
-                // Otherwise one no other live worker keeps, if there is one.
-                let workers_now = &self.workers;
-                let kept_elsewhere = |unit| {
-                    workers_now.iter().any(|(&other, entry)| {
-                        other != worker
-                            && !entry.stalled
-                            && entry
-                                .kept
-                                .get(&unit)
-                                .is_some_and(|&(at, _)| at + 1 == version)
-                    })
+                let Some((unit, base_version)) = self.unit_for(worker, index) else {
+                    continue;
                 };
-                let (unit, base_version) = match kept {
-                    Some(unit) => (unit, version - 1),
-                    None => match self.versions[index].next_ready(kept_elsewhere) {
-                        Some(unit) => (unit, 0),
-                        None => continue,
-                    },
-                };
-                let attempt = self.next_attempt;
-                self.next_attempt += 1;
-                let ledger = &mut self.versions[index];
-                let task = ledger
-                    .tasks
-                    .get_mut(&unit)
-                    .expect("a ready unit has a task");
-                task.state = TaskState::Running(attempt);
-                task.attempts_started += 1;
-                ledger.running += 1;
-                self.attempts.insert(
-                    attempt,
-                    AttemptEntry {
-                        worker,
-                        version,
-                        unit,
-                        lease_until: now + self.lease,
-                        started: now,
-                        live: Live::default(),
-                        split_asked: false,
-                    },
-                );
-                self.workers
-                    .get_mut(&worker)
-                    .expect("worker listed")
-                    .attempts
-                    .push(attempt);
-                let def = &self.units[&unit];
-                assignments.push(Assignment {
-                    worker,
-                    attempt,
-                    version,
-                    unit,
-                    roots: def.roots_wire.clone(),
-                    excluded: def.excluded_wire.clone(),
-                    base_version,
-                    dedup: self.dedup,
-                    most_orthos: match self.dedup {
-                        Dedup::Tree => self.unit_orthos,
-                        Dedup::SeenSet => 0,
-                    },
-                });
+                assignments.push(self.start_attempt(worker, index, unit, base_version, now));
                 assigned_any = true;
             }
             if !assigned_any {
                 return assignments;
             }
+        }
+    }
+
+    /// The ready unit of version `self.versions[index]` that `worker`
+    /// should search, and the version it brings it up from (0: afresh): a
+    /// unit it keeps at the previous version (from the counted attempt),
+    /// or else one no other live worker keeps, if there is one.
+    fn unit_for(&mut self, worker: WorkerId, index: usize) -> Option<(UnitId, u32)> {
+        let version = self.versions[index].version;
+        let kept = self.workers[&worker]
+            .kept
+            .iter()
+            .filter(|&(&unit, &(at, attempt))| {
+                at + 1 == version
+                    && self.versions[index].tasks.get(&unit).map(|t| t.state)
+                        == Some(TaskState::Ready)
+                    && self.counted_attempt(at, unit, attempt)
+            })
+            .map(|(&unit, _)| unit)
+            .min();
+        if let Some(unit) = kept {
+            return Some((unit, version - 1));
+        }
+        let workers = &self.workers;
+        let kept_elsewhere = |unit| {
+            workers.iter().any(|(&other, entry)| {
+                other != worker
+                    && !entry.stalled
+                    && entry
+                        .kept
+                        .get(&unit)
+                        .is_some_and(|&(at, _)| at + 1 == version)
+            })
+        };
+        let unit = self.versions[index].next_ready(kept_elsewhere)?;
+        Some((unit, 0))
+    }
+
+    /// Starts a new attempt of `worker` on `unit` of version
+    /// `self.versions[index]`, leased from `now`.
+    fn start_attempt(
+        &mut self,
+        worker: WorkerId,
+        index: usize,
+        unit: UnitId,
+        base_version: u32,
+        now: Instant,
+    ) -> Assignment {
+        let attempt = self.next_attempt;
+        self.next_attempt += 1;
+        let ledger = &mut self.versions[index];
+        let version = ledger.version;
+        let task = ledger
+            .tasks
+            .get_mut(&unit)
+            .expect("a ready unit has a task");
+        task.state = TaskState::Running(attempt);
+        task.attempts_started += 1;
+        ledger.running += 1;
+        self.attempts.insert(
+            attempt,
+            AttemptEntry {
+                worker,
+                version,
+                unit,
+                lease_until: now + self.lease,
+                started: now,
+                live: Live::default(),
+                split_asked: false,
+            },
+        );
+        self.workers
+            .get_mut(&worker)
+            .expect("worker listed")
+            .attempts
+            .push(attempt);
+        let def = &self.units[&unit];
+        Assignment {
+            worker,
+            attempt,
+            version,
+            unit,
+            roots: def.roots_wire.clone(),
+            excluded: def.excluded_wire.clone(),
+            base_version,
+            dedup: self.dedup,
+            most_orthos: match self.dedup {
+                Dedup::Tree => self.unit_orthos,
+                Dedup::SeenSet => 0,
+            },
         }
     }
 

@@ -146,53 +146,7 @@ impl View {
             .status
             .iter()
             .flat_map(|status| status.versions.iter().rev().take(8).rev())
-            .map(|version| {
-                let percent = if version.units_total == 0 {
-                    100
-                } else {
-                    u64::from(version.units_done) * 100 / u64::from(version.units_total)
-                };
-                let state_style = if version.state() == v1::VersionState::Done {
-                    Style::default().fg(Color::Green)
-                } else {
-                    Style::default().fg(Color::Yellow)
-                };
-                let units = if wide {
-                    format!(
-                        "{}/{} {}",
-                        version.units_done,
-                        version.units_total,
-                        progress_bar(percent, 10)
-                    )
-                } else {
-                    format!(
-                        "{}/{} {percent:>3}%",
-                        version.units_done, version.units_total
-                    )
-                };
-                let mut cells = vec![
-                    Cell::from(version.version.to_string()),
-                    // The file name says which text it is; the path
-                    // would push the figures off a narrow screen.
-                    Cell::from(
-                        version
-                            .source
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ),
-                    Cell::from(version.state().name()).style(state_style),
-                    Cell::from(units),
-                ];
-                if wide {
-                    cells.push(Cell::from(version.units_running.to_string()));
-                    cells.push(Cell::from(thousands(version.vocabulary)));
-                }
-                cells.push(Cell::from(thousands(version.orthos)));
-                cells.push(Cell::from(thousands(version.frontier)));
-                Row::new(cells)
-            })
+            .map(|version| version_row(version, wide))
             .collect();
         let (header, widths) = if wide {
             (
@@ -314,6 +268,49 @@ impl View {
             area,
         );
     }
+}
+
+/// One version's row of the versions table (`wide`: with every column).
+fn version_row(version: &v1::VersionStatus, wide: bool) -> Row<'static> {
+    let percent = if version.units_total == 0 {
+        100
+    } else {
+        u64::from(version.units_done) * 100 / u64::from(version.units_total)
+    };
+    let state_style = if version.state() == v1::VersionState::Done {
+        Style::default().fg(Color::Green)
+    } else {
+        Style::default().fg(Color::Yellow)
+    };
+    let units = if wide {
+        format!(
+            "{}/{} {}",
+            version.units_done,
+            version.units_total,
+            progress_bar(percent, 10)
+        )
+    } else {
+        format!(
+            "{}/{} {percent:>3}%",
+            version.units_done, version.units_total
+        )
+    };
+    // The file name says which text it is; the path would push the figures
+    // off a narrow screen.
+    let file_name = version.source.rsplit('/').next().unwrap_or_default();
+    let mut cells = vec![
+        Cell::from(version.version.to_string()),
+        Cell::from(file_name.to_owned()),
+        Cell::from(version.state().name()).style(state_style),
+        Cell::from(units),
+    ];
+    if wide {
+        cells.push(Cell::from(version.units_running.to_string()));
+        cells.push(Cell::from(thousands(version.vocabulary)));
+    }
+    cells.push(Cell::from(thousands(version.orthos)));
+    cells.push(Cell::from(thousands(version.frontier)));
+    Row::new(cells)
 }
 
 /// `[#####     ] 50%`, `width` cells wide.

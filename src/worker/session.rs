@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
 
 use super::WorkerOptions;
 use super::runner::{UnitRunner, process_cpu_ms};
@@ -81,55 +82,10 @@ pub async fn session(
         summary: Summary::default(),
         welcomed: false,
     };
-    let shutting_down = loop {
-        let go_on = tokio::select! {
-            message = inbound.message() => match message {
-                Ok(Some(message)) => session.on_coordinator(message).await,
-                Ok(None) => false,
-                Err(status) => {
-                    tracing::warn!(%status, "work stream broke");
-                    false
-                }
-            },
-            Some(event) = event_stream.recv() => session.on_search(event).await,
-            _ = session.heartbeat.tick() => session.beat().await,
-            _ = shutdown.changed() => break true,
-        };
-        if !go_on {
-            break false;
-        }
-    };
-    let Session {
-        preparer,
-        held,
-        outbound,
-        welcomed,
-        ..
-    } = session;
-    // Stop preparing and searching this session's attempts: the coordinator
-    // is gone (they are void), or the worker is stopping (they go back).
-    drop(preparer);
-    runner.cancel(id);
-    if shutting_down {
-        for attempt in held.into_keys() {
-            metrics::unit_ended(UnitEnd::Abandoned);
-            let _ = outbound.send(failed(attempt, "worker shutting down")).await;
-        }
-        drop(outbound);
-        // Let the hand-backs reach the coordinator before the stream closes.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(Some(_)) = inbound.message().await {}
-        })
+    let shutting_down = session
+        .serve(&mut inbound, &mut event_stream, shutdown)
         .await;
-        return Ok(SessionEnd::Shutdown);
-    }
-    if welcomed {
-        Ok(SessionEnd::Welcomed)
-    } else {
-        Err(Error::Connect(
-            "the coordinator closed the session before welcoming this worker".into(),
-        ))
-    }
+    session.end(id, shutting_down, inbound).await
 }
 
 /// The worker's first message: its name, threads and the units it keeps.
@@ -166,6 +122,75 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
+    /// Handles the coordinator's messages, the search's reports and the
+    /// heartbeat until the stream ends (false) or `shutdown` comes (true).
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<v1::CoordinatorMessage>,
+        events: &mut mpsc::UnboundedReceiver<v1::WorkerMessage>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        loop {
+            let go_on = tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.on_coordinator(message).await,
+                    Ok(None) => false,
+                    Err(status) => {
+                        tracing::warn!(%status, "work stream broke");
+                        false
+                    }
+                },
+                Some(event) = events.recv() => self.on_search(event).await,
+                _ = self.heartbeat.tick() => self.beat().await,
+                _ = shutdown.changed() => return true,
+            };
+            if !go_on {
+                return false;
+            }
+        }
+    }
+
+    /// Ends session `id`: its attempts stop being prepared and searched
+    /// (the coordinator is gone, so they are void; or the worker is
+    /// stopping, `shutting_down`, and hands them back).
+    async fn end(
+        self,
+        id: u64,
+        shutting_down: bool,
+        mut inbound: Streaming<v1::CoordinatorMessage>,
+    ) -> Result<SessionEnd> {
+        let Session {
+            runner,
+            preparer,
+            held,
+            outbound,
+            welcomed,
+            ..
+        } = self;
+        drop(preparer);
+        runner.cancel(id);
+        if shutting_down {
+            for attempt in held.into_keys() {
+                metrics::unit_ended(UnitEnd::Abandoned);
+                let _ = outbound.send(failed(attempt, "worker shutting down")).await;
+            }
+            drop(outbound);
+            // Let the hand-backs reach the coordinator before the stream closes.
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
+            return Ok(SessionEnd::Shutdown);
+        }
+        if welcomed {
+            Ok(SessionEnd::Welcomed)
+        } else {
+            Err(Error::Connect(
+                "the coordinator closed the session before welcoming this worker".into(),
+            ))
+        }
+    }
+
     /// A message from the coordinator.
     async fn on_coordinator(&mut self, message: v1::CoordinatorMessage) -> bool {
         metrics::wire_bytes(Direction::Received, prost::Message::encoded_len(&message));
