@@ -445,33 +445,79 @@ pub fn expand_since(
     let canonical = acceptance == Acceptance::Canonical;
     let last_empty = ortho.fullness() + 1 == table.capacity;
     if last_empty {
-        for &token in &scratch.candidates {
-            reshape_children(ortho, table, next, token, |kind, child| {
-                let source = match kind {
-                    ReshapeKind::Over(index) => table.over[usize::from(index)].source_index,
-                    ReshapeKind::Up => {
-                        table.up[up_position(&ortho.slots, table.dims.len(), token)].source_index
-                    }
-                };
-                if !canonical || canonical::accepts_reshape(child.table(), &child.slots, source) {
-                    emit(
-                        Step {
-                            token,
-                            reshape: Some(kind),
-                        },
-                        child,
-                    );
-                }
-            })?;
-        }
-        return Ok(expansion);
+        emit_reshape_children(
+            ortho,
+            table,
+            next,
+            &scratch.candidates,
+            canonical,
+            &mut emit,
+        )?;
+    } else {
+        emit_fill_children(
+            ortho,
+            table,
+            next,
+            &scratch.candidates,
+            canonical,
+            &mut emit,
+        );
     }
+    Ok(expansion)
+}
+
+/// Hands `emit` the children of filling the last empty slot `next` with
+/// each of `candidates` (its reshapings, §5); when `canonical`, only those
+/// whose canonical parent is `ortho`.
+#[inline]
+fn emit_reshape_children(
+    ortho: &Ortho,
+    table: &ShapeTable,
+    next: usize,
+    candidates: &[u32],
+    canonical: bool,
+    emit: &mut impl FnMut(Step, Ortho),
+) -> Result<(), Error> {
+    for &token in candidates {
+        reshape_children(ortho, table, next, token, |kind, child| {
+            let source = match kind {
+                ReshapeKind::Over(index) => table.over[usize::from(index)].source_index,
+                ReshapeKind::Up => {
+                    table.up[up_position(&ortho.slots, table.dims.len(), token)].source_index
+                }
+            };
+            if !canonical || canonical::accepts_reshape(child.table(), &child.slots, source) {
+                emit(
+                    Step {
+                        token,
+                        reshape: Some(kind),
+                    },
+                    child,
+                );
+            }
+        })?;
+    }
+    Ok(())
+}
+
+/// Hands `emit` the children of filling slot `next` (not the last empty
+/// one) with each of `candidates`; when `canonical`, only those whose
+/// canonical parent is `ortho`.
+#[inline]
+fn emit_fill_children(
+    ortho: &Ortho,
+    table: &ShapeTable,
+    next: usize,
+    candidates: &[u32],
+    canonical: bool,
+    emit: &mut impl FnMut(Step, Ortho),
+) {
     // A fill child can only have another fill parent beyond `next` when the
     // slot after it is already filled (see `canonical`).
     let check_fill = canonical && ortho.slots.get(next + 1).is_some_and(|&slot| slot != EMPTY);
     let rivals = (check_fill && table.capacity <= 64)
         .then(|| canonical::fill_rivals(table, canonical::filled_mask(&ortho.slots), next));
-    for &token in &scratch.candidates {
+    for &token in candidates {
         let (child, mirrored) = fill(ortho, table, next, token);
         if canonical {
             let accepted = !mirrored
@@ -493,7 +539,6 @@ pub fn expand_since(
             child,
         );
     }
-    Ok(expansion)
 }
 
 /// The child of putting `token` into slot `next` (not the last empty one),

@@ -86,6 +86,18 @@ pub struct SourceMasks {
     pub prefix: Box<[u64]>,
 }
 
+impl SourceMasks {
+    /// The masks of a source's `footprint` and `outside` positions.
+    fn new(footprint: &[u16], outside: &[u16]) -> Self {
+        let mask = |positions: &[u16]| positions.iter().fold(0u64, |mask, &p| mask | 1 << p);
+        Self {
+            footprint: mask(footprint),
+            outside: mask(outside),
+            prefix: (0..=outside.len()).map(|j| mask(&outside[..j])).collect(),
+        }
+    }
+}
+
 /// Everything the search needs to know about one shape.
 #[derive(Debug)]
 pub struct ShapeTable {
@@ -166,102 +178,19 @@ impl Spatial {
         (usize::from(shape.0) < self.dims.len()).then(|| self.table(shape))
     }
 
+    /// Builds the table of a shape from its geometry alone.
     fn build(&self, dims: &[usize]) -> ShapeTable {
         let order = PositionOrder::new(dims);
-        let k = dims.len();
         let slots = order
             .coords
             .iter()
-            .map(|coord| {
-                let prefixes = (0..k)
-                    .filter(|&axis| coord[axis] > 0)
-                    .map(|axis| {
-                        let mut walker = coord.to_vec();
-                        (0..coord[axis])
-                            .map(|step| {
-                                walker[axis] = step;
-                                order.position(&walker) as u16
-                            })
-                            .collect()
-                    })
-                    .collect();
-                let shell: usize = coord.iter().sum();
-                let shell_peers = order
-                    .coords
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, other)| other.iter().sum::<usize>() == shell && *other != coord)
-                    .map(|(position, _)| position as u16)
-                    .collect();
-                SlotRule {
-                    prefixes,
-                    shell_peers,
-                }
-            })
+            .map(|coord| order.slot_rule(coord))
             .collect();
-
-        let over = over_targets(dims)
-            .into_iter()
-            .map(|(axis, target)| {
-                let kind = SourceKind::Over { axis };
-                self.reshape(&order, target, kind, |coord| coord.to_vec())
-            })
-            .collect();
-        let up = if dims.iter().all(|&size| size == 2) {
-            (0..=k)
-                .map(|p| {
-                    let target = vec![2; k + 1];
-                    let kind = SourceKind::Up { axis: k - p };
-                    self.reshape(&order, target, kind, |coord| {
-                        let mut moved = coord.to_vec();
-                        moved.insert(k - p, 0);
-                        moved
-                    })
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let over = self.over_reshapes(&order);
+        let up = self.up_reshapes(&order);
         let sources = source_list(dims)
             .into_iter()
-            .map(|(source, kind)| {
-                let from = PositionOrder::new(&source);
-                let map: Box<[u16]> = from
-                    .coords
-                    .iter()
-                    .map(|coord| {
-                        let mut moved = coord.to_vec();
-                        if let SourceKind::Up { axis } = kind {
-                            moved.insert(axis, 0);
-                        }
-                        order.position(&moved) as u16
-                    })
-                    .collect();
-                let mut footprint = map.to_vec();
-                footprint.sort_unstable();
-                let outside: Box<[u16]> = (0..order.coords.len() as u16)
-                    .filter(|position| footprint.binary_search(position).is_err())
-                    .collect();
-                let masks = (order.coords.len() <= 64).then(|| {
-                    let mask =
-                        |positions: &[u16]| positions.iter().fold(0u64, |mask, &p| mask | 1 << p);
-                    SourceMasks {
-                        footprint: mask(&footprint),
-                        outside: mask(&outside),
-                        prefix: (0..=outside.len()).map(|j| mask(&outside[..j])).collect(),
-                    }
-                });
-                Source {
-                    shape: self
-                        .id(&source)
-                        .expect("a source is smaller than its shape"),
-                    kind,
-                    map,
-                    footprint: footprint.into(),
-                    outside,
-                    masks,
-                }
-            })
+            .map(|(source, kind)| self.source(&order, &source, kind))
             .collect();
 
         ShapeTable {
@@ -274,6 +203,69 @@ impl Spatial {
             over,
             up,
             sources,
+        }
+    }
+
+    /// The over-reshapings of the shape `order` is of, in ORTHO.md order.
+    fn over_reshapes(&self, order: &PositionOrder) -> Vec<Reshape> {
+        over_targets(&order.dims)
+            .into_iter()
+            .map(|(axis, target)| {
+                let kind = SourceKind::Over { axis };
+                self.reshape(order, target, kind, |coord| coord.to_vec())
+            })
+            .collect()
+    }
+
+    /// The up-reshapings of the shape `order` is of, indexed by `p`; none
+    /// unless every size is 2.
+    fn up_reshapes(&self, order: &PositionOrder) -> Vec<Reshape> {
+        let k = order.dims.len();
+        if order.dims.iter().all(|&size| size == 2) {
+            (0..=k)
+                .map(|p| {
+                    let target = vec![2; k + 1];
+                    let kind = SourceKind::Up { axis: k - p };
+                    self.reshape(order, target, kind, |coord| {
+                        let mut moved = coord.to_vec();
+                        moved.insert(k - p, 0);
+                        moved
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The smaller shape `source`, reshaped by `kind` into the shape `order`
+    /// is of: where its grid lands and which positions it leaves empty.
+    fn source(&self, order: &PositionOrder, source: &[usize], kind: SourceKind) -> Source {
+        let from = PositionOrder::new(source);
+        let map: Box<[u16]> = from
+            .coords
+            .iter()
+            .map(|coord| {
+                let mut moved = coord.to_vec();
+                if let SourceKind::Up { axis } = kind {
+                    moved.insert(axis, 0);
+                }
+                order.position(&moved) as u16
+            })
+            .collect();
+        let mut footprint = map.to_vec();
+        footprint.sort_unstable();
+        let outside: Box<[u16]> = (0..order.coords.len() as u16)
+            .filter(|position| footprint.binary_search(position).is_err())
+            .collect();
+        let masks = (order.coords.len() <= 64).then(|| SourceMasks::new(&footprint, &outside));
+        Source {
+            shape: self.id(source).expect("a source is smaller than its shape"),
+            kind,
+            map,
+            footprint: footprint.into(),
+            outside,
+            masks,
         }
     }
 
@@ -393,6 +385,36 @@ impl PositionOrder {
 
     fn position(&self, coord: &[usize]) -> usize {
         self.rank[flatten(&self.dims, coord)]
+    }
+
+    /// The slot rule of the slot at `coord`: its required prefixes along
+    /// every axis where it is not at 0, and its shell peers.
+    fn slot_rule(&self, coord: &[usize]) -> SlotRule {
+        let k = self.dims.len();
+        let prefixes = (0..k)
+            .filter(|&axis| coord[axis] > 0)
+            .map(|axis| {
+                let mut walker = coord.to_vec();
+                (0..coord[axis])
+                    .map(|step| {
+                        walker[axis] = step;
+                        self.position(&walker) as u16
+                    })
+                    .collect()
+            })
+            .collect();
+        let shell: usize = coord.iter().sum();
+        let shell_peers = self
+            .coords
+            .iter()
+            .enumerate()
+            .filter(|(_, other)| other.iter().sum::<usize>() == shell && other[..] != *coord)
+            .map(|(position, _)| position as u16)
+            .collect();
+        SlotRule {
+            prefixes,
+            shell_peers,
+        }
     }
 }
 

@@ -76,6 +76,38 @@ struct Part {
 const PREFETCH_DISTANCE: usize = 8;
 
 impl Part {
+    /// Counts `ortho`, expanded as `expansion`: a leaf among the part's
+    /// leaves (and kept when `keep_leaves`), the expansion for its record.
+    #[inline]
+    fn count(&mut self, ortho: &Ortho, expansion: Expansion, keep_leaves: bool) {
+        if expansion.leaf {
+            self.leaves += 1;
+            if keep_leaves {
+                self.leaf_orthos.push(ortho.clone());
+            }
+        }
+        self.expansions.push(expansion);
+    }
+
+    /// Keeps `child`, made by `step` from the part's ortho number `parent`,
+    /// among the part's children unless it is `excluded`; `steps` gets the
+    /// step and the parent's number.
+    #[inline]
+    fn accept(
+        &mut self,
+        steps: &mut Vec<(usize, Step)>,
+        excluded: Option<&HashSet<Ortho>>,
+        parent: usize,
+        step: Step,
+        child: Ortho,
+    ) {
+        if excluded.is_some_and(|excluded| excluded.contains(&child)) {
+            return;
+        }
+        steps.push((parent, step));
+        self.children.push(child);
+    }
+
     /// Keeps `ortho`, whose `(volume, fullness)` is `key`, as the part's best
     /// if it beats it (§7).
     #[inline]
@@ -305,13 +337,6 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
     let mut steps: Vec<(usize, Step)> = Vec::new();
     // Seen-set mode: children waiting for their prefetched slot, oldest first.
     let mut in_flight: VecDeque<(OrthoId, usize, Step, Ortho)> = VecDeque::new();
-    let accept = |part: &mut Part, steps: &mut Vec<(usize, Step)>, parent, step, child| {
-        if excluded.is_some_and(|excluded| excluded.contains(&child)) {
-            return;
-        }
-        steps.push((parent, step));
-        part.children.push(child);
-    };
     for (index, ortho) in orthos.iter().enumerate() {
         if since == 0 {
             part.consider(ortho, ortho.rank_key());
@@ -325,7 +350,7 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
             |step, child| {
                 part.generated += 1;
                 let Some(seen) = seen else {
-                    accept(&mut part, &mut steps, index, step, child);
+                    part.accept(&mut steps, excluded, index, step, child);
                     return;
                 };
                 let id = child.id();
@@ -335,20 +360,12 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
                     && let Some((id, parent, step, child)) = in_flight.pop_front()
                     && seen.insert(id)
                 {
-                    accept(&mut part, &mut steps, parent, step, child);
+                    part.accept(&mut steps, excluded, parent, step, child);
                 }
             },
         );
         match expanded {
-            Ok(expansion) => {
-                if expansion.leaf {
-                    part.leaves += 1;
-                    if keep_leaves {
-                        part.leaf_orthos.push(ortho.clone());
-                    }
-                }
-                part.expansions.push(expansion);
-            }
+            Ok(expansion) => part.count(ortho, expansion, keep_leaves),
             Err(error) => {
                 part.error = Some(error);
                 return part;
@@ -358,24 +375,37 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
     if let Some(seen) = seen {
         while let Some((id, parent, step, child)) = in_flight.pop_front() {
             if seen.insert(id) {
-                accept(&mut part, &mut steps, parent, step, child);
+                part.accept(&mut steps, excluded, parent, step, child);
             }
         }
     }
     if let Some(width) = records {
-        let mut from = 0;
-        let mut children = Vec::new();
-        for (index, (ortho, expansion)) in orthos.iter().zip(&part.expansions).enumerate() {
-            children.clear();
-            while from < steps.len() && steps[from].0 == index {
-                children.push(steps[from].1);
-                from += 1;
-            }
-            let reshapes = ortho.fullness() + 1 == ortho.table().capacity;
-            encode_record(expansion, reshapes, &children, width, &mut part.records);
-        }
+        encode_records(orthos, &part.expansions, &steps, width, &mut part.records);
     }
     part
+}
+
+/// Appends the history record of each of `orthos` to `records`: its
+/// expansion and the steps to its accepted children, which `steps` lists
+/// for the whole part, in order, with the index of their parent.
+fn encode_records(
+    orthos: &[Ortho],
+    expansions: &[Expansion],
+    steps: &[(usize, Step)],
+    width: NodeWidth,
+    records: &mut Vec<u8>,
+) {
+    let mut from = 0;
+    let mut children = Vec::new();
+    for (index, (ortho, expansion)) in orthos.iter().zip(expansions).enumerate() {
+        children.clear();
+        while from < steps.len() && steps[from].0 == index {
+            children.push(steps[from].1);
+            from += 1;
+        }
+        let reshapes = ortho.fullness() + 1 == ortho.table().capacity;
+        encode_record(expansion, reshapes, &children, width, records);
+    }
 }
 
 /// The better of two optional orthos by the §7 order.

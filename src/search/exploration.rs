@@ -35,7 +35,7 @@ use super::history::{
 use super::manifest::{Checkpoint, Checkpoints, Manifest, SegmentExtent, StoredFigures};
 use super::replay::{ReplayScratch, replay};
 use super::revisit::{StoredHistory, revisit};
-use super::version::VersionSearch;
+use super::version::{Searched, VersionSearch};
 use super::{Dedup, Figures, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
 use crate::interner::{Interner, Token};
@@ -345,22 +345,11 @@ impl Exploration {
         observer: &mut dyn SearchObserver,
         checkpoints: &mut dyn Checkpoints,
     ) -> Result<Advanced> {
-        let base = self.manifest.version;
-        if interner.version() < base {
-            return Err(Error::Inconsistent(format!(
-                "the stored search is at version {base}, ahead of the interner's {}",
-                interner.version()
-            )));
-        }
-        if interner.version() == base && base > 0 {
-            return Ok(Advanced {
-                figures: self.figures()?,
-                stats: SearchStats::default(),
-                handed_off: Vec::new(),
-            });
+        if let Some(advanced) = self.already_at(interner)? {
+            return Ok(advanced);
         }
         self.materialize()?;
-        let incremental = self.manifest.history && base > 0;
+        let incremental = self.manifest.history && self.manifest.version > 0;
         self.prepare_seen_set(config.dedup, incremental)?;
         let segment = self.manifest.segments.len() as u32;
         let paths = self.paths(segment);
@@ -380,44 +369,20 @@ impl Exploration {
             figures: Figures::default(),
             stats: SearchStats::default(),
         };
-        let history = self.manifest.history;
         let mut search = match resume {
             Some(checkpoint) => {
-                if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
-                    return Err(Error::Inconsistent(format!(
-                        "checkpoint of version {} does not continue the stored search at version {base}",
-                        checkpoint.version
-                    )));
-                }
-                // The stored orthos this version expanded again (all before
-                // its first checkpoint): later versions of this process
-                // must see them, as a reopened exploration would.
-                if history && checkpoint.segment.overrides_bytes > 0 {
-                    let changed = read_overrides(&paths[1], checkpoint.segment.overrides_bytes)?;
-                    for (at, expansion) in changed {
-                        set_override(&mut self.overrides, segment, at, expansion)?;
-                    }
-                }
-                VersionSearch::resume(batches, &paths, history, checkpoint)?
+                let changed = self.resumed_overrides(interner, checkpoint, &paths)?;
+                set_overrides(&mut self.overrides, segment, changed)?;
+                VersionSearch::resume(batches, &paths, self.manifest.history, checkpoint)?
             }
             None => {
-                let in_memory = self.temporary && segment == 0;
-                let figures = if incremental {
-                    self.figures()?
-                } else {
-                    Figures::default()
-                };
-                let mut search =
-                    VersionSearch::start(batches, &paths, history, in_memory, figures)?;
+                let mut search = self.start_version(batches, &paths, incremental)?;
                 // Phase 1: new first words.
                 let mut roots = self.new_roots(interner, incremental);
                 // Phase 2: stored orthos whose candidates grew.
                 if incremental {
-                    let changed = revisit(&self.stored(), &mut search.batches, base, &mut roots)?;
-                    search.record_overrides(&changed)?;
-                    for (at, expansion) in changed {
-                        set_override(&mut self.overrides, segment, at, expansion)?;
-                    }
+                    let changed = self.revisit_grown(&mut search, &mut roots)?;
+                    set_overrides(&mut self.overrides, segment, changed)?;
                 }
                 search.plant(roots)?;
                 search
@@ -432,8 +397,100 @@ impl Exploration {
             self.durable,
         )?;
         let searched = search.finish(self.durable)?;
+        let keep_in_memory = self.temporary && segment == 0 && resume.is_none();
+        Ok(self.record_version(interner, searched, keep_in_memory))
+    }
+
+    /// What [`Exploration::advance`] answers without searching: the stored
+    /// figures when the exploration is at `interner`'s version already (and
+    /// past version 0), an error when it is ahead of it, and `None` when
+    /// there is a version to search.
+    fn already_at(&self, interner: &Interner) -> Result<Option<Advanced>> {
+        let base = self.manifest.version;
+        if interner.version() < base {
+            return Err(Error::Inconsistent(format!(
+                "the stored search is at version {base}, ahead of the interner's {}",
+                interner.version()
+            )));
+        }
+        if interner.version() == base && base > 0 {
+            return Ok(Some(Advanced {
+                figures: self.figures()?,
+                stats: SearchStats::default(),
+                handed_off: Vec::new(),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Checks that `checkpoint` continues the stored search, and reads the
+    /// stored orthos its version expanded again (all before its first
+    /// checkpoint): later versions of this process must see them, as a
+    /// reopened exploration would.
+    fn resumed_overrides(
+        &self,
+        interner: &Interner,
+        checkpoint: &Checkpoint,
+        paths: &[PathBuf; 2],
+    ) -> Result<Vec<(RecordAt, Expansion)>> {
+        let base = self.manifest.version;
+        if checkpoint.version != interner.version() || checkpoint.base != self.manifest {
+            return Err(Error::Inconsistent(format!(
+                "checkpoint of version {} does not continue the stored search at version {base}",
+                checkpoint.version
+            )));
+        }
+        if self.manifest.history && checkpoint.segment.overrides_bytes > 0 {
+            return read_overrides(&paths[1], checkpoint.segment.overrides_bytes);
+        }
+        Ok(Vec::new())
+    }
+
+    /// A version searched from its start, writing the next segment at
+    /// `paths`: its figures start from the stored version's when
+    /// `incremental`, and a temporary exploration's first segment stays in
+    /// memory while it is small.
+    fn start_version<'a>(
+        &self,
+        batches: Batches<'a>,
+        paths: &[PathBuf; 2],
+        incremental: bool,
+    ) -> Result<VersionSearch<'a>> {
+        let segment = self.manifest.segments.len();
+        let in_memory = self.temporary && segment == 0;
+        let figures = if incremental {
+            self.figures()?
+        } else {
+            Figures::default()
+        };
+        VersionSearch::start(batches, paths, self.manifest.history, in_memory, figures)
+    }
+
+    /// Phase 2: expands again the stored orthos whose candidates grew,
+    /// adding the children of their new candidates to `roots`. Returns their
+    /// new expansions, already recorded in the version's overrides file.
+    fn revisit_grown(
+        &self,
+        search: &mut VersionSearch<'_>,
+        roots: &mut Vec<Ortho>,
+    ) -> Result<Vec<(RecordAt, Expansion)>> {
+        let base = self.manifest.version;
+        let changed = revisit(&self.stored(), &mut search.batches, base, roots)?;
+        search.record_overrides(&changed)?;
+        Ok(changed)
+    }
+
+    /// Records the version `searched` found in the manifest: its segment
+    /// (whose files stay in memory when `keep_in_memory`), the interner's
+    /// version and vocabulary, and the figures.
+    fn record_version(
+        &mut self,
+        interner: &Interner,
+        searched: Searched,
+        keep_in_memory: bool,
+    ) -> Advanced {
         if let Some((extent, files)) = searched.segment {
-            if self.temporary && segment == 0 && resume.is_none() {
+            if keep_in_memory {
                 self.unsaved = Some(files);
             }
             self.manifest.segments.push(extent);
@@ -442,11 +499,11 @@ impl Exploration {
         self.manifest.vocabulary = interner.vocabulary() as u32;
         self.manifest.figures = StoredFigures::of(&searched.figures);
         self.manifest.format = FORMAT_VERSION;
-        Ok(Advanced {
+        Advanced {
             figures: searched.figures,
             stats: searched.stats,
             handed_off: searched.handed_off,
-        })
+        }
     }
 
     /// The stored history, as a scan reads it.
@@ -533,6 +590,19 @@ impl Drop for Exploration {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Records the new expansions `changed` of stored orthos, as
+/// [`set_override`] does each.
+fn set_overrides(
+    overrides: &mut Vec<BTreeMap<u32, Expansion>>,
+    segment: u32,
+    changed: Vec<(RecordAt, Expansion)>,
+) -> Result<()> {
+    for (at, expansion) in changed {
+        set_override(overrides, segment, at, expansion)?;
+    }
+    Ok(())
 }
 
 /// Records that ortho `at` now expands as `expansion`; only segments before

@@ -171,7 +171,7 @@ pub(crate) fn replay(
     mut visit: impl FnMut(&Replayed<'_>) -> Result<()>,
 ) -> Result<u32> {
     let path = blocks.path().to_owned();
-    let damaged = |at: u64, detail: String| Error::Damaged {
+    let damaged_at = |at: u64, detail: String| Error::Damaged {
         path: path.clone(),
         detail: format!("at byte {at}: {detail}"),
     };
@@ -183,77 +183,38 @@ pub(crate) fn replay(
     let mut end = 0;
     while let Some((kind, payload, at)) = blocks.next_block()? {
         end = at + payload.len() as u64;
+        let damaged = |detail: String| damaged_at(at, detail);
         match kind {
             BlockKind::Roots => {
                 if !opening && !stack.is_empty() {
-                    return Err(damaged(at, "a run starts before the last one ended".into()));
+                    return Err(damaged("a run starts before the last one ended".into()));
                 }
-                for root in decode_roots(payload).map_err(|e| damaged(at, e))? {
-                    stack.push(Node {
-                        parent: ROOT,
-                        token: arena.roots.len() as u32,
-                        reshape: 0,
-                    });
-                    arena.roots.push(root);
-                }
+                replay_roots(payload, arena, stack, &damaged)?;
                 opening = true;
             }
             BlockKind::Batch => {
                 opening = false;
-                let mut bytes = payload;
-                let count =
-                    get_varint(&mut bytes).ok_or_else(|| damaged(at, "bad count".into()))?;
-                let count = count as usize;
-                let width =
-                    take_width(&mut bytes).ok_or_else(|| damaged(at, "bad node width".into()))?;
-                if count > stack.len() {
-                    return Err(damaged(
-                        at,
-                        format!("a batch of {count} with {} pending", stack.len()),
-                    ));
-                }
-                // The batch is the top of the stack; its children go above it,
-                // and the batch is cut out once it is read.
-                let first = stack.len() - count;
-                for position in first..first + count {
-                    let node = stack[position];
-                    let (record, rest) =
-                        RawRecord::split(bytes, width, false).map_err(|e| damaged(at, e.into()))?;
-                    bytes = push_children(rest, &record, node, arena, stack)
-                        .map_err(|e| damaged(at, e.into()))?;
-                    if wanted(index, &record) {
-                        visit(&Replayed { index, arena, node })?;
-                    }
-                    index = index
-                        .checked_add(1)
-                        .ok_or_else(|| damaged(at, "too many records".into()))?;
-                }
-                stack.drain(first..first + count);
-                if !bytes.is_empty() {
-                    return Err(damaged(at, "trailing bytes in a batch".into()));
-                }
-                arena.compact_if_large(stack);
+                index = replay_batch(
+                    payload,
+                    index,
+                    arena,
+                    stack,
+                    &mut wanted,
+                    &mut visit,
+                    &damaged,
+                )?;
             }
             BlockKind::Handoff => {
-                let mut bytes = payload;
-                let count =
-                    get_varint(&mut bytes).ok_or_else(|| damaged(at, "bad count".into()))?;
-                if count as usize > stack.len() || !bytes.is_empty() {
-                    return Err(damaged(
-                        at,
-                        format!("{count} orthos handed off with {} pending", stack.len()),
-                    ));
-                }
-                stack.drain(..count as usize);
+                replay_handoff(payload, stack, &damaged)?;
                 opening = false;
             }
             BlockKind::Overrides => {
-                return Err(damaged(at, "an overrides block in a history file".into()));
+                return Err(damaged("an overrides block in a history file".into()));
             }
         }
     }
     if !stack.is_empty() {
-        return Err(damaged(
+        return Err(damaged_at(
             end,
             format!(
                 "{} orthos recorded as found were never expanded",
@@ -262,6 +223,93 @@ pub(crate) fn replay(
         ));
     }
     Ok(index - first_index)
+}
+
+/// Replays a roots block: its orthos go onto the stack (and into the
+/// arena's roots), opening a run. `damaged` describes damage in the block.
+fn replay_roots(
+    payload: &[u8],
+    arena: &mut Arena,
+    stack: &mut Vec<Node>,
+    damaged: &impl Fn(String) -> Error,
+) -> Result<()> {
+    for root in decode_roots(payload).map_err(damaged)? {
+        stack.push(Node {
+            parent: ROOT,
+            token: arena.roots.len() as u32,
+            reshape: 0,
+        });
+        arena.roots.push(root);
+    }
+    Ok(())
+}
+
+/// Replays a batch block, whose records are those of the orthos on top of
+/// the stack, from record `index` on: each record's children are pushed, the
+/// records `wanted` picks are handed to `visit`, and the batch is taken off
+/// the stack. Returns the index of the next record. `damaged` describes
+/// damage in the block.
+#[inline]
+fn replay_batch(
+    payload: &[u8],
+    mut index: u32,
+    arena: &mut Arena,
+    stack: &mut Vec<Node>,
+    wanted: &mut impl FnMut(u32, &RawRecord<'_>) -> bool,
+    visit: &mut impl FnMut(&Replayed<'_>) -> Result<()>,
+    damaged: &impl Fn(String) -> Error,
+) -> Result<u32> {
+    let mut bytes = payload;
+    let count = get_varint(&mut bytes).ok_or_else(|| damaged("bad count".into()))?;
+    let count = count as usize;
+    let width = take_width(&mut bytes).ok_or_else(|| damaged("bad node width".into()))?;
+    if count > stack.len() {
+        return Err(damaged(format!(
+            "a batch of {count} with {} pending",
+            stack.len()
+        )));
+    }
+    // The batch is the top of the stack; its children go above it,
+    // and the batch is cut out once it is read.
+    let first = stack.len() - count;
+    for position in first..first + count {
+        let node = stack[position];
+        let (record, rest) =
+            RawRecord::split(bytes, width, false).map_err(|e| damaged(e.into()))?;
+        bytes = push_children(rest, &record, node, arena, stack).map_err(|e| damaged(e.into()))?;
+        if wanted(index, &record) {
+            visit(&Replayed { index, arena, node })?;
+        }
+        index = index
+            .checked_add(1)
+            .ok_or_else(|| damaged("too many records".into()))?;
+    }
+    stack.drain(first..first + count);
+    if !bytes.is_empty() {
+        return Err(damaged("trailing bytes in a batch".into()));
+    }
+    arena.compact_if_large(stack);
+    Ok(index)
+}
+
+/// Replays a handoff block: the orthos it counts, at the bottom of the
+/// stack, went to other searches and are taken off it. `damaged` describes
+/// damage in the block.
+fn replay_handoff(
+    payload: &[u8],
+    stack: &mut Vec<Node>,
+    damaged: &impl Fn(String) -> Error,
+) -> Result<()> {
+    let mut bytes = payload;
+    let count = get_varint(&mut bytes).ok_or_else(|| damaged("bad count".into()))?;
+    if count as usize > stack.len() || !bytes.is_empty() {
+        return Err(damaged(format!(
+            "{count} orthos handed off with {} pending",
+            stack.len()
+        )));
+    }
+    stack.drain(..count as usize);
+    Ok(())
 }
 
 /// Reads the children section of `record` off the front of `bytes`, pushing
