@@ -22,10 +22,10 @@ use crate::output::{self, Work};
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
 use crate::search::{
-    Advanced, Checkpoint, Checkpoints, Dedup, Exploration, Manifest, Progress, Scope, SearchConfig,
-    SearchStats, Searcher,
+    AdvanceOutcome, Checkpoint, Checkpoints, Dedup, Exploration, Manifest, Progress, Scope,
+    SearchConfig, SearchStats, Searcher,
 };
-use crate::store::{RunCheckpoint, StateDir, VersionRecord, content_hash};
+use crate::store::{StateDir, StoredCheckpoint, VersionRecord, content_hash};
 use crate::text::read_text_file;
 
 /// Default number of orthos expanded between two checkpoints (the seed's cadence).
@@ -187,7 +187,7 @@ fn pending_checkpoint(
     exploration: &Exploration,
     dedup: Dedup,
 ) -> Result<Option<Checkpoint>> {
-    let Some(RunCheckpoint {
+    let Some(StoredCheckpoint {
         hash,
         checkpoint,
         dedup: taken_in,
@@ -242,7 +242,7 @@ impl Checkpoints for StateCheckpoints<'_> {
     }
 
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<()> {
-        self.state.save_checkpoint(&RunCheckpoint {
+        self.state.save_checkpoint(&StoredCheckpoint {
             hash: self.hash.to_owned(),
             checkpoint: checkpoint.clone(),
             dedup: self.dedup.name().to_owned(),
@@ -271,7 +271,11 @@ impl Versioned<'_> {
     /// progress and checkpoints. A stored search found damaged is set
     /// aside and the version searched afresh from the recorded texts.
     /// Returns what it found, and whether it went on from `resume`.
-    fn search(self, input: &InputText, resume: Option<Checkpoint>) -> Result<(Advanced, bool)> {
+    fn search(
+        self,
+        input: &InputText,
+        resume: Option<Checkpoint>,
+    ) -> Result<(AdvanceOutcome, bool)> {
         let Self {
             state,
             exploration,

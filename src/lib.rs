@@ -70,4 +70,4 @@ pub use error::{Error, Result};
 pub use interner::{Interner, Token};
 pub use ortho::{Ortho, OrthoId};
 pub use search::{Figures, SearchConfig, SearchOutcome, search};
-pub use seed_api::{Checkpoint, process_text};
+pub use seed_api::{SeedCheckpoint, process_text};

@@ -15,7 +15,7 @@ pub const CHECKPOINT_EVERY: u64 = 100_000;
 
 /// What a checkpoint function is shown.
 #[derive(Debug)]
-pub struct Checkpoint<'a> {
+pub struct SeedCheckpoint<'a> {
     /// The interner being searched.
     pub interner: &'a Interner,
     /// Orthos processed so far in this call.
@@ -69,7 +69,7 @@ pub fn process_text<F>(
     checkpoint_fn: F,
 ) -> Result<(Interner, usize, usize, usize, usize)>
 where
-    F: FnMut(&Checkpoint<'_>) -> Result<()>,
+    F: FnMut(&SeedCheckpoint<'_>) -> Result<()>,
 {
     let mut interner = interner.unwrap_or_default();
     let ingested = interner.ingest(text);
@@ -113,7 +113,7 @@ struct SeedObserver<'a, F> {
 
 impl<F> SearchObserver for SeedObserver<'_, F>
 where
-    F: FnMut(&Checkpoint<'_>) -> Result<()>,
+    F: FnMut(&SeedCheckpoint<'_>) -> Result<()>,
 {
     fn wants_leaves(&self) -> bool {
         true
@@ -137,7 +137,7 @@ where
     fn on_batch(&mut self, progress: &Progress) -> Result<()> {
         while progress.processed >= self.next_checkpoint {
             self.next_checkpoint += CHECKPOINT_EVERY;
-            (self.checkpoint_fn)(&Checkpoint {
+            (self.checkpoint_fn)(&SeedCheckpoint {
                 interner: self.interner,
                 processed: progress.processed,
                 orthos: progress.orthos,

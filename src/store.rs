@@ -43,7 +43,7 @@ pub const HISTORY_DIR: &str = "history";
 
 /// A checkpoint of the version being searched, and which text it is.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RunCheckpoint {
+pub struct StoredCheckpoint {
     /// Content hash of the text being searched.
     pub hash: String,
     /// Where its search stood.
@@ -231,8 +231,8 @@ impl StateDir {
     }
 
     /// The checkpoint of an unfinished version, if any.
-    pub fn checkpoint(&self) -> Result<Option<RunCheckpoint>> {
-        let Some(mut checkpoint) = self.search_entry::<RunCheckpoint>("checkpoint")? else {
+    pub fn checkpoint(&self) -> Result<Option<StoredCheckpoint>> {
+        let Some(mut checkpoint) = self.search_entry::<StoredCheckpoint>("checkpoint")? else {
             return Ok(None);
         };
         let pending = self.read(None, |txn| {
@@ -269,7 +269,7 @@ impl StateDir {
     }
 
     /// Durably records a checkpoint of the version being searched.
-    pub fn save_checkpoint(&mut self, checkpoint: &RunCheckpoint) -> Result<()> {
+    pub fn save_checkpoint(&mut self, checkpoint: &StoredCheckpoint) -> Result<()> {
         let json = serde_json::to_string(checkpoint).expect("a checkpoint always serialises");
         let pending = &checkpoint.checkpoint.pending;
         self.write(|txn| {

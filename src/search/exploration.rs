@@ -73,7 +73,7 @@ const MAX_SEGMENTS: usize = 8;
 
 /// What bringing an exploration to a version found.
 #[derive(Clone, Debug)]
-pub struct Advanced {
+pub struct AdvanceOutcome {
     /// The figures at that version (of the whole search, not only the new
     /// part; without the orthos handed off).
     pub figures: Figures,
@@ -344,7 +344,7 @@ impl Exploration {
         resume: Option<&Checkpoint>,
         observer: &mut dyn SearchObserver,
         checkpoints: &mut dyn Checkpoints,
-    ) -> Result<Advanced> {
+    ) -> Result<AdvanceOutcome> {
         if let Some(advanced) = self.already_at(interner)? {
             return Ok(advanced);
         }
@@ -405,7 +405,7 @@ impl Exploration {
     /// figures when the exploration is at `interner`'s version already (and
     /// past version 0), an error when it is ahead of it, and `None` when
     /// there is a version to search.
-    fn already_at(&self, interner: &Interner) -> Result<Option<Advanced>> {
+    fn already_at(&self, interner: &Interner) -> Result<Option<AdvanceOutcome>> {
         let base = self.manifest.version;
         if interner.version() < base {
             return Err(Error::Inconsistent(format!(
@@ -414,7 +414,7 @@ impl Exploration {
             )));
         }
         if interner.version() == base && base > 0 {
-            return Ok(Some(Advanced {
+            return Ok(Some(AdvanceOutcome {
                 figures: self.figures()?,
                 stats: SearchStats::default(),
                 handed_off: Vec::new(),
@@ -488,7 +488,7 @@ impl Exploration {
         interner: &Interner,
         searched: Searched,
         keep_in_memory: bool,
-    ) -> Advanced {
+    ) -> AdvanceOutcome {
         if let Some((extent, files)) = searched.segment {
             if keep_in_memory {
                 self.unsaved = Some(files);
@@ -499,7 +499,7 @@ impl Exploration {
         self.manifest.vocabulary = interner.vocabulary() as u32;
         self.manifest.figures = StoredFigures::of(&searched.figures);
         self.manifest.format = FORMAT_VERSION;
-        Advanced {
+        AdvanceOutcome {
             figures: searched.figures,
             stats: searched.stats,
             handed_off: searched.handed_off,

@@ -31,7 +31,7 @@ mod version;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use exploration::{Advanced, Exploration, Scope, Subtrees};
+pub use exploration::{AdvanceOutcome, Exploration, Scope, Subtrees};
 pub use history::FORMAT_VERSION;
 
 /// Encodes a list of orthos (with a count and a CRC-32), as units travel
@@ -197,7 +197,7 @@ pub trait SearchObserver {
     /// Asked after each batch with the orthos pending (found, not yet
     /// expanded; the first found first): how many of the first to hand to
     /// other searches now, with their subtrees (see
-    /// [`Advanced::handed_off`]). The search goes on with the rest; handing
+    /// [`AdvanceOutcome::handed_off`]). The search goes on with the rest; handing
     /// all of them off ends it.
     fn hand_off(&mut self, _pending: &[Ortho]) -> usize {
         0
@@ -259,7 +259,8 @@ impl Searcher {
     ) -> Result<SearchOutcome> {
         let mut exploration = Exploration::temporary(&self.config.scratch_dir, scope)?;
         exploration.discard_history();
-        let Advanced { figures, stats, .. } = self.advance(&mut exploration, interner, observer)?;
+        let AdvanceOutcome { figures, stats, .. } =
+            self.advance(&mut exploration, interner, observer)?;
         Ok(SearchOutcome { figures, stats })
     }
 
@@ -274,7 +275,7 @@ impl Searcher {
         exploration: &mut Exploration,
         interner: &Interner,
         observer: &mut dyn SearchObserver,
-    ) -> Result<Advanced> {
+    ) -> Result<AdvanceOutcome> {
         exploration.advance(
             &self.pool,
             &self.config,
@@ -293,7 +294,7 @@ impl Searcher {
         exploration: &mut Exploration,
         interner: &Interner,
         observer: &mut dyn SearchObserver,
-    ) -> Result<Advanced> {
+    ) -> Result<AdvanceOutcome> {
         let config = SearchConfig {
             dedup,
             ..self.config.clone()
@@ -317,7 +318,7 @@ impl Searcher {
         resume: Option<&Checkpoint>,
         observer: &mut dyn SearchObserver,
         checkpoints: &mut dyn Checkpoints,
-    ) -> Result<Advanced> {
+    ) -> Result<AdvanceOutcome> {
         exploration.advance(
             &self.pool,
             &self.config,

@@ -51,7 +51,7 @@ pub struct Job {
     /// The interner of the unit's version.
     pub interner: Arc<Interner>,
     /// Content hashes of the texts of versions 1 to the unit's version.
-    pub texts: Arc<Vec<String>>,
+    pub text_hashes: Arc<Vec<String>>,
     /// Where reports go.
     pub events: UnboundedSender<v1::WorkerMessage>,
 }
@@ -221,7 +221,7 @@ fn run_job(
 ) {
     tracing::debug!(
         attempt = job.attempt,
-        version = job.texts.len(),
+        version = job.text_hashes.len(),
         unit = job.unit,
         base = job.base_version,
         "searching a unit"
@@ -244,7 +244,7 @@ fn run_job(
         let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.retain(|&(unit, _, _)| unit != job.unit);
         if done.kept {
-            kept.push((job.unit, job.texts.len() as u32, job.attempt));
+            kept.push((job.unit, job.text_hashes.len() as u32, job.attempt));
         }
     }
     let message = match searched {
@@ -268,13 +268,18 @@ fn search_unit(
     job: &Job,
     reporter: &mut Reporter<'_>,
 ) -> Result<v1::UnitDone> {
-    let mut search = store.open(job.unit, job.scope.clone(), &job.texts, job.base_version)?;
+    let mut search = store.open(
+        job.unit,
+        job.scope.clone(),
+        &job.text_hashes,
+        job.base_version,
+    )?;
     let advanced =
         searcher.advance_with(job.dedup, &mut search.exploration, &job.interner, reporter)?;
     let figures = &advanced.figures;
     let expanded = advanced.stats.processed + advanced.stats.revisited;
     reporter.report(figures, 0, expanded);
-    let kept = store.keep(job.unit, job.attempt, &job.texts, &mut search)?;
+    let kept = store.keep(job.unit, job.attempt, &job.text_hashes, &mut search)?;
     Ok(v1::UnitDone {
         attempt: job.attempt,
         orthos: figures.orthos,

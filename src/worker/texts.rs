@@ -79,7 +79,7 @@ impl Preparer {
                         dedup: proto::dedup_from(assign.dedup),
                         most_orthos: assign.most_orthos,
                         interner: texts.interner,
-                        texts: texts.hashes,
+                        text_hashes: texts.hashes,
                         events: events.clone(),
                     }),
                     Err(error) => {

@@ -32,7 +32,8 @@ struct UnitRecord {
     /// The attempt that searched it.
     attempt: u64,
     /// Content hashes of the texts of versions 1..=manifest.version.
-    texts: Vec<String>,
+    #[serde(rename = "texts")]
+    text_hashes: Vec<String>,
     manifest: Manifest,
 }
 
@@ -97,7 +98,7 @@ impl UnitStore {
             .collect()
     }
 
-    /// The exploration to search `unit` at version `texts.len()` with: the
+    /// The exploration to search `unit` at version `text_hashes.len()` with: the
     /// kept one when the coordinator allows bringing it up from
     /// `base_version` and it is complete for exactly that version of these
     /// texts; otherwise a temporary one over `scope`, kept afterwards if it is
@@ -106,7 +107,7 @@ impl UnitStore {
         &self,
         unit: u64,
         scope: Scope,
-        texts: &[String],
+        text_hashes: &[String],
         base_version: u32,
     ) -> Result<UnitSearch> {
         let dir = self.unit_dir(unit);
@@ -114,8 +115,8 @@ impl UnitStore {
             && let Some(record) = usable_record(&dir, unit)
             && record.unit == unit
             && record.manifest.version == base_version
-            && record.texts.len() as u32 == base_version
-            && texts.starts_with(&record.texts)
+            && record.text_hashes.len() as u32 == base_version
+            && text_hashes.starts_with(&record.text_hashes)
         {
             match Exploration::open(&dir, scope.clone(), record.manifest) {
                 Ok(mut exploration) => {
@@ -146,14 +147,14 @@ impl UnitStore {
         })
     }
 
-    /// After `search` brought `unit` up to `texts` in `attempt`, keeps it if
+    /// After `search` brought `unit` up to `text_hashes` in `attempt`, keeps it if
     /// it is a kept unit or large enough to become one. Returns whether it
     /// is kept.
     pub fn keep(
         &self,
         unit: u64,
         attempt: u64,
-        texts: &[String],
+        text_hashes: &[String],
         search: &mut UnitSearch,
     ) -> Result<bool> {
         let dir = self.unit_dir(unit);
@@ -172,7 +173,7 @@ impl UnitStore {
         let record = UnitRecord {
             unit,
             attempt,
-            texts: texts.to_vec(),
+            text_hashes: text_hashes.to_vec(),
             manifest: exploration.manifest().clone(),
         };
         let stored = StoredRecord {
