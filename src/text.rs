@@ -41,17 +41,41 @@ fn words(sentence: &str) -> Vec<String> {
     cleaned.split_whitespace().map(str::to_lowercase).collect()
 }
 
-/// Reads a whole text file, refusing directories and invalid UTF-8 with a
-/// message that names the file.
+/// Largest text fold reads (a text is held in memory whole, with its
+/// interner): 1 GiB.
+pub const MAX_TEXT_BYTES: u64 = 1 << 30;
+
+/// Reads a whole text file, refusing directories, devices, files over
+/// [`MAX_TEXT_BYTES`] and invalid UTF-8 with a message that names the file.
+/// Pipes are read (up to the limit).
 pub fn read_text_file(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        return Err(Error::BadText(format!(
-            "{} is a directory, not a text file",
-            path.display()
-        )));
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+
+    let cannot_read = |e| Error::io(format!("cannot read {}", path.display()), e);
+    let kind = std::fs::metadata(path).map_err(cannot_read)?;
+    let refuse = |what: &str| Err(Error::BadText(format!("{} is {what}", path.display())));
+    if kind.is_dir() {
+        return refuse("a directory, not a text file");
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    if kind.file_type().is_char_device() || kind.file_type().is_block_device() {
+        return refuse("a device, not a text file");
+    }
+    let too_large = || {
+        refuse(&format!(
+            "larger than {MAX_TEXT_BYTES} bytes, the largest text fold reads"
+        ))
+    };
+    if kind.len() > MAX_TEXT_BYTES {
+        return too_large();
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TEXT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        return too_large();
+    }
     String::from_utf8(bytes).map_err(|e| {
         Error::BadText(format!(
             "{} is not valid UTF-8 (invalid byte at offset {})",

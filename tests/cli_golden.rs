@@ -312,6 +312,29 @@ fn directory_given_as_input_file_is_refused() {
 }
 
 #[test]
+fn devices_and_files_over_the_size_limit_are_refused_unread() {
+    let temp = tempfile::tempdir().unwrap();
+    let state = temp.path().join("state");
+    // A device would be read without end.
+    let zero = PathBuf::from("/dev/zero");
+    let line = refused(&run_coordinator(&[zero], &state, JSON), "/dev/zero input");
+    assert!(
+        line.contains("/dev/zero") && line.contains("device"),
+        "{line}"
+    );
+    // A sparse file one byte over the limit: refused from its size alone.
+    let huge = temp.path().join("huge.txt");
+    let file = std::fs::File::create(&huge).unwrap();
+    file.set_len(fold::text::MAX_TEXT_BYTES + 1).unwrap();
+    let line = refused(&run_coordinator(&[huge], &state, JSON), "oversized input");
+    assert!(
+        line.contains("huge.txt") && line.contains("larger than"),
+        "{line}"
+    );
+    assert!(!state.exists(), "a refused run created the state dir");
+}
+
+#[test]
 fn input_with_invalid_utf8_is_refused_and_recorded_state_is_kept() {
     let temp = tempfile::tempdir().unwrap();
     let state = temp.path().join("state");

@@ -57,7 +57,7 @@ pub const DEFAULT_MAX_TEXT_BYTES: usize = 64 << 20;
 
 /// Largest `--max-text-bytes`: the coordinator and every worker hold each
 /// text in memory, with its interner.
-pub const MAX_TEXT_BYTES_LIMIT: usize = 1 << 30;
+pub const MAX_TEXT_BYTES_LIMIT: usize = crate::text::MAX_TEXT_BYTES as usize;
 
 /// Shortest lease `serve` accepts: workers renew their leases every quarter
 /// lease, which must stay well above network and scheduling delays.
