@@ -219,7 +219,7 @@ const RUN_RECORDS: u64 = 1 << 16;
 
 /// A new run's roots (the pending stack, written whole) may cost at most
 /// this fraction of the run they end.
-const ROOTS_SHARE: u64 = 32;
+const ROOTS_SHARE: u64 = 16;
 
 /// Where the history's current run started: the records and bytes before
 /// it (see [`BlockWriter::restart`]).
@@ -242,10 +242,10 @@ impl RunStart {
         if stack.is_empty() || records - self.records < RUN_RECORDS {
             return Ok(());
         }
-        let roots_bytes: u64 = stack
-            .iter()
-            .map(|ortho| 2 + 2 * ortho.raw_slots().len() as u64)
-            .sum();
+        // Estimated from the top ortho, the deepest and so the largest: a
+        // sum over the stack after every batch would cost more than it saves.
+        let top = stack.last().map_or(0, |ortho| ortho.raw_slots().len() as u64);
+        let roots_bytes = stack.len() as u64 * (2 + 2 * top);
         if roots_bytes * ROOTS_SHARE > history.len() - self.bytes {
             return Ok(());
         }
