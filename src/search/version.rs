@@ -244,7 +244,9 @@ impl RunStart {
         }
         // Estimated from the top ortho, the deepest and so the largest: a
         // sum over the stack after every batch would cost more than it saves.
-        let top = stack.last().map_or(0, |ortho| ortho.raw_slots().len() as u64);
+        let top = stack
+            .last()
+            .map_or(0, |ortho| ortho.raw_slots().len() as u64);
         let roots_bytes = stack.len() as u64 * (2 + 2 * top);
         if roots_bytes * ROOTS_SHARE > history.len() - self.bytes {
             return Ok(());
