@@ -3,13 +3,15 @@
 //! repeats within a diagonal shell. `../shared/spec/ORTHO.md` defines the
 //! search exactly; every path through this crate reproduces its figures.
 //!
-//! Layers, lowest first (a layer never imports a higher one):
+//! Layers, lowest first (a layer never imports a higher one; [`error`] and
+//! [`runtime`] sit beside them, for every layer to use):
 //!
 //! * [`text`] — sentences and words of a raw text.
 //! * [`interner`] — versions, token ids and phrase completions.
 //! * [`spatial`] — per-shape tables: position order, prefixes, shells, reshapes.
-//! * [`ortho`] — the compact ortho value, its identity and its children.
-//! * [`canonical`] — which parent accepts each ortho, so the search is a tree.
+//! * [`ortho`] and [`canonical`], one layer — the compact ortho value, its
+//!   identity and its children, which are accepted only from the parent the
+//!   canonical rule names, so the search is a tree.
 //! * [`search`](mod@search) — the engine: parallel depth-first batches (a seen
 //!   set only in the reference mode), leaves, optimum, and the stored history
 //!   that makes later versions incremental.
@@ -25,11 +27,11 @@
 //! * [`auth`] — the bearer token: sent by clients, checked by the coordinator.
 //! * [`tls`] — TLS settings of both sides, and failed connections in one sentence.
 //! * [`channel`] — the connection every client makes to a coordinator.
+//! * [`metrics`] — Prometheus metrics of `serve` and `fold-worker`.
 //! * [`coordinator`] — `fold-coordinator serve`: units, leases, splits, aggregation.
 //! * [`worker`] — `fold-worker`: searches leased units and reports back.
-//! * [`client`] — `fold-coordinator submit | status | optimal`.
+//! * [`client`] — a typed client of a running coordinator (`submit`, `status`, `optimal`).
 //! * [`top`] — `fold-coordinator top`: a live terminal view fed by WatchStatus.
-//! * [`metrics`] — Prometheus metrics of `serve` and `fold-worker`.
 //! * [`cli`] — both binaries' command lines (clap), which the thin `src/bin/` mains parse.
 //!
 //! Data flows text → interner → search (spatial + ortho + canonical + history) → figures →

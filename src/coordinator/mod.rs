@@ -8,7 +8,7 @@
 //! * [`vocabulary`] — the words of the texts, shared by every version.
 //! * [`persist`] — texts, units and counted results in redb.
 //! * [`service`] — the `fold.v1.Coordinator` rpcs.
-//! * [`auth`] — the bearer token check.
+//! * [`crate::auth`] — the bearer token check (shared with the clients).
 //! * [`connections`] — the cap on open connections, and closing silent ones.
 //!
 //! Health (`grpc.health.v1`) and server reflection (v1 and v1alpha) are served
