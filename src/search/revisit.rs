@@ -1,6 +1,7 @@
 //! Phase 2 of a new version (see [`super::exploration`]): the stored
-//! history is replayed, and every stored ortho whose candidates may have
-//! grown is expanded again.
+//! history is replayed, its runs in parallel on the search's pool (each
+//! run stands on its own, see [`super::history`]), and every stored ortho
+//! whose candidates may have grown is expanded again, in record order.
 //!
 //! Three filters, cheapest first, keep a million records from costing a
 //! million expansions: a record is dismissed undecoded unless one of its
