@@ -43,11 +43,27 @@ const MOST_PASSED_OVER: usize = 64;
 /// At most this many new units come out of one split.
 const MOST_PARTS: u32 = 8;
 
-/// Identifies a worker session.
-pub type WorkerId = u64;
+/// Identifies a worker session (a new one each time a worker connects).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WorkerId(pub u64);
 
-/// Identifies one attempt at one unit at one version.
-pub type AttemptId = u64;
+impl std::fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Identifies one attempt at one unit at one version: a lease of the unit
+/// to one worker. Unique across restarts (the first is taken from the
+/// clock); on the wire it is the `attempt` field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AttemptId(pub u64);
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A unit handed to a worker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +93,7 @@ impl Assignment {
     /// The assignment as the worker receives it.
     pub fn to_wire(&self) -> crate::proto::v1::Assign {
         crate::proto::v1::Assign {
-            attempt: self.attempt,
+            attempt: self.attempt.0,
             version: self.version,
             unit: self.unit,
             roots: self.roots.as_ref().clone(),
@@ -233,7 +249,7 @@ impl Task {
             frontier: 0,
             base_version: 0,
             split_into: 0,
-            attempt: 0,
+            attempt: AttemptId(0),
             elapsed_ms: 0,
         }
     }
@@ -552,12 +568,12 @@ impl Ledger {
             versions: Vec::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
-            next_worker: 1,
+            next_worker: WorkerId(1),
             // Attempt ids start from the clock, so ids from before a restart
             // are never mistaken for new ones.
             next_attempt: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_micros() as u64),
+                .map_or(AttemptId(1), |d| AttemptId(d.as_micros() as u64)),
             lease,
             dedup,
             split_from: DEFAULT_SPLIT_FROM,
@@ -765,7 +781,7 @@ impl Ledger {
         kept: impl IntoIterator<Item = (UnitId, u32, AttemptId)>,
     ) -> WorkerId {
         let id = self.next_worker;
-        self.next_worker += 1;
+        self.next_worker = WorkerId(id.0 + 1);
         self.workers.insert(
             id,
             WorkerEntry {
@@ -878,7 +894,7 @@ impl Ledger {
         now: Instant,
     ) -> Assignment {
         let attempt = self.next_attempt;
-        self.next_attempt += 1;
+        self.next_attempt = AttemptId(attempt.0 + 1);
         let ledger = &mut self.versions[index];
         let version = ledger.version;
         let task = ledger
@@ -1230,7 +1246,7 @@ impl Ledger {
             TaskState::Done => summary.phase = UnitPhase::Done,
             TaskState::Running(attempt) => {
                 let entry = self.attempts.get(&attempt);
-                let worker = entry.map_or(0, |entry| entry.worker);
+                let worker = entry.map_or(WorkerId(0), |entry| entry.worker);
                 let name = self
                     .workers
                     .get(&worker)

@@ -15,7 +15,7 @@ use std::path::Path;
 use prost::Message;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::coordinator::ledger::{CountedResult, UnitResult};
+use crate::coordinator::ledger::{AttemptId, CountedResult, UnitResult};
 use crate::coordinator::units::{UnitDef, UnitId};
 use crate::error::{Error, Result};
 use crate::proto::{self, v1};
@@ -262,10 +262,10 @@ fn write_units(txn: &WriteTransaction, units: &[UnitDef]) -> TxnResult<()> {
 /// A counted result as stored: the counted attempt, then the wire's
 /// `UnitDone` message.
 pub fn encode_result(counted: &CountedResult) -> Vec<u8> {
-    let mut bytes = counted.attempt.to_le_bytes().to_vec();
+    let mut bytes = counted.attempt.0.to_le_bytes().to_vec();
     let result = &counted.result;
     v1::UnitDone {
-        attempt: counted.attempt,
+        attempt: counted.attempt.0,
         orthos: result.figures.orthos,
         frontier: result.figures.frontier,
         optimal: result.figures.optimal.as_ref().map(proto::tokens_of),
@@ -284,7 +284,7 @@ pub fn decode_result(bytes: &[u8], vocabulary: usize) -> Result<CountedResult> {
     let (head, done) = bytes
         .split_first_chunk::<8>()
         .ok_or_else(|| bad("too short".into()))?;
-    let attempt = u64::from_le_bytes(*head);
+    let attempt = AttemptId(u64::from_le_bytes(*head));
     let done = v1::UnitDone::decode(done).map_err(|e| bad(e.to_string()))?;
     Ok(CountedResult {
         result: result_of(&done, vocabulary)?,

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::coordinator::ledger::{
-    Assignment, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
+    Assignment, AttemptId, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
 };
 use crate::coordinator::persist::{self, Change, CoordinatorStore};
 use crate::coordinator::vocabulary::Vocabulary;
@@ -138,13 +138,13 @@ impl Shared {
         }
         for split in splits {
             tracing::debug!(
-                attempt = split.attempt,
+                attempt = %split.attempt,
                 parts = split.parts,
                 "asking a unit to split"
             );
             let message = v1::CoordinatorMessage {
                 kind: Some(ToWorker::Split(v1::Split {
-                    attempt: split.attempt,
+                    attempt: split.attempt.0,
                     parts: split.parts,
                 })),
             };
@@ -184,9 +184,9 @@ impl Shared {
     }
 
     /// Tells `worker` that it no longer holds `attempt`.
-    fn revoke(&self, worker: WorkerId, attempt: u64) {
+    fn revoke(&self, worker: WorkerId, attempt: AttemptId) {
         let message = v1::CoordinatorMessage {
-            kind: Some(ToWorker::Revoke(v1::Revoke { attempt })),
+            kind: Some(ToWorker::Revoke(v1::Revoke { attempt: attempt.0 })),
         };
         self.count_sent(&message);
         let state = self.state();
@@ -244,14 +244,16 @@ impl Shared {
             .fetch_add(message.encoded_len() as u64, Ordering::Relaxed);
         let was_stalled = self.state().ledger.heard_from(worker);
         if was_stalled {
-            tracing::info!(worker, "a worker whose lease ran out is heard from again");
+            tracing::info!(%worker, "a worker whose lease ran out is heard from again");
         }
         let now = Instant::now();
         match message.kind {
             Some(FromWorker::Progress(progress)) => {
                 let mut guard = self.state();
                 let ledger = &mut guard.ledger;
-                let vocabulary = ledger.attempt_vocabulary(progress.attempt).unwrap_or(0);
+                let vocabulary = ledger
+                    .attempt_vocabulary(AttemptId(progress.attempt))
+                    .unwrap_or(0);
                 let optimal = progress
                     .optimal_candidate
                     .as_ref()
@@ -265,7 +267,7 @@ impl Shared {
                     expanded: progress.expanded,
                     cpu_ms: progress.cpu_ms,
                 };
-                match ledger.progress(worker, progress.attempt, report, now) {
+                match ledger.progress(worker, AttemptId(progress.attempt), report, now) {
                     Ok(()) => {
                         // What the unit has waiting may be what an idle worker needs.
                         let splits = ledger.splits();
@@ -274,8 +276,8 @@ impl Shared {
                     }
                     Err(refusal) => {
                         drop(guard);
-                        tracing::debug!(worker, %refusal, "progress ignored");
-                        self.revoke(worker, progress.attempt);
+                        tracing::debug!(%worker, %refusal, "progress ignored");
+                        self.revoke(worker, AttemptId(progress.attempt));
                     }
                 }
             }
@@ -286,10 +288,10 @@ impl Shared {
                 if self
                     .state()
                     .ledger
-                    .hand_back(worker, failed.attempt)
+                    .hand_back(worker, AttemptId(failed.attempt))
                     .is_ok()
                 {
-                    tracing::info!(worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
+                    tracing::info!(%worker, attempt = failed.attempt, reason = %failed.reason, "attempt handed back");
                 }
                 self.dispatch();
             }
@@ -301,31 +303,32 @@ impl Shared {
     }
 
     fn finish(&self, worker: WorkerId, done: &v1::UnitDone) {
+        let attempt = AttemptId(done.attempt);
         let mut guard = self.state();
         let ledger = &mut guard.ledger;
-        let Some(vocabulary) = ledger.attempt_vocabulary(done.attempt) else {
+        let Some(vocabulary) = ledger.attempt_vocabulary(attempt) else {
             tracing::debug!(
-                worker,
-                attempt = done.attempt,
+                %worker,
+                %attempt,
                 "result of an unknown attempt ignored"
             );
             return;
         };
         let finished = match persist::result_of(done, vocabulary) {
-            Ok(result) => ledger.complete(worker, done.attempt, result, Instant::now()),
-            Err(error) => Err(Refusal::Malformed(done.attempt, error.to_string())),
+            Ok(result) => ledger.complete(worker, attempt, result, Instant::now()),
+            Err(error) => Err(Refusal::Malformed(attempt, error.to_string())),
         };
         let finished = match finished {
             Ok(finished) => finished,
             Err(refusal @ Refusal::Malformed(..)) => {
-                tracing::warn!(worker, %refusal, "the unit will be searched again");
-                let _ = ledger.hand_back(worker, done.attempt);
+                tracing::warn!(%worker, %refusal, "the unit will be searched again");
+                let _ = ledger.hand_back(worker, attempt);
                 drop(guard);
                 self.dispatch();
                 return;
             }
             Err(refusal) => {
-                tracing::debug!(worker, %refusal, "result ignored");
+                tracing::debug!(%worker, %refusal, "result ignored");
                 return;
             }
         };
@@ -349,12 +352,13 @@ impl Shared {
     /// and offered to idle workers. A malformed split loses the attempt (the
     /// worker has dropped what it handed off, so its unit is searched again).
     fn split(&self, worker: WorkerId, split: &v1::UnitSplit) {
+        let attempt = AttemptId(split.attempt);
         let mut guard = self.state();
         let ledger = &mut guard.ledger;
-        let Some(vocabulary) = ledger.attempt_vocabulary(split.attempt) else {
+        let Some(vocabulary) = ledger.attempt_vocabulary(attempt) else {
             tracing::debug!(
-                worker,
-                attempt = split.attempt,
+                %worker,
+                %attempt,
                 "split of an unknown attempt ignored"
             );
             return;
@@ -365,8 +369,8 @@ impl Shared {
             .map(|part| proto::orthos_of(part, vocabulary))
             .collect::<crate::Result<Vec<_>>>();
         let done = match parts {
-            Ok(parts) => ledger.split(worker, split.attempt, parts),
-            Err(error) => Err(Refusal::Malformed(split.attempt, error.to_string())),
+            Ok(parts) => ledger.split(worker, attempt, parts),
+            Err(error) => Err(Refusal::Malformed(attempt, error.to_string())),
         };
         match done {
             Ok(done) => {
@@ -381,15 +385,15 @@ impl Shared {
                     .extend(done.new_units.into_iter().map(Change::Unit));
             }
             Err(refusal @ Refusal::Malformed(..)) => {
-                tracing::warn!(worker, %refusal, "the unit will be searched again");
-                let _ = ledger.hand_back(worker, split.attempt);
+                tracing::warn!(%worker, %refusal, "the unit will be searched again");
+                let _ = ledger.hand_back(worker, attempt);
                 drop(guard);
-                self.revoke(worker, split.attempt);
+                self.revoke(worker, attempt);
                 self.dispatch();
                 return;
             }
             Err(refusal) => {
-                tracing::debug!(worker, %refusal, "split ignored");
+                tracing::debug!(%worker, %refusal, "split ignored");
                 return;
             }
         }
@@ -781,7 +785,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let worker = {
             let mut state = self.shared.state();
             let kept = hello.kept.iter();
-            let kept = kept.map(|kept| (kept.unit, kept.version, kept.attempt));
+            let kept = kept.map(|kept| (kept.unit, kept.version, AttemptId(kept.attempt)));
             let worker = state
                 .ledger
                 .add_worker(hello.name.clone(), hello.threads, kept);
@@ -795,7 +799,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             state.senders.insert(worker, sender);
             worker
         };
-        tracing::info!(worker, name = %hello.name, threads = hello.threads, "worker connected");
+        tracing::info!(%worker, name = %hello.name, threads = hello.threads, "worker connected");
         self.shared.dispatch();
 
         let shared = self.shared.clone();
@@ -805,7 +809,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                     Ok(Some(message)) => shared.handle(worker, message),
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::info!(worker, %status, "worker stream broke");
+                        tracing::info!(%worker, %status, "worker stream broke");
                         break;
                     }
                 }
@@ -815,7 +819,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
                 state.senders.remove(&worker);
                 state.ledger.remove_worker(worker);
             }
-            tracing::info!(worker, "worker disconnected");
+            tracing::info!(%worker, "worker disconnected");
             shared.dispatch();
         });
         Ok(Response::new(UnboundedReceiverStream::new(receiver)))

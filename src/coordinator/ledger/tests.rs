@@ -348,7 +348,7 @@ fn a_kept_unit_is_offered_to_its_keeper_with_its_base_only_from_the_counted_atte
     }
     add_version(&mut ledger, "u", Vec::new());
     // A stranger claims to keep a unit from an attempt that was not counted.
-    let stranger = ledger.add_worker("stranger".into(), 1, [(kept_units[0], 1, 12345)]);
+    let stranger = ledger.add_worker("stranger".into(), 1, [(kept_units[0], 1, AttemptId(12345))]);
     let offered = ledger.assign(now);
     let of =
         |worker| -> Vec<&Assignment> { offered.iter().filter(|a| a.worker == worker).collect() };
