@@ -335,20 +335,20 @@ fn record_handoff(
     pending: Vec<Ortho>,
     queue: &mut Vec<fold::search::Subtrees>,
 ) {
-    use fold::coordinator::units::UnitDef;
+    use fold::coordinator::units::{UnitDef, UnitId};
     if pending.is_empty() {
         return;
     }
     let unit = UnitDef {
-        id: 1,
+        id: UnitId(1),
         created: 1,
-        parent: 0,
+        parent: UnitId(0),
         roots: part.roots.clone(),
         excluded: part.excluded.iter().cloned().collect(),
     };
     let half = pending.len().div_ceil(2);
     let parts = pending.chunks(half).map(<[Ortho]>::to_vec).collect();
-    for def in unit.split(parts, 1, 2) {
+    for def in unit.split(parts, 1, UnitId(2)) {
         // Each inherited exclusion really lies below one of the part's roots.
         assert!(def.excluded.iter().all(|excluded| {
             def.roots

@@ -95,7 +95,7 @@ impl Assignment {
         crate::proto::v1::Assign {
             attempt: self.attempt.0,
             version: self.version,
-            unit: self.unit,
+            unit: self.unit.0,
             roots: self.roots.as_ref().clone(),
             excluded: self.excluded.as_ref().clone(),
             base_version: self.base_version,
@@ -564,7 +564,7 @@ impl Ledger {
         Self {
             words: Vec::new(),
             units: HashMap::new(),
-            next_unit: 1,
+            next_unit: UnitId(1),
             versions: Vec::new(),
             workers: HashMap::new(),
             attempts: HashMap::new(),
@@ -618,12 +618,13 @@ impl Ledger {
             Dedup::Tree => FIRST_UNITS,
             Dedup::SeenSet => tokens.len(),
         };
-        (self.next_unit..)
+        (self.next_unit.0..)
+            .map(UnitId)
             .zip(deal_roots(&tokens, groups))
             .map(|(id, roots)| UnitDef {
                 id,
                 created: version,
-                parent: 0,
+                parent: UnitId(0),
                 roots,
                 excluded: Vec::new(),
             })
@@ -642,7 +643,7 @@ impl Ledger {
     ) -> u32 {
         let version = self.push_version(source, new_words);
         for def in units {
-            self.next_unit = self.next_unit.max(def.id + 1);
+            self.next_unit = self.next_unit.max(def.id.after(1));
             self.add_unit(def);
         }
         version
@@ -662,7 +663,7 @@ impl Ledger {
         let mut units = units;
         units.sort_by_key(|def| def.id);
         for def in units {
-            self.next_unit = self.next_unit.max(def.id + 1);
+            self.next_unit = self.next_unit.max(def.id.after(1));
             let (parent, created) = (def.parent, def.created);
             self.add_unit(def);
             // A unit split off another counts as that unit's split in the
@@ -1049,7 +1050,7 @@ impl Ledger {
         let parts: Vec<Vec<Ortho>> = parts.into_iter().filter(|part| !part.is_empty()).collect();
         let first_id = self.next_unit;
         let new_units = self.units[&unit].def.split(parts, version, first_id);
-        self.next_unit += new_units.len() as u64;
+        self.next_unit = self.next_unit.after(new_units.len() as u64);
         let owner = self.units.get_mut(&unit).expect("a task's unit exists");
         owner.exclude(new_units.iter().flat_map(|def| def.roots.iter().cloned()));
         let unit_def = owner.def.clone();
@@ -1218,7 +1219,7 @@ impl Ledger {
                 (0, u64::MAX - elapsed)
             }
             TaskState::Done => (1, u64::MAX - task.orthos),
-            TaskState::Waiting | TaskState::Ready => (2, unit),
+            TaskState::Waiting | TaskState::Ready => (2, unit.0),
         }
     }
 

@@ -160,7 +160,8 @@ impl CoordinatorStore {
                 txn.verify(&format!("units/{id}"), value.value())?;
                 let def = UnitDef::decode(value.value())
                     .map_err(|e| damage(format!("unit {id}: {e}")))?;
-                if def.id != id || def.created as usize > versions.len() || def.created == 0 {
+                if def.id != UnitId(id) || def.created as usize > versions.len() || def.created == 0
+                {
                     return Err(damage(format!("unit {id} does not fit its record")));
                 }
                 units.push(def);
@@ -170,7 +171,7 @@ impl CoordinatorStore {
                 let (key, value) = entry?;
                 let (version, unit) = key.value();
                 txn.verify(&format!("results/{version}/{unit}"), value.value())?;
-                results.push((version, unit, value.value().to_vec()));
+                results.push((version, UnitId(unit), value.value().to_vec()));
             }
             Ok(Stored {
                 versions,
@@ -210,7 +211,7 @@ impl CoordinatorStore {
                     Change::Result(version, unit, counted) => {
                         let bytes = encode_result(counted);
                         txn.open_table(RESULTS)?
-                            .insert((*version, *unit), bytes.as_slice())?;
+                            .insert((*version, unit.0), bytes.as_slice())?;
                         storage::seal(txn, &format!("results/{version}/{unit}"), &bytes)?;
                     }
                 }
@@ -253,7 +254,7 @@ fn write_units(txn: &WriteTransaction, units: &[UnitDef]) -> TxnResult<()> {
     let mut table = txn.open_table(UNITS)?;
     for def in units {
         let bytes = def.encode();
-        table.insert(def.id, bytes.as_slice())?;
+        table.insert(def.id.0, bytes.as_slice())?;
         storage::seal(txn, &format!("units/{}", def.id), &bytes)?;
     }
     Ok(())

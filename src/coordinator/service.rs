@@ -15,6 +15,7 @@ use crate::coordinator::ledger::{
     Assignment, AttemptId, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
 };
 use crate::coordinator::persist::{self, Change, CoordinatorStore};
+use crate::coordinator::units::UnitId;
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
 use crate::metrics::{self, CoordinatorFigures};
@@ -375,7 +376,7 @@ impl Shared {
         match done {
             Ok(done) => {
                 tracing::debug!(
-                    unit = done.unit.id,
+                    unit = %done.unit.id,
                     into = done.new_units.len(),
                     "unit split"
                 );
@@ -497,7 +498,7 @@ fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
         UnitPhase::Done => (v1::UnitState::Done, None, None),
     };
     v1::UnitStatus {
-        unit: unit.unit,
+        unit: unit.unit.0,
         created: unit.created,
         state: state as i32,
         attempts_started: unit.attempts_started,
@@ -510,7 +511,7 @@ fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
         base_version: unit.base_version,
         roots: unit.roots,
         excluded: unit.excluded,
-        parent: unit.parent,
+        parent: unit.parent.0,
         split_into: unit.split_into,
         elapsed_ms: unit.elapsed_ms,
     }
@@ -785,7 +786,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let worker = {
             let mut state = self.shared.state();
             let kept = hello.kept.iter();
-            let kept = kept.map(|kept| (kept.unit, kept.version, AttemptId(kept.attempt)));
+            let kept = kept.map(|kept| (UnitId(kept.unit), kept.version, AttemptId(kept.attempt)));
             let worker = state
                 .ledger
                 .add_worker(hello.name.clone(), hello.threads, kept);

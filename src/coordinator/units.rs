@@ -21,8 +21,23 @@ use crate::error::{Error, Result};
 use crate::ortho::Ortho;
 use crate::search::{decode_ortho_list, encode_ortho_list};
 
-/// Identifies a unit (the same in every version).
-pub type UnitId = u64;
+/// Identifies a unit (the same in every version); on the wire and in the
+/// store it is a `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnitId(pub u64);
+
+impl UnitId {
+    /// The id `n` after this one.
+    pub fn after(self, n: u64) -> Self {
+        Self(self.0 + n)
+    }
+}
+
+impl std::fmt::Display for UnitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// What a unit covers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +83,8 @@ impl UnitDef {
                 excluded[part].push(ortho.clone());
             }
         }
-        (first_id..)
+        (first_id.0..)
+            .map(UnitId)
             .zip(parts)
             .zip(excluded)
             .map(|((id, roots), excluded)| UnitDef {
@@ -87,9 +103,9 @@ impl UnitDef {
         let roots = encode_ortho_list(&self.roots);
         let excluded = encode_ortho_list(&self.excluded);
         let mut bytes = Vec::with_capacity(24 + roots.len() + excluded.len());
-        bytes.extend_from_slice(&self.id.to_le_bytes());
+        bytes.extend_from_slice(&self.id.0.to_le_bytes());
         bytes.extend_from_slice(&self.created.to_le_bytes());
-        bytes.extend_from_slice(&self.parent.to_le_bytes());
+        bytes.extend_from_slice(&self.parent.0.to_le_bytes());
         bytes.extend_from_slice(&(roots.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&roots);
         bytes.extend_from_slice(&excluded);
@@ -100,9 +116,11 @@ impl UnitDef {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let bad = |what: &str| Error::Inconsistent(format!("bad unit record: {what}"));
         let (head, rest) = bytes.split_at_checked(24).ok_or_else(|| bad("too short"))?;
-        let id = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        let id = UnitId(u64::from_le_bytes(head[..8].try_into().expect("8 bytes")));
         let created = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        let parent = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+        let parent = UnitId(u64::from_le_bytes(
+            head[12..20].try_into().expect("8 bytes"),
+        ));
         let roots_len = u32::from_le_bytes(head[20..24].try_into().expect("4 bytes")) as usize;
         let (roots, excluded) = rest
             .split_at_checked(roots_len)
@@ -176,9 +194,9 @@ mod tests {
     #[test]
     fn unit_records_round_trip() {
         let def = UnitDef {
-            id: 7,
+            id: UnitId(7),
             created: 3,
-            parent: 2,
+            parent: UnitId(2),
             roots: vec![first_word(4), first_word(9)],
             excluded: vec![first_word(1)],
         };

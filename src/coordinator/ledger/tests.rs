@@ -447,9 +447,9 @@ fn ledger_with_units(units: u32) -> Ledger {
     let words = (0..units).map(|i| format!("w{i}"));
     let defs = (0..units)
         .map(|token| UnitDef {
-            id: u64::from(token) + 1,
+            id: UnitId(u64::from(token) + 1),
             created: 1,
-            parent: 0,
+            parent: UnitId(0),
             roots: vec![first_word(token)],
             excluded: Vec::new(),
         })
@@ -468,7 +468,7 @@ fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
     while finished < UNITS / 2 {
         for a in ledger.assign(Instant::now()) {
             ledger
-                .complete(worker, a.attempt, result(a.unit, 0), Instant::now())
+                .complete(worker, a.attempt, result(a.unit.0, 0), Instant::now())
                 .unwrap();
             finished += 1;
         }
@@ -513,6 +513,6 @@ fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
     let tail: Vec<UnitId> = all[all.len() - 3..].iter().map(|u| u.unit).collect();
     assert_eq!(
         tail,
-        [u64::from(UNITS) - 2, u64::from(UNITS) - 1, u64::from(UNITS)]
+        [u64::from(UNITS) - 2, u64::from(UNITS) - 1, u64::from(UNITS)].map(UnitId)
     );
 }
