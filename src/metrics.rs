@@ -91,22 +91,30 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
         .map_err(|e| Error::io(format!("cannot listen on {listen} for metrics"), e))
 }
 
-/// Installs this process's recorder and serves it on `listener` until the
-/// runtime stops; `refresh` runs before every scrape (to read gauges off
-/// current state). Returns the bound address. Call once per process.
+/// Installs this process's recorder; returns the server of it on
+/// `listener`, to be spawned, which runs until `stopping` turns true (or its
+/// sender goes) and then closes its connections. `refresh` runs before every
+/// scrape (to read gauges off current state). Call once per process.
 pub fn serve(
     listener: tokio::net::TcpListener,
     role: Role,
     refresh: impl Fn() + Send + Sync + 'static,
-) -> Result<SocketAddr> {
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let bound = listener
         .local_addr()
         .map_err(|e| Error::io("cannot read the bound metrics address", e))?;
     let handle = install(role)?;
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
-    tokio::spawn(async move {
+    tracing::info!(%bound, "serving metrics at /metrics");
+    Ok(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
-            let stream = match listener.accept().await {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopping.wait_for(|stop| *stop) => break,
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     tracing::debug!(%error, "cannot accept a metrics connection");
@@ -115,7 +123,7 @@ pub fn serve(
                 }
             };
             let (handle, refresh) = (handle.clone(), refresh.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let response = answer(&request, &handle, refresh.as_ref());
                     async move { Ok::<_, Infallible>(response) }
@@ -126,10 +134,11 @@ pub fn serve(
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
             });
+            // Finished connections are collected as new ones come.
+            while connections.try_join_next().is_some() {}
         }
-    });
-    tracing::info!(%bound, "serving metrics at /metrics");
-    Ok(bound)
+        connections.shutdown().await;
+    })
 }
 
 /// Installs the Prometheus recorder and describes `role`'s metrics.

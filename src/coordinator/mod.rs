@@ -192,7 +192,8 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// (useful with port 0).
 ///
 /// Shutdown is joined: the signal reaches every background task through one
-/// watch channel (lease expiry and saving, the plain-text health server),
+/// watch channel (lease expiry and saving, the plain-text health server,
+/// the metrics server),
 /// the gRPC server drains its connections (for at most
 /// [`SHUTDOWN_GRACE`]), every task is awaited, and the finished units are
 /// saved last.
@@ -222,13 +223,6 @@ pub async fn serve(
         store,
         options.max_text_bytes,
     ));
-    if let Some(listener) = listeners.metrics {
-        let observed = shared.clone();
-        crate::metrics::serve(listener, crate::metrics::Role::Coordinator, move || {
-            observed.observe_metrics();
-        })?;
-    }
-
     // The signal turns `stopping` true; a dropped sender ends the waits too.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let signal = tokio::spawn(async move {
@@ -236,6 +230,17 @@ pub async fn serve(
         let _ = stop.send(true);
     });
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(listener) = listeners.metrics {
+        let observed = shared.clone();
+        let refresh = move || observed.observe_metrics();
+        let role = crate::metrics::Role::Coordinator;
+        tasks.spawn(crate::metrics::serve(
+            listener,
+            role,
+            refresh,
+            stopping.clone(),
+        )?);
+    }
     tasks.spawn(background(shared.clone(), options.lease, stopping.clone()));
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, tonic_health::ServingStatus::Serving).await;

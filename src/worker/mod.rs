@@ -99,13 +99,24 @@ pub async fn run(options: WorkerOptions, mut shutdown: watch::Receiver<bool>) ->
         store,
     )?);
     let token = BearerToken::new(options.token.as_deref())?;
-    if let Some(listener) = metrics_listener {
-        crate::metrics::serve(listener, crate::metrics::Role::Worker, || {})?;
-    }
+    let metrics = match metrics_listener {
+        Some(listener) => {
+            let role = crate::metrics::Role::Worker;
+            let served = crate::metrics::serve(listener, role, || {}, shutdown.clone())?;
+            Some(tokio::spawn(served))
+        }
+        None => None,
+    };
     let worked = work(&options, &target, &token, &runner, &mut shutdown).await;
-    // Joined shutdown: the search thread finishes its batch and is waited for.
+    // Joined shutdown: the search thread finishes its batch and is waited
+    // for, and so is the metrics server (told by `shutdown`, or stopped here
+    // when the worker ends for another reason).
     let stopping = runner.clone();
     let _ = tokio::task::spawn_blocking(move || stopping.stop()).await;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+        let _ = metrics.await;
+    }
     worked
 }
 

@@ -115,23 +115,9 @@ pub fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
     }
 }
 
-/// The interner of `version`: from the cache, or built on the newest cached
-/// older interner with only the texts it lacks, fetched from the coordinator.
-async fn interner_for(
-    client: &mut Client,
-    cache: &mut HashMap<u32, Texts>,
-    version: u32,
-) -> Result<Texts> {
-    if let Some(texts) = cache.get(&version) {
-        return Ok(texts.clone());
-    }
-    let started = Instant::now();
-    let base = cache
-        .iter()
-        .filter(|(cached, _)| **cached < version)
-        .max_by_key(|(cached, _)| **cached)
-        .map(|(cached, texts)| (*cached, texts.clone()));
-    let after = base.as_ref().map_or(0, |(cached, _)| *cached);
+/// The texts of versions `after + 1` to `version`, fetched from the
+/// coordinator, as bytes.
+async fn fetch_texts(client: &mut Client, version: u32, after: u32) -> Result<Vec<Vec<u8>>> {
     let mut chunks = client
         .get_texts(v1::GetTextsRequest {
             version,
@@ -159,6 +145,27 @@ async fn interner_for(
             after + 1
         )));
     }
+    Ok(texts)
+}
+
+/// The interner of `version`: from the cache, or built on the newest cached
+/// older interner with only the texts it lacks, fetched from the coordinator.
+async fn interner_for(
+    client: &mut Client,
+    cache: &mut HashMap<u32, Texts>,
+    version: u32,
+) -> Result<Texts> {
+    if let Some(texts) = cache.get(&version) {
+        return Ok(texts.clone());
+    }
+    let started = Instant::now();
+    let base = cache
+        .iter()
+        .filter(|(cached, _)| **cached < version)
+        .max_by_key(|(cached, _)| **cached)
+        .map(|(cached, texts)| (*cached, texts.clone()));
+    let after = base.as_ref().map_or(0, |(cached, _)| *cached);
+    let texts = fetch_texts(client, version, after).await?;
     let bytes: usize = texts.iter().map(Vec::len).sum();
     let texts = texts
         .into_iter()
