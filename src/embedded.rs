@@ -112,8 +112,6 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     print_recorded(out)?;
     for input in &inputs[recorded.len()..] {
         interner.ingest(&input.text);
-        let resume = resume.take();
-        let resumed_after = resume.as_ref().map_or(0, Checkpoint::expanded);
         let searched = Versioned {
             state: &mut state,
             exploration: &mut exploration,
@@ -121,7 +119,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             interner: &interner,
             options,
         };
-        let (advanced, resumed) = searched.search(input, resume)?;
+        let (advanced, resumed_after) = searched.search(input, resume.take())?;
         tracing::info!(version = interner.version(), stats = ?advanced.stats, "search finished");
         let record = VersionRecord {
             hash: input.hash.clone(),
@@ -129,7 +127,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             report: VersionReport::new(&interner, &advanced.figures),
         };
         state.append(&input.text, &record, Some(exploration.manifest()))?;
-        let work = work_of(&advanced.stats, if resumed { resumed_after } else { 0 });
+        let work = work_of(&advanced.stats, resumed_after);
         output::print(out, &output::searched(&record.report, &work, options.json))?;
         summary.searched += 1;
         if exploration.wants_compaction() {
@@ -270,12 +268,13 @@ impl Versioned<'_> {
     /// Searches the version of `input`, from `resume` when given, with
     /// progress and checkpoints. A stored search found damaged is set
     /// aside and the version searched afresh from the recorded texts.
-    /// Returns what it found, and whether it went on from `resume`.
+    /// Returns what it found, and how many orthos it had expanded before
+    /// the checkpoint it went on from (0 when it started afresh).
     fn search(
         self,
         input: &InputText,
         resume: Option<Checkpoint>,
-    ) -> Result<(AdvanceOutcome, bool)> {
+    ) -> Result<(AdvanceOutcome, u64)> {
         let Self {
             state,
             exploration,
@@ -320,9 +319,9 @@ impl Versioned<'_> {
                     &mut progress,
                     &mut checkpoints,
                 )?;
-                (afresh, false)
+                (afresh, 0)
             }
-            other => (other?, resume.is_some()),
+            other => (other?, resume.as_ref().map_or(0, Checkpoint::expanded)),
         };
         progress.finish();
         Ok(advanced)

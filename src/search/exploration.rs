@@ -201,9 +201,8 @@ impl Exploration {
         let mut exploration = Self::empty(dir.to_owned(), scope, manifest, false);
         for (segment, extent) in exploration.manifest.segments.iter().enumerate() {
             let [_, overrides] = exploration.paths(segment as u32);
-            for (at, expansion) in read_overrides(&overrides, extent.overrides_bytes)? {
-                set_override(&mut exploration.overrides, segment as u32, at, expansion)?;
-            }
+            let changed = read_overrides(&overrides, extent.overrides_bytes)?;
+            set_overrides(&mut exploration.overrides, segment as u32, changed)?;
         }
         exploration.remove_stale_files()?;
         Ok(exploration)
@@ -592,37 +591,24 @@ impl Drop for Exploration {
     }
 }
 
-/// Records the new expansions `changed` of stored orthos, as
-/// [`set_override`] does each.
+/// Records that the stored orthos of `changed` now expand as given; only
+/// segments before `segment`, the one being written, can have overrides.
 fn set_overrides(
     overrides: &mut Vec<BTreeMap<u32, Expansion>>,
     segment: u32,
     changed: Vec<(RecordAt, Expansion)>,
 ) -> Result<()> {
     for (at, expansion) in changed {
-        set_override(overrides, segment, at, expansion)?;
+        if at.segment >= segment {
+            return Err(Error::Inconsistent(format!(
+                "segment {segment} overrides an ortho of segment {}",
+                at.segment
+            )));
+        }
+        if overrides.len() <= at.segment as usize {
+            overrides.resize_with(at.segment as usize + 1, BTreeMap::new);
+        }
+        overrides[at.segment as usize].insert(at.index, expansion);
     }
-    Ok(())
-}
-
-/// Records that ortho `at` now expands as `expansion`; only segments before
-/// `segment`, the one being written, can have overrides.
-fn set_override(
-    overrides: &mut Vec<BTreeMap<u32, Expansion>>,
-    segment: u32,
-    at: RecordAt,
-    expansion: Expansion,
-) -> Result<()> {
-    if at.segment >= segment {
-        return Err(Error::Inconsistent(format!(
-            "segment {segment} overrides an ortho of segment {}",
-            at.segment
-        )));
-    }
-    let slot = at.segment as usize;
-    if overrides.len() <= slot {
-        overrides.resize_with(slot + 1, BTreeMap::new);
-    }
-    overrides[slot].insert(at.index, expansion);
     Ok(())
 }
