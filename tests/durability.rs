@@ -481,6 +481,61 @@ fn a_state_dir_of_the_earlier_format_is_refused_untouched() {
     assert_eq!(snapshot(&state), before, "the old state dir was changed");
 }
 
+/// A state dir whose history an earlier fold wrote (history format 2, each
+/// record whole) is not read: the next version is searched afresh from the
+/// stored texts, with a warning that names both formats, and its figures
+/// are exact; the history is then in the current format.
+#[test]
+fn a_history_of_the_earlier_format_is_searched_afresh_with_a_warning() {
+    use redb::ReadableTable;
+    let temp = tempfile::tempdir().unwrap();
+    let state = temp.path().join("state");
+    let case = common::case("ts_incremental");
+    succeeded(
+        &run_coordinator(&case.texts[..1], &state, &["--json"]),
+        "the first text",
+    );
+    let search: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("search");
+    let set_format = |format: u32| {
+        let db = redb::Database::open(state.join("fold-state.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let previous;
+        {
+            let mut table = txn.open_table(search).unwrap();
+            let manifest = table.get("manifest").unwrap().unwrap().value().to_owned();
+            let mut manifest: Value = serde_json::from_str(&manifest).unwrap();
+            previous = manifest["format"].as_u64().unwrap();
+            manifest["format"] = format.into();
+            let manifest = manifest.to_string();
+            table.insert("manifest", manifest.as_str()).unwrap();
+            // With its checksum, as that fold stored it.
+            let checks: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("checks");
+            let checksum = xxhash_rust::xxh3::xxh3_64(manifest.as_bytes());
+            let mut checks = txn.open_table(checks).unwrap();
+            checks.insert("search/manifest", checksum).unwrap();
+        }
+        txn.commit().unwrap();
+        previous
+    };
+    let current = u64::from(fold::search::FORMAT_VERSION);
+    assert_eq!(set_format(2), current);
+
+    let output = run_coordinator(&case.texts, &state, &["--json"]);
+    let lines = json_lines(&succeeded(&output, "after a history of format 2"));
+    let last = lines.last().unwrap();
+    assert_figures(&case.name, 1, last, &case.after_each_text[1]);
+    assert_eq!(last["work"]["scanned"], 0, "the old history was read");
+    let stderr = common::stderr_of(&output);
+    assert!(
+        stderr.contains("searching afresh")
+            && stderr.contains("format 2")
+            && stderr.contains(&format!("format {current}")),
+        "{stderr}"
+    );
+    // The history is rewritten in the current format.
+    assert_eq!(set_format(current as u32), current);
+}
+
 /// Every file under `dir` with its bytes.
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();

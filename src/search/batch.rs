@@ -15,7 +15,8 @@ use std::collections::{HashSet, VecDeque};
 
 use rayon::prelude::*;
 
-use super::history::{BlockWriter, NodeWidth, encode_record, node_width};
+use super::history::BlockWriter;
+use super::records::{BatchRecords, NodeWidth, node_width};
 use super::{Dedup, Figures, SearchStats, SeenSet};
 use crate::error::{Error, Result};
 use crate::interner::Interner;
@@ -49,8 +50,9 @@ pub(crate) struct Expanded {
     pub children: Vec<Vec<Ortho>>,
     /// The best of the batch's orthos by the §7 order.
     pub best: Option<Ortho>,
-    /// The history records, ortho after ortho (empty unless asked for).
-    pub records: Vec<Vec<u8>>,
+    /// The history records, one part per rayon task (empty unless asked
+    /// for).
+    pub records: Vec<BatchRecords>,
     /// How many of the batch's orthos are leaves.
     pub leaves: u64,
     /// The leaves, when kept.
@@ -62,7 +64,7 @@ pub(crate) struct Expanded {
 struct Part {
     expansions: Vec<Expansion>,
     children: Vec<Ortho>,
-    records: Vec<u8>,
+    records: BatchRecords,
     leaf_orthos: Vec<Ortho>,
     leaves: u64,
     generated: u64,
@@ -214,8 +216,7 @@ impl Batches<'_> {
             let count = stack.len() - first;
             let expanded = self.expand(&stack[first..], 0, history.is_some())?;
             if let Some(history) = history.as_deref_mut() {
-                let parts: Vec<&[u8]> = expanded.records.iter().map(Vec::as_slice).collect();
-                history.batch(count, self.node_width(), &parts)?;
+                history.batch(self.node_width(), &expanded.records)?;
             }
             let listed = if self.keep_orthos {
                 stack[first..].to_vec()
@@ -385,7 +386,7 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
     part
 }
 
-/// Appends the history record of each of `orthos` to `records`: its
+/// Adds the history record of each of `orthos` to `records`: its
 /// expansion and the steps to its accepted children, which `steps` lists
 /// for the whole part, in order, with the index of their parent.
 fn encode_records(
@@ -393,7 +394,7 @@ fn encode_records(
     expansions: &[Expansion],
     steps: &[(usize, Step)],
     width: NodeWidth,
-    records: &mut Vec<u8>,
+    records: &mut BatchRecords,
 ) {
     let mut from = 0;
     let mut children = Vec::new();
@@ -404,7 +405,7 @@ fn encode_records(
             from += 1;
         }
         let reshapes = ortho.fullness() + 1 == ortho.table().capacity;
-        encode_record(expansion, reshapes, &children, width, records);
+        records.add(expansion, reshapes, &children, width);
     }
 }
 

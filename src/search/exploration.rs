@@ -30,9 +30,10 @@ use super::backing::Backing;
 use super::batch::Batches;
 use super::history::{
     BlockKind, BlockReader, BlockWriter, FORMAT_VERSION, RecordAt, get_varint, parse_segment_path,
-    read_overrides, rewrite_batch, segment_paths,
+    read_overrides, segment_paths,
 };
 use super::manifest::{Checkpoint, Checkpoints, Manifest, SegmentExtent, StoredFigures};
+use super::records::rewrite_batch;
 use super::replay::{ReplayScratch, replay};
 use super::revisit::{StoredHistory, revisit};
 use super::version::{Searched, VersionSearch};
@@ -220,6 +221,13 @@ impl Exploration {
         segment_paths(&self.dir, self.manifest.generation, segment)
     }
 
+    /// The history file of `segment` and its recorded length.
+    #[cfg(test)]
+    pub(super) fn history_file(&self, segment: u32) -> (PathBuf, u64) {
+        let [path, _] = self.paths(segment);
+        (path, self.manifest.segments[segment as usize].history_bytes)
+    }
+
     /// The manifest as of the last finished version.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -281,8 +289,7 @@ impl Exploration {
                 }
                 block.clear();
                 rewrite_batch(
-                    bytes,
-                    count,
+                    payload,
                     |at| changed.and_then(|c| c.get(&(index + at))).copied(),
                     &mut block,
                 )

@@ -44,18 +44,14 @@
 //!   otherwise. Roots blocks open a *run*: the orthos searched from them.
 //!   Replaying starts each run with an empty stack and pushes its roots in
 //!   order.
-//! * `2` batch — `count`, then `count` records: the orthos popped from the
-//!   top of the stack as one batch (in stack order), each expanded; then a
-//!   byte `n`, the width of node ids (2, 3 or 4 bytes, little-endian), then
-//!   the records. A record is a head byte (bit 7: leaf; bit 6: the ortho had
-//!   one empty slot, so its children are reshapings; bits 0–3: number of
-//!   watched phrase nodes), the watched node ids (`n` bytes each), and unless
-//!   it is a leaf, its accepted children: the
-//!   number of distinct tokens, then per token (ascending) the difference to
-//!   the previous token (the first token itself) and, for reshaping
-//!   children, a byte with bit `j` set for over-reshaping `j` and bit 7 for
-//!   the up-reshaping. Replaying pushes each record's children, record after
-//!   record, as the search did.
+//! * `2` batch — the orthos popped from the top of the stack as one batch
+//!   (in stack order), each expanded: per ortho a *record*, its expansion
+//!   (whether it was a leaf, the phrase nodes its candidates depend on) and
+//!   the steps to its accepted children. The payload keeps the expansions
+//!   and the children in two columns ([`super::records`] has the layout),
+//!   so a reader can judge every record without reading any children.
+//!   Replaying pushes each record's children, record after record, as the
+//!   search did.
 //! * `4` handoff — `count`: the search stopped with `count` orthos still
 //!   pending and handed them to other searches (other units of a distributed
 //!   search); replaying drops them, and the run ends if none are left.
@@ -64,9 +60,12 @@
 //!   block of the same orthos. Runs are so bounded, and a later version
 //!   reads a file's runs apart and replays them in parallel.
 //! * `3` overrides (only in `overrides-G-S`) — `count`, the node-id width
-//!   byte `n`, then per entry the segment and record index it replaces the
-//!   expansion of, and the new head byte and watched nodes (bit 6 is unused
+//!   byte, then per entry the segment and record index it replaces the
+//!   expansion of, and the new expansion (the reshaping flag is unused
 //!   there).
+//!
+//! Format 3 split a batch's records into the two columns; format 2 kept
+//! each record whole, and is refused.
 //!
 //! A record's index is its position among its segment's records; an ortho's
 //! current expansion is its record's, unless a later segment overrides it.
@@ -74,12 +73,13 @@
 use std::path::{Path, PathBuf};
 
 use super::backing::Backing;
+use super::records::{BatchRecords, NodeWidth, RawRecord, encode_expansion};
 use crate::error::{Error, Result};
-use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, ReshapeKind, Step, Watch};
+use crate::ortho::{Expansion, Ortho};
 use crate::spatial::{ShapeId, shapes};
 
 /// The history format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const MAGIC: &[u8; 8] = b"foldhist";
 const FILE_HEADER: usize = 16;
@@ -208,15 +208,11 @@ impl BlockWriter {
         Ok(())
     }
 
-    /// Appends a batch of `count` records, already encoded back to back
-    /// with node ids `width` bytes wide (see [`encode_record`]).
-    pub fn batch(&mut self, count: usize, width: NodeWidth, records: &[&[u8]]) -> Result<()> {
+    /// Appends a batch block of the records of `parts`, in order, with
+    /// node ids `width` bytes wide (see [`super::records`]).
+    pub fn batch(&mut self, width: NodeWidth, parts: &[BatchRecords]) -> Result<()> {
         self.block(BlockKind::Batch, |out| {
-            put_varint(out, count as u32);
-            out.push(width.0);
-            for part in records {
-                out.extend_from_slice(part);
-            }
+            BatchRecords::encode(parts, width, out)
         })
     }
 
@@ -536,8 +532,10 @@ pub(crate) struct RunBlocks<'a> {
     at: usize,
 }
 
-impl Blocks for RunBlocks<'_> {
-    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>> {
+impl<'a> RunBlocks<'a> {
+    /// The next block, borrowed from the run (not from the iterator, so
+    /// that a reader may keep it while it reads on).
+    pub fn next_in_run(&mut self) -> Result<Option<(BlockKind, &'a [u8], u64)>> {
         let bytes = &self.run.bytes[self.at..];
         if bytes.is_empty() {
             return Ok(None);
@@ -555,6 +553,12 @@ impl Blocks for RunBlocks<'_> {
         let kind = checked_block(&self.run.path, at, header, payload)?;
         self.at += BLOCK_HEADER + len;
         Ok(Some((kind, payload, at)))
+    }
+}
+
+impl Blocks for RunBlocks<'_> {
+    fn next_block(&mut self) -> Result<Option<(BlockKind, &[u8], u64)>> {
+        self.next_in_run()
     }
 
     fn path(&self) -> &Path {
@@ -598,7 +602,7 @@ pub(crate) fn read_overrides(path: &Path, len: u64) -> Result<Vec<(RecordAt, Exp
         for _ in 0..count {
             let segment = get_varint(&mut bytes).ok_or_else(|| bad("bad segment"))?;
             let index = get_varint(&mut bytes).ok_or_else(|| bad("bad index"))?;
-            let (record, rest) = RawRecord::split(bytes, width, false).map_err(bad)?;
+            let (record, rest) = RawRecord::split(bytes, width).map_err(bad)?;
             bytes = rest;
             entries.push((RecordAt { segment, index }, record.expansion()));
         }
@@ -645,260 +649,6 @@ pub(crate) fn get_varint(bytes: &mut &[u8]) -> Option<u32> {
         }
     }
     None
-}
-
-/// Head-byte flag: the ortho is a leaf.
-pub(crate) const LEAF: u8 = 0x80;
-/// Head-byte flag: the ortho's children are reshapings.
-pub(crate) const RESHAPES: u8 = 0x40;
-/// Reshaping-mask bit of the up-reshaping.
-pub(crate) const UP_BIT: u8 = 0x80;
-
-/// Bytes per watched node id in a block: the fewest that hold every node
-/// id of an automaton with `states` states.
-pub(crate) fn node_width(states: usize) -> NodeWidth {
-    NodeWidth(match states {
-        0..=0x1_0000 => 2,
-        0x1_0001..=0x100_0000 => 3,
-        _ => 4,
-    })
-}
-
-/// Bytes per watched node id (2, 3 or 4), one for all records of a block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct NodeWidth(u8);
-
-impl NodeWidth {
-    /// The width in a block's width byte, if it is one.
-    fn of(byte: u8) -> Option<Self> {
-        (2..=4).contains(&byte).then_some(Self(byte))
-    }
-
-    /// The narrowest width for these node ids.
-    fn fitting(nodes: impl Iterator<Item = u32>) -> Self {
-        let largest = nodes.max().unwrap_or(0);
-        node_width(largest as usize + 1)
-    }
-
-    #[inline]
-    fn put(self, out: &mut Vec<u8>, node: u32) {
-        let [a, b, c, d] = node.to_le_bytes();
-        match self.0 {
-            2 => out.extend_from_slice(&[a, b]),
-            3 => out.extend_from_slice(&[a, b, c]),
-            _ => out.extend_from_slice(&[a, b, c, d]),
-        }
-    }
-
-    /// The node id in `bytes` (exactly this width long).
-    #[inline]
-    fn get(self, bytes: &[u8]) -> u32 {
-        match *bytes {
-            [a, b] => u32::from(u16::from_le_bytes([a, b])),
-            [a, b, c] => u32::from_le_bytes([a, b, c, 0]),
-            [a, b, c, d] => u32::from_le_bytes([a, b, c, d]),
-            _ => u32::MAX,
-        }
-    }
-}
-
-fn encode_expansion(expansion: &Expansion, reshapes: bool, width: NodeWidth, out: &mut Vec<u8>) {
-    let nodes = expansion.watch.nodes();
-    let mut head = nodes.len() as u8;
-    if expansion.leaf {
-        head |= LEAF;
-    }
-    if reshapes {
-        head |= RESHAPES;
-    }
-    out.push(head);
-    for &node in nodes {
-        width.put(out, node);
-    }
-}
-
-/// Appends the record of one expanded ortho: its expansion and the steps of
-/// its accepted children (in the order expansion emitted them: by token,
-/// then over-reshapings in order, then the up-reshaping).
-pub(crate) fn encode_record(
-    expansion: &Expansion,
-    reshapes: bool,
-    children: &[Step],
-    width: NodeWidth,
-    out: &mut Vec<u8>,
-) {
-    encode_expansion(expansion, reshapes, width, out);
-    if expansion.leaf {
-        return;
-    }
-    let groups = if reshapes {
-        children
-            .iter()
-            .enumerate()
-            .filter(|&(index, step)| index == 0 || children[index - 1].token != step.token)
-            .count()
-    } else {
-        // Each fill child has a token of its own.
-        children.len()
-    };
-    put_varint(out, groups as u32);
-    let mut previous = 0;
-    let mut index = 0;
-    while index < children.len() {
-        let token = children[index].token;
-        put_varint(out, token - previous);
-        previous = token;
-        let mut mask = 0u8;
-        while index < children.len() && children[index].token == token {
-            match children[index].reshape {
-                Some(ReshapeKind::Over(over)) => mask |= 1 << over,
-                Some(ReshapeKind::Up) => mask |= UP_BIT,
-                None => {}
-            }
-            index += 1;
-        }
-        if reshapes {
-            out.push(mask);
-        }
-    }
-}
-
-/// One encoded record, split but undecoded: the scan of a history reads
-/// a million of these for every few it decodes.
-#[derive(Clone, Copy)]
-pub(crate) struct RawRecord<'a> {
-    head: u8,
-    width: NodeWidth,
-    /// The watched nodes, `width` bytes each.
-    watch: &'a [u8],
-    /// The children section (empty for a leaf, or when not split off).
-    children: &'a [u8],
-}
-
-impl<'a> RawRecord<'a> {
-    /// Splits the record at the front of `bytes`, whose node ids are
-    /// `width` bytes wide. With `with_children` false, its children section
-    /// (if any) is left at the front of the rest (override entries have
-    /// none; a replay reads it itself).
-    #[inline]
-    pub fn split(
-        bytes: &'a [u8],
-        width: NodeWidth,
-        with_children: bool,
-    ) -> std::result::Result<(Self, &'a [u8]), &'static str> {
-        let (&head, rest) = bytes.split_first().ok_or("truncated record")?;
-        let count = usize::from(head & 0x0f);
-        if count > MAX_PREFIXES {
-            return Err("too many watched nodes");
-        }
-        let (watch, mut rest) = rest
-            .split_at_checked(count * usize::from(width.0))
-            .ok_or("truncated watch")?;
-        let start = rest;
-        if with_children && head & LEAF == 0 {
-            let groups = get_varint(&mut rest).ok_or("truncated children")?;
-            for _ in 0..groups {
-                get_varint(&mut rest).ok_or("truncated child")?;
-                if head & RESHAPES != 0 {
-                    rest = rest.get(1..).ok_or("truncated child")?;
-                }
-            }
-        }
-        let children = &start[..start.len() - rest.len()];
-        Ok((
-            Self {
-                head,
-                width,
-                watch,
-                children,
-            },
-            rest,
-        ))
-    }
-
-    /// The head byte (flags and the number of watched nodes).
-    #[inline]
-    pub fn head(&self) -> u8 {
-        self.head
-    }
-
-    /// Whether the ortho had no candidate.
-    #[inline]
-    pub fn leaf(&self) -> bool {
-        self.head & LEAF != 0
-    }
-
-    /// The watched phrase nodes.
-    #[inline]
-    pub fn nodes(&self) -> impl Iterator<Item = u32> + '_ {
-        let width = self.width;
-        self.watch
-            .chunks_exact(usize::from(width.0))
-            .map(move |bytes| width.get(bytes))
-    }
-
-    /// The expansion it records.
-    pub fn expansion(&self) -> Expansion {
-        let mut nodes = [0; MAX_PREFIXES];
-        let mut len = 0;
-        for (slot, node) in nodes.iter_mut().zip(self.nodes()) {
-            *slot = node;
-            len += 1;
-        }
-        Expansion {
-            leaf: self.leaf(),
-            watch: Watch::from_parts(nodes, len),
-        }
-    }
-
-    /// The same record with another expansion (an override applied).
-    pub fn encode_with(&self, expansion: &Expansion, width: NodeWidth, out: &mut Vec<u8>) {
-        encode_expansion(expansion, self.head & RESHAPES != 0, width, out);
-        if !expansion.leaf {
-            if self.leaf() {
-                // A former leaf has no recorded children: its new ones are
-                // roots of a later run.
-                put_varint(out, 0);
-            } else {
-                out.extend_from_slice(self.children);
-            }
-        }
-    }
-}
-
-/// Re-encodes the `count` records of a batch block's payload (after its
-/// count) into `out` as a whole batch payload, with the expansion
-/// `changed(i)` gives for record `i` (if any) in place of the recorded one,
-/// and node ids as wide as the new expansions need.
-pub(crate) fn rewrite_batch(
-    mut bytes: &[u8],
-    count: u32,
-    changed: impl Fn(u32) -> Option<Expansion>,
-    out: &mut Vec<u8>,
-) -> std::result::Result<(), &'static str> {
-    let width = take_width(&mut bytes).ok_or("bad node width")?;
-    let mut records = Vec::with_capacity(count as usize);
-    for at in 0..count {
-        let (record, rest) = RawRecord::split(bytes, width, true)?;
-        bytes = rest;
-        let expansion = changed(at).unwrap_or_else(|| record.expansion());
-        records.push((record, expansion));
-    }
-    if !bytes.is_empty() {
-        return Err("trailing bytes in a batch");
-    }
-    let width = NodeWidth::fitting(
-        records
-            .iter()
-            .flat_map(|(_, expansion)| expansion.watch.nodes().iter().copied()),
-    )
-    .max(width);
-    put_varint(out, count);
-    out.push(width.0);
-    for (record, expansion) in &records {
-        record.encode_with(expansion, width, out);
-    }
-    Ok(())
 }
 
 /// Appends orthos in the ortho encoding (see the module docs): two bytes a
@@ -1031,88 +781,6 @@ mod tests {
         assert_eq!(get_varint(&mut &[0xffu8; 6][..]), None);
     }
 
-    /// The children section at the front of `bytes`, as steps (what a
-    /// replay pushes).
-    fn decode_children(record: &RawRecord<'_>, mut bytes: &[u8]) -> Vec<Step> {
-        let mut steps = Vec::new();
-        if record.leaf() {
-            return steps;
-        }
-        let groups = get_varint(&mut bytes).unwrap();
-        let mut token = 0;
-        for _ in 0..groups {
-            token += get_varint(&mut bytes).unwrap();
-            if record.head() & RESHAPES == 0 {
-                steps.push(Step {
-                    token,
-                    reshape: None,
-                });
-                continue;
-            }
-            let mask = bytes[0];
-            bytes = &bytes[1..];
-            for over in 0..7u8 {
-                if mask & 1 << over != 0 {
-                    steps.push(Step {
-                        token,
-                        reshape: Some(ReshapeKind::Over(over)),
-                    });
-                }
-            }
-            if mask & UP_BIT != 0 {
-                steps.push(Step {
-                    token,
-                    reshape: Some(ReshapeKind::Up),
-                });
-            }
-        }
-        steps
-    }
-
-    #[test]
-    fn records_round_trip_children_and_expansions() {
-        let watch = Watch::new(&[3, 70_000, 129]).unwrap();
-        let fills: Vec<Step> = [4, 9, 300, 70_001]
-            .map(|token| Step {
-                token,
-                reshape: None,
-            })
-            .to_vec();
-        let reshapes = vec![
-            Step {
-                token: 2,
-                reshape: Some(ReshapeKind::Over(0)),
-            },
-            Step {
-                token: 2,
-                reshape: Some(ReshapeKind::Up),
-            },
-            Step {
-                token: 5,
-                reshape: Some(ReshapeKind::Over(1)),
-            },
-        ];
-        for (children, reshaping) in [(fills, false), (reshapes, true), (Vec::new(), false)] {
-            let expansion = Expansion { leaf: false, watch };
-            let mut bytes = Vec::new();
-            let width = node_width(70_001);
-            encode_record(&expansion, reshaping, &children, width, &mut bytes);
-            bytes.push(0xEE);
-            let (record, rest) = RawRecord::split(&bytes, width, true).unwrap();
-            assert_eq!(rest, [0xEE]);
-            assert_eq!(record.expansion(), expansion);
-            let (_, children_bytes) = RawRecord::split(&bytes, width, false).unwrap();
-            let back = decode_children(&record, children_bytes);
-            assert_eq!(back, children);
-        }
-        let leaf = Expansion { leaf: true, watch };
-        let mut bytes = Vec::new();
-        encode_record(&leaf, false, &[], NodeWidth(3), &mut bytes);
-        let (record, rest) = RawRecord::split(&bytes, NodeWidth(3), true).unwrap();
-        assert!(rest.is_empty() && record.leaf());
-        assert_eq!(record.nodes().collect::<Vec<_>>(), [3, 70_000, 129]);
-    }
-
     #[test]
     fn blocks_round_trip_and_any_damage_is_caught() {
         let dir = tempfile::tempdir().unwrap();
@@ -1123,13 +791,13 @@ mod tests {
         ];
         let mut writer = BlockWriter::create(&path, false).unwrap();
         writer.roots(&roots).unwrap();
-        let mut records = Vec::new();
+        let mut records = BatchRecords::default();
         let expansion = Expansion {
             leaf: true,
-            watch: Watch::new(&[5]).unwrap(),
+            watch: crate::ortho::Watch::new(&[5]).unwrap(),
         };
-        encode_record(&expansion, false, &[], NodeWidth(2), &mut records);
-        writer.batch(1, NodeWidth(2), &[&records]).unwrap();
+        records.add(&expansion, false, &[], NodeWidth(2));
+        writer.batch(NodeWidth(2), &[records]).unwrap();
         let len = writer.sync(true).unwrap();
         assert_eq!(
             parse_segment_path(path.file_name().unwrap().to_str().unwrap()),

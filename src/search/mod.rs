@@ -23,9 +23,11 @@ mod batch;
 pub mod exploration;
 mod history;
 mod manifest;
+mod records;
 mod replay;
 mod revisit;
 mod seen;
+mod sparse;
 mod version;
 
 use std::path::PathBuf;

@@ -10,11 +10,10 @@
 //! several times what is still needed (the stack and its ancestors), the
 //! arena is compacted to those, so memory follows the stack, not the history.
 
-use super::history::{
-    BlockKind, Blocks, LEAF, RESHAPES, RawRecord, UP_BIT, decode_roots, get_varint, take_width,
-};
+use super::history::{BlockKind, Blocks, decode_roots, get_varint};
+use super::records::{BatchPayload, RawRecord, ReshapeCode, child_step, read_children};
 use crate::error::{Error, Result};
-use crate::ortho::{Ortho, ReshapeKind, Step};
+use crate::ortho::Ortho;
 
 /// The parent of a root: none.
 const ROOT: u32 = u32::MAX;
@@ -28,24 +27,7 @@ const FIRST_COMPACTION: usize = 1 << 16;
 struct Node {
     parent: u32,
     token: u32,
-    /// 0: a fill; `1 + j`: over-reshaping `j`; [`UP`]: the up-reshaping.
-    reshape: u8,
-}
-
-const UP: u8 = 0xff;
-
-impl Node {
-    fn step(&self) -> Step {
-        let reshape = match self.reshape {
-            0 => None,
-            UP => Some(ReshapeKind::Up),
-            over => Some(ReshapeKind::Over(over - 1)),
-        };
-        Step {
-            token: self.token,
-            reshape,
-        }
-    }
+    reshape: ReshapeCode,
 }
 
 /// The replayed stack, the expanded orthos its nodes grow from, and the
@@ -85,7 +67,9 @@ impl Arena {
             .cloned()
             .ok_or("a root out of range")?;
         for node in chain.iter().rev() {
-            ortho = node.step().apply(&ortho).map_err(|e| e.to_string())?;
+            ortho = child_step(node.token, node.reshape)
+                .apply(&ortho)
+                .map_err(|e| e.to_string())?;
         }
         Ok(ortho)
     }
@@ -259,10 +243,8 @@ fn replay_batch(
     visit: &mut impl FnMut(&Replayed<'_>) -> Result<()>,
     damaged: &impl Fn(String) -> Error,
 ) -> Result<u32> {
-    let mut bytes = payload;
-    let count = get_varint(&mut bytes).ok_or_else(|| damaged("bad count".into()))?;
-    let count = count as usize;
-    let width = take_width(&mut bytes).ok_or_else(|| damaged("bad node width".into()))?;
+    let batch = BatchPayload::parse(payload).map_err(|e| damaged(e.into()))?;
+    let count = batch.count as usize;
     if count > stack.len() {
         return Err(damaged(format!(
             "a batch of {count} with {} pending",
@@ -271,12 +253,16 @@ fn replay_batch(
     }
     // The batch is the top of the stack; its children go above it,
     // and the batch is cut out once it is read.
+    let (mut expansions, mut children) = (batch.expansions, batch.children);
+    let mut listed = 0u32;
     let first = stack.len() - count;
     for position in first..first + count {
         let node = stack[position];
         let (record, rest) =
-            RawRecord::split(bytes, width, false).map_err(|e| damaged(e.into()))?;
-        bytes = push_children(rest, &record, node, arena, stack).map_err(|e| damaged(e.into()))?;
+            RawRecord::split(expansions, batch.width).map_err(|e| damaged(e.into()))?;
+        expansions = rest;
+        listed += push_children(&mut children, &record, node, arena, stack)
+            .map_err(|e| damaged(e.into()))?;
         if wanted(index, &record) {
             visit(&Replayed { index, arena, node })?;
         }
@@ -285,8 +271,13 @@ fn replay_batch(
             .ok_or_else(|| damaged("too many records".into()))?;
     }
     stack.drain(first..first + count);
-    if !bytes.is_empty() {
+    if !expansions.is_empty() || !children.is_empty() {
         return Err(damaged("trailing bytes in a batch".into()));
+    }
+    if listed != batch.listed {
+        return Err(damaged(
+            "a batch lists other children than it counts".into(),
+        ));
     }
     arena.compact_if_large(stack);
     Ok(index)
@@ -312,68 +303,40 @@ fn replay_handoff(
     Ok(())
 }
 
-/// Reads the children section of `record` off the front of `bytes`, pushing
-/// a node for each child of `parent`; returns the rest.
+/// Reads the children of `record` off the front of `bytes`, pushing a node
+/// for each child of `node` (which moves to the arena if it has any);
+/// returns how many.
 #[inline]
-fn push_children<'a>(
-    mut bytes: &'a [u8],
+fn push_children(
+    bytes: &mut &[u8],
     record: &RawRecord<'_>,
     node: Node,
     arena: &mut Arena,
     stack: &mut Vec<Node>,
-) -> std::result::Result<&'a [u8], &'static str> {
-    let head = record.head();
-    if head & LEAF != 0 {
-        return Ok(bytes);
-    }
-    let reshapes = head & RESHAPES != 0;
-    let groups = get_varint(&mut bytes).ok_or("truncated children")?;
-    if groups == 0 {
-        return Ok(bytes);
-    }
-    arena.nodes.push(node);
-    let parent = (arena.nodes.len() - 1) as u32;
-    let mut token = 0u32;
-    for _ in 0..groups {
-        token = token
-            .checked_add(get_varint(&mut bytes).ok_or("truncated child")?)
-            .ok_or("bad child token")?;
-        if !reshapes {
-            stack.push(Node {
-                parent,
-                token,
-                reshape: 0,
-            });
-            continue;
-        }
-        let (&mask, rest) = bytes.split_first().ok_or("truncated child")?;
-        bytes = rest;
-        for over in 0..7u8 {
-            if mask & 1 << over != 0 {
-                stack.push(Node {
-                    parent,
-                    token,
-                    reshape: over + 1,
-                });
-            }
-        }
-        if mask & UP_BIT != 0 {
-            stack.push(Node {
-                parent,
-                token,
-                reshape: UP,
-            });
-        }
-    }
-    Ok(bytes)
+) -> std::result::Result<u32, &'static str> {
+    let mut parent = None;
+    read_children(bytes, record.head(), |token, reshape| {
+        let parent = *parent.get_or_insert_with(|| {
+            arena.nodes.push(node);
+            (arena.nodes.len() - 1) as u32
+        });
+        stack.push(Node {
+            parent,
+            token,
+            reshape,
+        });
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::interner::Token;
+    use crate::ortho::Step;
     use crate::ortho::{Expansion, Watch};
-    use crate::search::history::{BlockReader, BlockWriter, encode_record, node_width};
+    use crate::search::history::{BlockReader, BlockWriter};
+    use crate::search::records::{BatchRecords, node_width};
+    use crate::search::sparse::{SparseScratch, sparse_replay};
 
     fn fill(token: u32) -> Step {
         Step {
@@ -383,11 +346,13 @@ mod tests {
     }
 
     /// Every record of the file at `path`, read in `mode`: 0 the whole file,
-    /// 1 run by run in memory, 2 run by run from the file.
+    /// 1 run by run in memory, 2 run by run from the file, 3 run by run
+    /// sparsely.
     fn replayed(path: &std::path::Path, len: u64, mode: u8) -> Vec<(u32, Ortho)> {
-        let mut seen = Vec::new();
+        let seen = std::cell::RefCell::new(Vec::new());
         let mut visit = |replayed: &Replayed<'_>| {
-            seen.push((replayed.index, replayed.ortho().unwrap()));
+            let ortho = replayed.ortho().unwrap();
+            seen.borrow_mut().push((replayed.index, ortho));
             Ok(())
         };
         let scratch = &mut ReplayScratch::default();
@@ -395,7 +360,7 @@ mod tests {
         if mode == 0 {
             let records = replay(&mut reader, 0, scratch, |_, _| true, &mut visit).unwrap();
             assert_eq!(records, 4);
-            return seen;
+            return seen.take();
         }
         let mut first = 0;
         let mut runs = Vec::new();
@@ -407,7 +372,15 @@ mod tests {
             [1, 3]
         );
         for run in runs {
-            let records = if mode == 1 {
+            let records = if mode == 3 {
+                let bytes = reader.read_run(&run, Vec::new()).unwrap();
+                let visit = |index, ortho| {
+                    seen.borrow_mut().push((index, ortho));
+                    Ok(())
+                };
+                let scratch = &mut SparseScratch::default();
+                sparse_replay(&bytes, first, scratch, |_, _| true, visit).unwrap()
+            } else if mode == 1 {
                 let bytes = reader.read_run(&run, Vec::new()).unwrap();
                 replay(&mut bytes.blocks(), first, scratch, |_, _| true, &mut visit).unwrap()
             } else {
@@ -417,7 +390,7 @@ mod tests {
             assert_eq!(records, run.records);
             first += records;
         }
-        seen
+        seen.take()
     }
 
     #[test]
@@ -438,17 +411,17 @@ mod tests {
         let mut writer = BlockWriter::create(&path, false).unwrap();
         writer.roots(&[first.clone(), second.clone()]).unwrap();
         // The top of the stack, `second`, gets two children.
-        let mut record = Vec::new();
-        encode_record(&parent, false, &[fill(5), fill(6)], width, &mut record);
-        writer.batch(1, width, &[&record]).unwrap();
+        let mut record = BatchRecords::default();
+        record.add(&parent, false, &[fill(5), fill(6)], width);
+        writer.batch(width, &[record]).unwrap();
         let children = [fill(5), fill(6)].map(|step| step.apply(&second).unwrap());
         let stack = [first.clone(), children[0].clone(), children[1].clone()];
         writer.restart(&stack).unwrap();
-        let mut leaves = Vec::new();
+        let mut leaves = BatchRecords::default();
         for _ in 0..3 {
-            encode_record(&leaf, false, &[], width, &mut leaves);
+            leaves.add(&leaf, false, &[], width);
         }
-        writer.batch(3, width, &[&leaves]).unwrap();
+        writer.batch(width, &[leaves]).unwrap();
         let len = writer.sync(true).unwrap();
 
         let expected = vec![
@@ -457,7 +430,7 @@ mod tests {
             (2, children[0].clone()),
             (3, children[1].clone()),
         ];
-        for mode in 0..3 {
+        for mode in 0..4 {
             assert_eq!(replayed(&path, len, mode), expected, "mode {mode}");
         }
         // A flipped bit in the second run is caught run by run too.

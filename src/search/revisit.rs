@@ -16,9 +16,11 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::batch::Batches;
-use super::history::{BlockReader, Blocks, RawRecord, RecordAt, RunExtent, segment_paths};
+use super::history::{BlockReader, Blocks, RecordAt, Run, RunExtent, RunOnFile, segment_paths};
 use super::manifest::SegmentExtent;
+use super::records::RawRecord;
 use super::replay::{ReplayScratch, replay};
+use super::sparse::{SparseScratch, sparse_replay};
 use crate::error::{Error, Result};
 use crate::interner::{Growth, Interner, PhraseNode};
 use crate::ortho::{Expansion, Ortho, Watch};
@@ -100,14 +102,15 @@ pub(super) fn revisit(
             records = add_records(records, run.records, &path)?;
             if run.len() > RUN_IN_MEMORY {
                 again.scan_wave(pool, &filter, segment, &reader, &mut wave, batches)?;
-                let mut blocks = reader.run_on_file(&run);
-                let scratch = &mut ReplayScratch::default();
-                let read = filter.scan(&mut blocks, first, scratch, |index, ortho, leaf| {
-                    again
-                        .pending
-                        .push((RecordAt { segment, index }, ortho, leaf));
-                    again.expand_if_full(batches)
-                })?;
+                let blocks = reader.run_on_file(&run);
+                let scratch = &mut Scratch::default();
+                let read =
+                    filter.scan(RunAt::File(blocks), first, scratch, |index, ortho, leaf| {
+                        again
+                            .pending
+                            .push((RecordAt { segment, index }, ortho, leaf));
+                        again.expand_if_full(batches)
+                    })?;
                 check_run(&run, read, &path)?;
                 continue;
             }
@@ -165,56 +168,76 @@ struct Filter<'a> {
 }
 
 impl Filter<'_> {
-    /// Replays one run (or several) whose first record is `first`, handing
-    /// each stored ortho whose candidates may have grown to `found` (its
-    /// index, the ortho, whether it was a leaf). Returns the records read.
+    /// Replays one run whose first record is `first`, handing each stored
+    /// ortho whose candidates may have grown to `found` (its index, the
+    /// ortho, whether it was a leaf). Returns the records read.
     fn scan(
         &self,
-        blocks: &mut impl Blocks,
+        run: RunAt<'_, '_>,
         first: u32,
-        scratch: &mut ReplayScratch,
+        scratch: &mut Scratch,
         mut found: impl FnMut(u32, Ortho, bool) -> Result<()>,
     ) -> Result<u32> {
         let (interner, base, known) = (self.interner, self.base, self.known);
-        let path = blocks.path().to_owned();
         let mut memo = GainMemo::default();
         // Overrides are met with a cursor as records pass.
         let mut next_known = known.partition_point(|&(index, _)| index < first);
-        // The expansion the filter found wanting, for the visit after it.
-        let current = std::cell::Cell::new(Expansion::default());
+        // Whether the record the filter wanted was a leaf, for the visit
+        // after it.
+        let leaf = std::cell::Cell::new(false);
         let wanted = |index: u32, record: &RawRecord<'_>| {
-            let mut overridden = None;
             if next_known < known.len() && known[next_known].0 <= index {
                 while next_known < known.len() && known[next_known].0 < index {
                     next_known += 1;
                 }
                 if next_known < known.len() && known[next_known].0 == index {
-                    overridden = Some(known[next_known].1);
+                    let expansion = known[next_known].1;
+                    leaf.set(expansion.leaf);
+                    let nodes = expansion.watch.nodes();
+                    return memo.may_have_gained(nodes, interner, base, self.growth);
                 }
             }
-            let expansion = match overridden {
-                Some(overridden) => overridden,
-                // Nearly every ortho is dismissed here, its record undecoded.
-                None if !record
-                    .nodes()
-                    .any(|node| interner.grew_since(PhraseNode(node), base)) =>
-                {
-                    return false;
-                }
-                None => record.expansion(),
-            };
-            current.set(expansion);
-            memo.may_have_gained(&expansion.watch, interner, base, self.growth)
+            // Nearly every ortho is dismissed here.
+            if !record.any_node(|node| interner.grew_since(PhraseNode(node), base)) {
+                return false;
+            }
+            let expansion = record.expansion();
+            leaf.set(expansion.leaf);
+            memo.may_have_gained(expansion.watch.nodes(), interner, base, self.growth)
         };
-        replay(blocks, first, scratch, wanted, |replayed| {
-            let index = replayed.index;
-            let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
-                path: path.clone(),
-                detail: format!("record {index}: {detail}"),
-            })?;
-            found(index, ortho, current.get().leaf)
-        })
+        match run {
+            RunAt::Memory(run) => {
+                sparse_replay(run, first, &mut scratch.sparse, wanted, |index, ortho| {
+                    found(index, ortho, leaf.get())
+                })
+            }
+            RunAt::File(mut blocks) => {
+                let path = blocks.path().to_owned();
+                replay(&mut blocks, first, &mut scratch.dense, wanted, |replayed| {
+                    let index = replayed.index;
+                    let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
+                        path: path.clone(),
+                        detail: format!("record {index}: {detail}"),
+                    })?;
+                    found(index, ortho, leaf.get())
+                })
+            }
+        }
     }
+}
+
+/// A run to scan: read into memory (replayed sparsely), or too long for
+/// that and replayed from the file.
+enum RunAt<'r, 'f> {
+    Memory(&'r Run),
+    File(RunOnFile<'f>),
+}
+
+/// The memory scans work in, kept from one run to the next.
+#[derive(Default)]
+struct Scratch {
+    sparse: SparseScratch,
+    dense: ReplayScratch,
 }
 
 /// The stored orthos found to expand again, and what expanding them gave.
@@ -240,12 +263,12 @@ impl Again<'_> {
         let scanned: Vec<Result<Vec<Found>>> = pool.install(|| {
             wave.par_iter()
                 .map_init(
-                    || (Vec::new(), ReplayScratch::default()),
+                    || (Vec::new(), Scratch::default()),
                     |(bytes, scratch), (first, extent)| {
                         let run = reader.read_run(extent, std::mem::take(bytes))?;
                         let mut found = Vec::new();
                         let read = filter.scan(
-                            &mut run.blocks(),
+                            RunAt::Memory(&run),
                             *first,
                             scratch,
                             |index, ortho, leaf| {
@@ -309,17 +332,17 @@ impl Again<'_> {
     }
 }
 
-/// Remembers [`Watch::may_have_gained`] for watches of two nodes, which
-/// siblings share: a scan asks it of a few hundred thousand records and
-/// meets the same pairs again and again.
+/// Remembers [`Watch::may_have_gained`] for watches of two or three nodes,
+/// which siblings share: a scan asks it of a few hundred thousand records
+/// and meets the same watches again and again.
 struct GainMemo {
-    slots: Vec<(u32, u32, bool)>,
+    slots: Vec<([u32; 3], bool)>,
 }
 
 impl Default for GainMemo {
     fn default() -> Self {
         Self {
-            slots: vec![(u32::MAX, u32::MAX, false); Self::SLOTS],
+            slots: vec![([u32::MAX; 3], false); Self::SLOTS],
         }
     }
 }
@@ -327,21 +350,28 @@ impl Default for GainMemo {
 impl GainMemo {
     const SLOTS: usize = 1 << 14;
 
+    /// Whether the ortho watching `nodes` may have gained a candidate.
+    #[inline]
     fn may_have_gained(
         &mut self,
-        watch: &Watch,
+        nodes: &[u32],
         interner: &Interner,
         base: u32,
         growth: &Growth,
     ) -> bool {
-        let &[a, b] = watch.nodes() else {
-            return watch.may_have_gained(interner, base, growth);
+        let decide =
+            || Watch::new(nodes).is_none_or(|watch| watch.may_have_gained(interner, base, growth));
+        let key = match *nodes {
+            [a, b] => [a, b, u32::MAX],
+            [a, b, c] => [a, b, c],
+            _ => return decide(),
         };
-        let hash = (u64::from(a) << 32 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let hash = (u64::from(key[0]) << 42 ^ u64::from(key[1]) << 21 ^ u64::from(key[2]))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let slot = &mut self.slots[(hash >> 50) as usize];
-        if (slot.0, slot.1) != (a, b) {
-            *slot = (a, b, watch.may_have_gained(interner, base, growth));
+        if slot.0 != key {
+            *slot = (key, decide());
         }
-        slot.2
+        slot.1
     }
 }
