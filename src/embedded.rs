@@ -74,6 +74,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
     if files.is_empty() {
         return Err(Error::BadText("no input file given".into()));
     }
+    crate::spatial::prepare_in_background();
     // Read everything first, so bad input is refused before the state is touched.
     let inputs = files
         .iter()

@@ -125,6 +125,33 @@ impl Backing {
         }
     }
 
+    /// Replaces `out` with the `len` bytes at `offset`, without first
+    /// zeroing its memory (threads may call this at once).
+    pub fn read_to_vec(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        if matches!(self.state, State::Memory(_)) {
+            out.resize(len, 0);
+            return self.read_at(out, offset);
+        }
+        // A handle of its own, whose position no other thread moves.
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = File::open(&self.path).map_err(|e| io(&self.path, "open", e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io(&self.path, "read", e))?;
+        out.reserve_exact(len);
+        let read = file
+            .take(len as u64)
+            .read_to_end(out)
+            .map_err(|e| io(&self.path, "read", e))?;
+        if read != len {
+            return Err(Error::Damaged {
+                path: self.path.clone(),
+                detail: format!("read of {len} bytes at {offset} past the end"),
+            });
+        }
+        Ok(())
+    }
+
     /// Waits for the disk when `durable` and the file is on disk.
     pub fn sync(&mut self, durable: bool) -> Result<()> {
         match &self.state {

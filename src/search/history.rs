@@ -430,10 +430,13 @@ impl BlockReader {
             if self.len - at < BLOCK_HEADER as u64 {
                 return Err(damaged(&self.path, at, "torn block header"));
             }
-            // The header and the first bytes of the payload (a batch's count).
+            // The header and the first bytes of the payload (a batch's
+            // count), read alone: the payloads are read run by run later.
             let peek = (self.len - at).min(BLOCK_HEADER as u64 + 5) as usize;
-            let start = self.window_over(at, peek)?;
-            let head = &self.window[start..start + peek];
+            let mut bytes = [0; BLOCK_HEADER + 5];
+            let head = &mut bytes[..peek];
+            self.file.read_at(head, at)?;
+            let head = &*head;
             let kind = head[0];
             if kind == BlockKind::Roots as u8 && opened {
                 break;
@@ -462,9 +465,8 @@ impl BlockReader {
     /// they are replayed). Runs are read by several threads at once.
     /// `bytes` is memory to read it into (see [`Run::into_bytes`]).
     pub fn read_run(&self, extent: &RunExtent, mut bytes: Vec<u8>) -> Result<Run> {
-        bytes.clear();
-        bytes.resize((extent.end - extent.start) as usize, 0);
-        self.file.read_at(&mut bytes, extent.start)?;
+        let len = (extent.end - extent.start) as usize;
+        self.file.read_to_vec(extent.start, len, &mut bytes)?;
         Ok(Run {
             path: self.path.clone(),
             start: extent.start,

@@ -1,25 +1,30 @@
 //! The payload of a history's batch block (see [`super::history`] for the
 //! file around it): the records of one batch of expanded orthos, written in
-//! two columns so that a reader can look at every record's expansion
-//! without reading any children.
+//! two columns so that a reader can judge every record's expansion without
+//! reading any children, and often whole stretches of records at once.
 //!
 //! ```text
 //! count | node width n: u8 | children: the number of children listed | expansions' length in bytes
-//!       | expansions: count × (head: u8, watched node ids: n bytes each)
+//!       | expansions: sections, each
+//!           records r (1..=256) | watches w (1..=r) | w × (node count: u8, node ids: n bytes each)
+//!           | r × (flags: u8, watch: u8, an index into the section's watches)
 //!       | children: per record that is not a leaf, its accepted children
 //! ```
 //!
-//! Numbers are LEB128 varints. The head byte holds the flags [`LEAF`] (no
-//! candidate) and [`RESHAPES`] (the ortho had one empty slot, so its
-//! children are reshapings) and, in bits 0–3, the number of watched phrase
-//! nodes. A record's children are the number of distinct tokens, then per
+//! Numbers are LEB128 varints. A record's expansion is its flags — [`LEAF`]
+//! (no candidate) and [`RESHAPES`] (the ortho had one empty slot, so its
+//! children are reshapings) — and the phrase nodes its candidates depend
+//! on, its *watch*, which siblings often share: each section lists its
+//! distinct watches once, so a reader judges a watch once for all the
+//! records that have it, and passes over a section none of whose watches it
+//! wants. A record's children are the number of distinct tokens, then per
 //! token (ascending) the difference to the previous token (the first token
 //! itself) and, for reshaping children, a byte with bit `j` set for
 //! over-reshaping `j` and [`UP_BIT`] for the up-reshaping. Children are
 //! listed record after record, in the order the search pushed them.
 //!
-//! Override entries (in `overrides-G-S` files) carry expansions alone, in
-//! the same encoding.
+//! Override entries (in `overrides-G-S` files) carry one expansion each:
+//! a head byte (the flags, and the node count in bits 0–3) and the nodes.
 
 use super::history::{get_varint, put_varint, take_width};
 use crate::ortho::{Expansion, MAX_PREFIXES, ReshapeKind, Step, Watch};
@@ -154,11 +159,100 @@ fn encode_children(reshapes: bool, children: &[Step], out: &mut Vec<u8>) {
     }
 }
 
+/// Records per section at most (a record names its watch in one byte).
+const SECTION: usize = 256;
+
+/// Slots of a section's table of watches (twice the most it can hold).
+const TABLE: usize = 2 * SECTION;
+
+/// The section being written: its records' flags and watches, and its
+/// distinct watches, found again through a small hash table.
+#[derive(Default)]
+struct SectionWriter {
+    /// Two bytes per record: flags, watch.
+    pairs: Vec<u8>,
+    /// The distinct watches, encoded back to back.
+    watches: Vec<u8>,
+    /// Where each watch starts in `watches`.
+    starts: Vec<u32>,
+    /// Per slot, 1 + the index of a watch hashed there; 0 when empty.
+    table: Vec<u16>,
+}
+
+impl SectionWriter {
+    fn records(&self) -> usize {
+        self.pairs.len() / 2
+    }
+
+    fn add(&mut self, flags: u8, watch: &Watch, width: NodeWidth) {
+        if self.table.is_empty() {
+            self.table.resize(TABLE, 0);
+        }
+        let start = self.watches.len();
+        encode_watch(watch, width, &mut self.watches);
+        let mut hash = 0xcbf2_9ce4_8422_2325u64;
+        for &byte in &self.watches[start..] {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut slot = (hash >> 32) as usize % TABLE;
+        let index = loop {
+            let Some(found) = usize::from(self.table[slot]).checked_sub(1) else {
+                self.starts.push(start as u32);
+                self.table[slot] = self.starts.len() as u16;
+                break self.starts.len() - 1;
+            };
+            let from = self.starts[found] as usize;
+            let to = self
+                .starts
+                .get(found + 1)
+                .map_or(start, |&end| end as usize);
+            if self.watches[from..to] == self.watches[start..] {
+                self.watches.truncate(start);
+                break found;
+            }
+            slot = (slot + 1) % TABLE;
+        };
+        self.pairs.extend_from_slice(&[flags, index as u8]);
+    }
+
+    /// Its encoded length.
+    fn len(&self) -> usize {
+        varint_len(self.records() as u32)
+            + varint_len(self.starts.len() as u32)
+            + self.watches.len()
+            + self.pairs.len()
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        if self.pairs.is_empty() {
+            return;
+        }
+        put_varint(out, self.records() as u32);
+        put_varint(out, self.starts.len() as u32);
+        out.extend_from_slice(&self.watches);
+        out.extend_from_slice(&self.pairs);
+    }
+
+    fn clear(&mut self) {
+        self.pairs.clear();
+        self.watches.clear();
+        self.starts.clear();
+        self.table.fill(0);
+    }
+}
+
+/// Bytes of `value` as a varint.
+fn varint_len(value: u32) -> usize {
+    (32 - value.leading_zeros() as usize).div_ceil(7).max(1)
+}
+
 /// Records of (part of) a batch being written, in their two columns; a
 /// batch block is the concatenation of its parts' columns.
 #[derive(Default)]
 pub(crate) struct BatchRecords {
+    /// Finished sections.
     expansions: Vec<u8>,
+    section: SectionWriter,
     children: Vec<u8>,
     count: u32,
     listed: u32,
@@ -174,10 +268,25 @@ impl BatchRecords {
         children: &[Step],
         width: NodeWidth,
     ) {
-        encode_expansion(expansion, reshapes, width, &mut self.expansions);
+        self.add_expansion(expansion, reshapes, width);
         if !expansion.leaf {
             encode_children(reshapes, children, &mut self.children);
             self.listed += children.len() as u32;
+        }
+    }
+
+    fn add_expansion(&mut self, expansion: &Expansion, reshapes: bool, width: NodeWidth) {
+        let mut flags = 0;
+        if expansion.leaf {
+            flags |= LEAF;
+        }
+        if reshapes {
+            flags |= RESHAPES;
+        }
+        self.section.add(flags, &expansion.watch, width);
+        if self.section.records() == SECTION {
+            self.section.write(&mut self.expansions);
+            self.section.clear();
         }
         self.count += 1;
     }
@@ -189,12 +298,102 @@ impl BatchRecords {
         put_varint(out, sum(|part| part.count));
         out.push(width.0);
         put_varint(out, sum(|part| part.listed));
-        put_varint(out, sum(|part| part.expansions.len() as u32));
+        put_varint(
+            out,
+            sum(|part| (part.expansions.len() + part.section.len()) as u32),
+        );
         for part in parts {
             out.extend_from_slice(&part.expansions);
+            part.section.write(out);
         }
         for part in parts {
             out.extend_from_slice(&part.children);
+        }
+    }
+}
+
+/// Appends a watch as a section lists it: the node count, then the nodes.
+fn encode_watch(watch: &Watch, width: NodeWidth, out: &mut Vec<u8>) {
+    let nodes = watch.nodes();
+    out.push(nodes.len() as u8);
+    for &node in nodes {
+        width.put(out, node);
+    }
+}
+
+/// Reads the section at the front of `bytes` (node ids `width` bytes wide):
+/// its watches into `watches`, as records with no flags; returns its
+/// records' pairs (flags, watch), two bytes each.
+pub(crate) fn read_section<'a>(
+    bytes: &mut &'a [u8],
+    width: NodeWidth,
+    watches: &mut Vec<RawRecord<'a>>,
+) -> std::result::Result<&'a [u8], &'static str> {
+    let records = get_varint(bytes).ok_or("bad section")? as usize;
+    let count = get_varint(bytes).ok_or("bad section")? as usize;
+    if records == 0 || records > SECTION || count == 0 || count > records {
+        return Err("bad section");
+    }
+    watches.clear();
+    for _ in 0..count {
+        let (watch, rest) = RawRecord::split(bytes, width)?;
+        if watch.head & !0x0f != 0 {
+            return Err("bad watch");
+        }
+        watches.push(watch);
+        *bytes = rest;
+    }
+    let (pairs, rest) = bytes
+        .split_at_checked(2 * records)
+        .ok_or("truncated section")?;
+    *bytes = rest;
+    Ok(pairs)
+}
+
+/// The record a section's pair (flags, watch) stands for.
+#[inline]
+pub(crate) fn section_record<'a>(
+    watches: &[RawRecord<'a>],
+    [flags, watch]: [u8; 2],
+) -> std::result::Result<RawRecord<'a>, &'static str> {
+    let watch = watches
+        .get(usize::from(watch))
+        .ok_or("a record of a watch its section lacks")?;
+    if flags & !(LEAF | RESHAPES) != 0 {
+        return Err("bad record flags");
+    }
+    Ok(RawRecord {
+        head: watch.head | flags,
+        ..*watch
+    })
+}
+
+/// The records of a batch's expansions column, one after another.
+pub(crate) struct Records<'a> {
+    rest: &'a [u8],
+    width: NodeWidth,
+    watches: Vec<RawRecord<'a>>,
+    pairs: &'a [u8],
+}
+
+impl<'a> Records<'a> {
+    /// The next record (the caller knows how many there are).
+    #[inline]
+    pub fn next_record(&mut self) -> std::result::Result<RawRecord<'a>, &'static str> {
+        if self.pairs.is_empty() {
+            self.pairs = read_section(&mut self.rest, self.width, &mut self.watches)?;
+        }
+        let (&pair, rest) = self.pairs.split_first_chunk::<2>().ok_or("bad section")?;
+        self.pairs = rest;
+        section_record(&self.watches, pair)
+    }
+
+    /// Checks that nothing is left over.
+    pub fn finish(&self) -> std::result::Result<(), &'static str> {
+        if self.rest.is_empty() && self.pairs.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes in a batch")
         }
     }
 }
@@ -207,7 +406,7 @@ pub(crate) struct BatchPayload<'a> {
     pub width: NodeWidth,
     /// The children its records list in all.
     pub listed: u32,
-    /// The expansions column: `count` expansions.
+    /// The expansions column: sections of `count` records in all.
     pub expansions: &'a [u8],
     /// The children column.
     pub children: &'a [u8],
@@ -231,6 +430,16 @@ impl<'a> BatchPayload<'a> {
         })
     }
 
+    /// Its records, in order.
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            rest: self.expansions,
+            width: self.width,
+            watches: Vec::new(),
+            pairs: &[],
+        }
+    }
+
     /// Calls `child` with the record index, token and [`ReshapeCode`] of
     /// every child listed, in order, after checking that the columns hold
     /// what the header says.
@@ -238,17 +447,17 @@ impl<'a> BatchPayload<'a> {
         &self,
         mut child: impl FnMut(u32, u32, ReshapeCode),
     ) -> std::result::Result<(), &'static str> {
-        let mut expansions = self.expansions;
+        let mut records = self.records();
         let mut children = self.children;
         let mut listed = 0u32;
         for record in 0..self.count {
-            let (raw, rest) = RawRecord::split(expansions, self.width)?;
-            expansions = rest;
+            let raw = records.next_record()?;
             listed += read_children(&mut children, raw.head(), |token, reshape| {
                 child(record, token, reshape);
             })?;
         }
-        if !expansions.is_empty() || !children.is_empty() {
+        records.finish()?;
+        if !children.is_empty() {
             return Err("trailing bytes in a batch");
         }
         if listed != self.listed {
@@ -349,6 +558,17 @@ impl<'a> RawRecord<'a> {
             .map(move |bytes| width.get(bytes))
     }
 
+    /// Reads the watched phrase nodes into `nodes`; returns how many.
+    #[inline]
+    pub fn read_nodes(&self, nodes: &mut [u32; MAX_PREFIXES]) -> usize {
+        let mut len = 0;
+        for (node, read) in nodes.iter_mut().zip(self.nodes()) {
+            *node = read;
+            len += 1;
+        }
+        len
+    }
+
     /// Whether `test` holds for some watched phrase node.
     #[inline(always)]
     pub fn any_node(&self, mut test: impl FnMut(u32) -> bool) -> bool {
@@ -394,19 +614,19 @@ pub(crate) fn rewrite_batch(
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), &'static str> {
     let batch = BatchPayload::parse(payload)?;
-    let mut expansions = batch.expansions;
+    let mut stored = batch.records();
     let mut children = batch.children;
     let mut records = Vec::with_capacity(batch.count as usize);
     for at in 0..batch.count {
-        let (record, rest) = RawRecord::split(expansions, batch.width)?;
-        expansions = rest;
+        let record = stored.next_record()?;
         let before = children;
         read_children(&mut children, record.head(), |_, _| ())?;
         let listed = &before[..before.len() - children.len()];
         let expansion = changed(at).unwrap_or_else(|| record.expansion());
         records.push((record.head() & RESHAPES != 0, expansion, listed));
     }
-    if !expansions.is_empty() || !children.is_empty() {
+    stored.finish()?;
+    if !children.is_empty() {
         return Err("trailing bytes in a batch");
     }
     let width = NodeWidth::fitting(
@@ -415,18 +635,15 @@ pub(crate) fn rewrite_batch(
             .flat_map(|(_, expansion, _)| expansion.watch.nodes().iter().copied()),
     )
     .max(batch.width);
-    let mut part = BatchRecords {
-        count: batch.count,
-        listed: batch.listed,
-        ..BatchRecords::default()
-    };
+    let mut part = BatchRecords::default();
     for (reshapes, expansion, listed) in &records {
-        encode_expansion(expansion, *reshapes, width, &mut part.expansions);
+        part.add_expansion(expansion, *reshapes, width);
         if !expansion.leaf && listed.is_empty() {
             put_varint(&mut part.children, 0);
         }
         part.children.extend_from_slice(listed);
     }
+    part.listed = batch.listed;
     BatchRecords::encode(std::slice::from_ref(&part), width, out);
     Ok(())
 }
@@ -487,13 +704,11 @@ mod tests {
 
         let batch = BatchPayload::parse(&payload).unwrap();
         assert_eq!((batch.count, batch.listed), (4, 7));
-        let mut expansions = batch.expansions;
+        let mut records = batch.records();
         for expected in [parent, leaf, parent, parent] {
-            let (record, rest) = RawRecord::split(expansions, batch.width).unwrap();
-            assert_eq!(record.expansion(), expected);
-            expansions = rest;
+            assert_eq!(records.next_record().unwrap().expansion(), expected);
         }
-        assert!(expansions.is_empty());
+        records.finish().unwrap();
         let expected: Vec<(u32, Step)> = (fills.iter().map(|&step| (0, step)))
             .chain(reshapes.iter().map(|&step| (2, step)))
             .collect();
@@ -540,10 +755,54 @@ mod tests {
         rewrite_batch(&payload, |at| (at == 0).then_some(grown), &mut rewritten).unwrap();
         let batch = BatchPayload::parse(&rewritten).unwrap();
         assert_eq!(batch.width, node_width(70_001));
-        let (record, rest) = RawRecord::split(batch.expansions, batch.width).unwrap();
-        assert_eq!(record.expansion(), grown);
-        let (record, _) = RawRecord::split(rest, batch.width).unwrap();
+        let mut records = batch.records();
+        assert_eq!(records.next_record().unwrap().expansion(), grown);
+        let record = records.next_record().unwrap();
         assert_eq!(record.nodes().collect::<Vec<_>>(), [2]);
+        records.finish().unwrap();
         assert_eq!(children_of(&rewritten), [(1, fill(7)), (1, fill(9))]);
+    }
+
+    #[test]
+    fn sections_list_each_watch_once_and_hold_at_most_256_records() {
+        let width = node_width(100);
+        let watch = |node| Watch::new(&[node, node + 1]).unwrap();
+        // 600 leaves over 3 watches: three sections (256, 256, 88).
+        let expansions: Vec<Expansion> = (0..600)
+            .map(|i| Expansion {
+                leaf: true,
+                watch: watch(i % 3),
+            })
+            .collect();
+        let mut part = BatchRecords::default();
+        for (i, expansion) in expansions.iter().enumerate() {
+            part.add(expansion, i % 2 == 0, &[], width);
+        }
+        let mut payload = Vec::new();
+        BatchRecords::encode(&[part], width, &mut payload);
+        let batch = BatchPayload::parse(&payload).unwrap();
+        let mut column = batch.expansions;
+        let mut sizes = Vec::new();
+        let mut watches = Vec::new();
+        while !column.is_empty() {
+            let pairs = read_section(&mut column, batch.width, &mut watches).unwrap();
+            sizes.push((pairs.len() / 2, watches.len()));
+        }
+        assert_eq!(sizes, [(256, 3), (256, 3), (88, 3)]);
+        let mut records = batch.records();
+        for (i, expansion) in expansions.iter().enumerate() {
+            let record = records.next_record().unwrap();
+            assert_eq!(record.expansion(), *expansion);
+            assert_eq!(record.head() & RESHAPES != 0, i % 2 == 0);
+        }
+        records.finish().unwrap();
+        // A record naming a watch its section lacks is caught.
+        let mut bad = payload.clone();
+        let last = bad.len() - 1;
+        bad[last] = 7;
+        let batch = BatchPayload::parse(&bad).unwrap();
+        let mut records = batch.records();
+        let outcome = (0..600).try_for_each(|_| records.next_record().map(drop));
+        assert!(outcome.is_err());
     }
 }

@@ -253,14 +253,12 @@ fn replay_batch(
     }
     // The batch is the top of the stack; its children go above it,
     // and the batch is cut out once it is read.
-    let (mut expansions, mut children) = (batch.expansions, batch.children);
+    let (mut records, mut children) = (batch.records(), batch.children);
     let mut listed = 0u32;
     let first = stack.len() - count;
     for position in first..first + count {
         let node = stack[position];
-        let (record, rest) =
-            RawRecord::split(expansions, batch.width).map_err(|e| damaged(e.into()))?;
-        expansions = rest;
+        let record = records.next_record().map_err(|e| damaged(e.into()))?;
         listed += push_children(&mut children, &record, node, arena, stack)
             .map_err(|e| damaged(e.into()))?;
         if wanted(index, &record) {
@@ -271,7 +269,8 @@ fn replay_batch(
             .ok_or_else(|| damaged("too many records".into()))?;
     }
     stack.drain(first..first + count);
-    if !expansions.is_empty() || !children.is_empty() {
+    records.finish().map_err(|e| damaged(e.into()))?;
+    if !children.is_empty() {
         return Err(damaged("trailing bytes in a batch".into()));
     }
     if listed != batch.listed {
@@ -336,6 +335,7 @@ mod tests {
     use crate::ortho::{Expansion, Watch};
     use crate::search::history::{BlockReader, BlockWriter};
     use crate::search::records::{BatchRecords, node_width};
+    use crate::search::sparse::tests::Pick;
     use crate::search::sparse::{SparseScratch, sparse_replay};
 
     fn fill(token: u32) -> Step {
@@ -374,12 +374,13 @@ mod tests {
         for run in runs {
             let records = if mode == 3 {
                 let bytes = reader.read_run(&run, Vec::new()).unwrap();
-                let visit = |index, ortho| {
+                let visit = |index, ortho, _| {
                     seen.borrow_mut().push((index, ortho));
                     Ok(())
                 };
                 let scratch = &mut SparseScratch::default();
-                sparse_replay(&bytes, first, scratch, |_, _| true, visit).unwrap()
+                let all = &mut Pick::Index(|_| true);
+                sparse_replay(&bytes, first, scratch, all, visit).unwrap()
             } else if mode == 1 {
                 let bytes = reader.read_run(&run, Vec::new()).unwrap();
                 replay(&mut bytes.blocks(), first, scratch, |_, _| true, &mut visit).unwrap()

@@ -20,10 +20,10 @@ use super::history::{BlockReader, Blocks, RecordAt, Run, RunExtent, RunOnFile, s
 use super::manifest::SegmentExtent;
 use super::records::RawRecord;
 use super::replay::{ReplayScratch, replay};
-use super::sparse::{SparseScratch, sparse_replay};
+use super::sparse::{Judge, SparseScratch, sparse_replay};
 use crate::error::{Error, Result};
 use crate::interner::{Growth, Interner, PhraseNode};
-use crate::ortho::{Expansion, Ortho, Watch};
+use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, Watch};
 
 /// An exploration's stored history, as the scan reads it.
 pub(super) struct StoredHistory<'a> {
@@ -71,6 +71,7 @@ pub(super) fn revisit(
     let interner = batches.interner;
     let pool = batches.pool;
     let growth = interner.growth_since(base);
+    let grown = GrownNodes::since(interner, base);
     let mut again = Again {
         pending: Vec::new(),
         changed: Vec::new(),
@@ -92,6 +93,7 @@ pub(super) fn revisit(
             interner,
             base,
             growth: &growth,
+            grown: &grown,
             known: &known,
         };
         let mut records = 0u32;
@@ -158,11 +160,37 @@ fn add_records(records: u32, more: u32, path: &Path) -> Result<u32> {
     })
 }
 
+/// The phrase nodes that grew since the stored version, as bits (ids past
+/// the automaton count as grown): the filter's first question, asked of
+/// every watch, answered from a few kilobytes.
+struct GrownNodes(Vec<u64>);
+
+impl GrownNodes {
+    fn since(interner: &Interner, base: u32) -> Self {
+        let states = interner.phrase_states();
+        let mut bits = vec![0u64; states.div_ceil(64)];
+        for node in 0..states {
+            if interner.grew_since(PhraseNode(node as u32), base) {
+                bits[node / 64] |= 1 << (node % 64);
+            }
+        }
+        Self(bits)
+    }
+
+    #[inline(always)]
+    fn contains(&self, node: u32) -> bool {
+        self.0
+            .get(node as usize / 64)
+            .is_none_or(|bits| bits >> (node % 64) & 1 != 0)
+    }
+}
+
 /// What decides which stored orthos of one segment are expanded again.
 struct Filter<'a> {
     interner: &'a Interner,
     base: u32,
     growth: &'a Growth,
+    grown: &'a GrownNodes,
     /// The segment's overrides in record order.
     known: &'a [(u32, Expansion)],
 }
@@ -178,41 +206,31 @@ impl Filter<'_> {
         scratch: &mut Scratch,
         mut found: impl FnMut(u32, Ortho, bool) -> Result<()>,
     ) -> Result<u32> {
-        let (interner, base, known) = (self.interner, self.base, self.known);
-        let mut memo = GainMemo::default();
-        // Overrides are met with a cursor as records pass.
-        let mut next_known = known.partition_point(|&(index, _)| index < first);
-        // Whether the record the filter wanted was a leaf, for the visit
-        // after it.
-        let leaf = std::cell::Cell::new(false);
-        let wanted = |index: u32, record: &RawRecord<'_>| {
-            if next_known < known.len() && known[next_known].0 <= index {
-                while next_known < known.len() && known[next_known].0 < index {
-                    next_known += 1;
-                }
-                if next_known < known.len() && known[next_known].0 == index {
-                    let expansion = known[next_known].1;
-                    leaf.set(expansion.leaf);
-                    let nodes = expansion.watch.nodes();
-                    return memo.may_have_gained(nodes, interner, base, self.growth);
-                }
-            }
-            // Nearly every ortho is dismissed here.
-            if !record.any_node(|node| interner.grew_since(PhraseNode(node), base)) {
-                return false;
-            }
-            let expansion = record.expansion();
-            leaf.set(expansion.leaf);
-            memo.may_have_gained(expansion.watch.nodes(), interner, base, self.growth)
+        let mut judgement = Judgement {
+            filter: self,
+            memo: &mut scratch.memo,
+            // Overrides are met with a cursor as records pass.
+            next_known: self.known.partition_point(|&(index, _)| index < first),
         };
         match run {
             RunAt::Memory(run) => {
-                sparse_replay(run, first, &mut scratch.sparse, wanted, |index, ortho| {
-                    found(index, ortho, leaf.get())
-                })
+                sparse_replay(run, first, &mut scratch.sparse, &mut judgement, found)
             }
             RunAt::File(mut blocks) => {
                 let path = blocks.path().to_owned();
+                // Whether the record wanted last was a leaf.
+                let leaf = std::cell::Cell::new(false);
+                let wanted = |index: u32, record: &RawRecord<'_>| match judgement.overridden(index)
+                {
+                    Some((wanted, was_leaf)) => {
+                        leaf.set(was_leaf);
+                        wanted
+                    }
+                    None => {
+                        leaf.set(record.leaf());
+                        judgement.watch(record)
+                    }
+                };
                 replay(&mut blocks, first, &mut scratch.dense, wanted, |replayed| {
                     let index = replayed.index;
                     let ortho = replayed.ortho().map_err(|detail| Error::Damaged {
@@ -223,6 +241,68 @@ impl Filter<'_> {
                 })
             }
         }
+    }
+}
+
+/// The filter applied to one run's records, as a sparse replay asks it.
+struct Judgement<'f> {
+    filter: &'f Filter<'f>,
+    memo: &'f mut GainMemo,
+    /// The first override not yet passed.
+    next_known: usize,
+}
+
+impl Judge for Judgement<'_> {
+    #[inline]
+    fn watch(&mut self, watch: &RawRecord<'_>) -> bool {
+        let Filter {
+            interner,
+            base,
+            growth,
+            grown,
+            ..
+        } = *self.filter;
+        // Nearly every watch is dismissed here.
+        if !watch.any_node(|node| grown.contains(node)) {
+            return false;
+        }
+        let mut nodes = [0; MAX_PREFIXES];
+        let len = watch.read_nodes(&mut nodes);
+        self.memo
+            .may_have_gained(&nodes[..len], interner, base, growth)
+    }
+
+    fn any_override(&mut self, indices: std::ops::Range<u32>) -> bool {
+        let known = self.filter.known;
+        while self.next_known < known.len() && known[self.next_known].0 < indices.start {
+            self.next_known += 1;
+        }
+        self.next_known < known.len() && known[self.next_known].0 < indices.end
+    }
+
+    #[inline]
+    fn overridden(&mut self, index: u32) -> Option<(bool, bool)> {
+        let known = self.filter.known;
+        if self.next_known >= known.len() || known[self.next_known].0 > index {
+            return None;
+        }
+        while self.next_known < known.len() && known[self.next_known].0 < index {
+            self.next_known += 1;
+        }
+        let &(at, expansion) = known.get(self.next_known)?;
+        if at != index {
+            return None;
+        }
+        let Filter {
+            interner,
+            base,
+            growth,
+            ..
+        } = *self.filter;
+        let wanted = self
+            .memo
+            .may_have_gained(expansion.watch.nodes(), interner, base, growth);
+        Some((wanted, expansion.leaf))
     }
 }
 
@@ -238,6 +318,9 @@ enum RunAt<'r, 'f> {
 struct Scratch {
     sparse: SparseScratch,
     dense: ReplayScratch,
+    /// What the filter found of each watch it judged (the same for every
+    /// run of a scan).
+    memo: GainMemo,
 }
 
 /// The stored orthos found to expand again, and what expanding them gave.

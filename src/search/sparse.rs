@@ -22,7 +22,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::history::{BlockKind, Run, decode_roots, get_varint};
-use super::records::{BatchPayload, RawRecord, child_step};
+use super::records::{BatchPayload, RawRecord, child_step, read_section, section_record};
 use crate::error::{Error, Result};
 use crate::ortho::{Ortho, Step};
 
@@ -57,6 +57,8 @@ struct BatchMet<'a> {
 #[derive(Default)]
 pub(crate) struct SparseScratch {
     stack: SpanStack,
+    /// Whether each watch of the current section is wanted.
+    verdicts: Vec<bool>,
     popped: Vec<Span>,
     decoded: HashMap<u32, Vec<Child>>,
     chain: Vec<Step>,
@@ -128,16 +130,33 @@ impl SpanStack {
     }
 }
 
-/// Replays `run` as [`super::replay::replay`] does — every record, in
-/// order, is shown to `wanted` with its index in the segment (counted from
-/// `first_index`) — and hands each record it wants to `visit` with its
-/// ortho. Returns the number of records. The run must be complete.
+/// What a sparse replay asks about the records it passes.
+pub(crate) trait Judge {
+    /// Whether the records with this watch (a record without flags) are
+    /// wanted, unless an override says otherwise.
+    fn watch(&mut self, watch: &RawRecord<'_>) -> bool;
+
+    /// Whether some record in `indices` has an override; asked with
+    /// increasing indices.
+    fn any_override(&mut self, indices: std::ops::Range<u32>) -> bool;
+
+    /// For the record at `index`, if it has an override: whether it is
+    /// wanted, and whether it is a leaf. Asked with increasing indices.
+    fn overridden(&mut self, index: u32) -> Option<(bool, bool)>;
+}
+
+/// Replays `run` as [`super::replay::replay`] does, asking `judge` which
+/// records are wanted (each index is the record's in the segment, counted
+/// from `first_index`), and hands each wanted one to `visit` with its
+/// ortho and whether it is a leaf. A section none of whose watches is
+/// wanted, and with no override, is passed over whole. Returns the number
+/// of records. The run must be complete.
 pub(crate) fn sparse_replay(
     run: &Run,
     first_index: u32,
     scratch: &mut SparseScratch,
-    mut wanted: impl FnMut(u32, &RawRecord<'_>) -> bool,
-    mut visit: impl FnMut(u32, Ortho) -> Result<()>,
+    judge: &mut impl Judge,
+    mut visit: impl FnMut(u32, Ortho, bool) -> Result<()>,
 ) -> Result<u32> {
     let damaged_at = |at: u64, detail: String| Error::Damaged {
         path: run.path().to_owned(),
@@ -148,6 +167,7 @@ pub(crate) fn sparse_replay(
     scratch.decoded.clear();
     let mut roots: Vec<Ortho> = Vec::new();
     let mut batches: Vec<BatchMet<'_>> = Vec::new();
+    let mut watches = Vec::new();
     let mut index = first_index;
     let mut opening = true;
     let mut end = 0;
@@ -185,23 +205,43 @@ pub(crate) fn sparse_replay(
                     payload,
                     popped: start..scratch.popped.len(),
                 });
-                let mut expansions = batch.expansions;
-                for ordinal in 0..batch.count {
-                    let (record, rest) =
-                        RawRecord::split(expansions, batch.width).map_err(|e| damaged(e.into()))?;
-                    expansions = rest;
-                    if wanted(index, &record) {
-                        let ortho = scratch
-                            .ortho_of(number, ordinal, &batches, &roots)
-                            .map_err(|detail| damaged(format!("record {index}: {detail}")))?;
-                        visit(index, ortho)?;
-                    }
-                    index = index
-                        .checked_add(1)
+                let mut column = batch.expansions;
+                let mut ordinal = 0;
+                while ordinal < batch.count {
+                    let pairs = read_section(&mut column, batch.width, &mut watches)
+                        .map_err(|e| damaged(e.into()))?;
+                    let records = (pairs.len() / 2) as u32;
+                    let end = index
+                        .checked_add(records)
                         .ok_or_else(|| damaged("too many records".into()))?;
+                    scratch.verdicts.clear();
+                    for watch in &watches {
+                        scratch.verdicts.push(judge.watch(watch));
+                    }
+                    if scratch.verdicts.contains(&true) || judge.any_override(index..end) {
+                        for (at, pair) in pairs.chunks_exact(2).enumerate() {
+                            let at = at as u32;
+                            let record = section_record(&watches, [pair[0], pair[1]])
+                                .map_err(|e| damaged(e.into()))?;
+                            let (wanted, leaf) =
+                                judge.overridden(index + at).unwrap_or_else(|| {
+                                    (scratch.verdicts[usize::from(pair[1])], record.leaf())
+                                });
+                            if wanted {
+                                let ortho = scratch
+                                    .ortho_of(number, ordinal + at, &batches, &roots)
+                                    .map_err(|detail| {
+                                        damaged(format!("record {}: {detail}", index + at))
+                                    })?;
+                                visit(index + at, ortho, leaf)?;
+                            }
+                        }
+                    }
+                    index = end;
+                    ordinal += records;
                 }
-                if !expansions.is_empty() {
-                    return Err(damaged("trailing bytes in a batch".into()));
+                if ordinal != batch.count || !column.is_empty() {
+                    return Err(damaged("a batch holds other records than it counts".into()));
                 }
                 scratch.stack.push(Span {
                     source: number,
@@ -301,20 +341,54 @@ fn decode_children(payload: &[u8]) -> std::result::Result<Vec<Child>, &'static s
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::interner::Interner;
     use crate::search::history::BlockReader;
-    use crate::search::replay::{ReplayScratch, replay};
+    use crate::search::replay::{ReplayScratch, Replayed, replay};
     use crate::search::{Exploration, Scope, SearchConfig, Searcher, Unobserved};
 
-    /// The records `wanted` picks from the history at `path`, with their
+    /// Picks records by their index (as if each had an override) or by
+    /// their watch.
+    pub enum Pick<F> {
+        Index(F),
+        Watch(F),
+    }
+
+    impl<F: Fn(u32) -> bool> Pick<F> {
+        /// Whether the full replay's `wanted` takes this record.
+        fn wants(&self, index: u32, record: &RawRecord<'_>) -> bool {
+            match self {
+                Pick::Index(pick) => pick(index),
+                Pick::Watch(pick) => pick(record.nodes().sum()),
+            }
+        }
+    }
+
+    impl<F: Fn(u32) -> bool> Judge for Pick<F> {
+        fn watch(&mut self, watch: &RawRecord<'_>) -> bool {
+            matches!(self, Pick::Watch(pick) if pick(watch.nodes().sum()))
+        }
+
+        fn any_override(&mut self, _: std::ops::Range<u32>) -> bool {
+            matches!(self, Pick::Index(_))
+        }
+
+        fn overridden(&mut self, index: u32) -> Option<(bool, bool)> {
+            match self {
+                Pick::Index(pick) => Some((pick(index), false)),
+                Pick::Watch(_) => None,
+            }
+        }
+    }
+
+    /// The records `pick` picks from the history at `path`, with their
     /// orthos, replayed run by run sparsely or in full.
-    fn picked(
+    fn picked<F: Fn(u32) -> bool>(
         path: &std::path::Path,
         len: u64,
         sparse: bool,
-        wanted: impl Fn(u32) -> bool,
+        pick: &mut Pick<F>,
     ) -> Vec<(u32, Ortho)> {
         let mut reader = BlockReader::open(path, len).unwrap();
         let mut runs = Vec::new();
@@ -326,18 +400,19 @@ mod tests {
         for extent in &runs {
             let run = reader.read_run(extent, Vec::new()).unwrap();
             let read = if sparse {
-                let visit = |index, ortho| {
+                let visit = |index, ortho, _| {
                     picked.push((index, ortho));
                     Ok(())
                 };
-                sparse_replay(&run, first, &mut sparse_scratch, |i, _| wanted(i), visit)
+                sparse_replay(&run, first, &mut sparse_scratch, pick, visit)
             } else {
-                let visit = |replayed: &crate::search::replay::Replayed<'_>| {
+                let visit = |replayed: &Replayed<'_>| {
                     picked.push((replayed.index, replayed.ortho().unwrap()));
                     Ok(())
                 };
                 let scratch: &mut ReplayScratch = &mut dense_scratch;
-                replay(&mut run.blocks(), first, scratch, |i, _| wanted(i), visit)
+                let wanted = |index, record: &RawRecord<'_>| pick.wants(index, record);
+                replay(&mut run.blocks(), first, scratch, wanted, visit)
             };
             assert_eq!(read.unwrap(), extent.records);
             first += extent.records;
@@ -367,12 +442,17 @@ mod tests {
             .unwrap();
         let (path, len) = exploration.history_file(0);
 
-        let every = picked(&path, len, true, |_| true);
+        let every = picked(&path, len, true, &mut Pick::Index(|_| true));
         assert_eq!(every.len() as u64, outcome.figures.orthos);
-        assert_eq!(every, picked(&path, len, false, |_| true));
+        assert_eq!(every, picked(&path, len, false, &mut Pick::Index(|_| true)));
         let few = |index: u32| index.wrapping_mul(2_654_435_761).is_multiple_of(97);
-        let sparse = picked(&path, len, true, few);
+        let sparse = picked(&path, len, true, &mut Pick::Index(few));
         assert!(sparse.len() > 100, "{} picked", sparse.len());
-        assert_eq!(sparse, picked(&path, len, false, few));
+        assert_eq!(sparse, picked(&path, len, false, &mut Pick::Index(few)));
+        // By watch: most sections are passed over whole.
+        let rare = |sum: u32| sum.is_multiple_of(89);
+        let sparse = picked(&path, len, true, &mut Pick::Watch(rare));
+        assert!(sparse.len() > 100, "{} picked", sparse.len());
+        assert_eq!(sparse, picked(&path, len, false, &mut Pick::Watch(rare)));
     }
 }
