@@ -4,6 +4,7 @@
 
 use crate::channel::{Client, Connection};
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::output::Submitted;
 use crate::proto::{TEXT_CHUNK_BYTES, v1};
 
@@ -29,7 +30,7 @@ impl CoordinatorClient {
             .await?
             .into_inner();
         Ok(Submitted {
-            version: reply.version,
+            version: Version::new(reply.version),
             bytes: reply.bytes,
             hash: reply.hash,
         })
@@ -39,13 +40,13 @@ impl CoordinatorClient {
     /// `progress`; returns its status then.
     pub async fn wait_for(
         &mut self,
-        version: u32,
+        version: Version,
         mut progress: impl FnMut(&v1::VersionStatus, &v1::StatusReply),
     ) -> Result<v1::VersionStatus> {
         let mut updates = self
             .client
             .watch_status(v1::StatusRequest {
-                version,
+                version: version.get(),
                 ..Default::default()
             })
             .await?
@@ -76,8 +77,10 @@ impl CoordinatorClient {
     }
 
     /// The optimal ortho of a version (0: the latest).
-    pub async fn optimal(&mut self, version: u32) -> Result<v1::OptimalReply> {
-        let request = v1::OptimalRequest { version };
+    pub async fn optimal(&mut self, version: Version) -> Result<v1::OptimalReply> {
+        let request = v1::OptimalRequest {
+            version: version.get(),
+        };
         Ok(self.client.optimal(request).await?.into_inner())
     }
 }

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::output::{self, Work};
 use crate::progress::ProgressLine;
 use crate::report::VersionReport;
@@ -121,7 +121,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
             options,
         };
         let (advanced, resumed_after) = searched.search(input, resume.take())?;
-        tracing::info!(version = interner.version(), stats = ?advanced.stats, "search finished");
+        tracing::info!(version = interner.version().get(), stats = ?advanced.stats, "search finished");
         let record = VersionRecord {
             hash: input.hash.clone(),
             source: input.path.display().to_string(),
@@ -148,7 +148,7 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
 /// recorded one, and keeps (or starts) a history as `history` asks;
 /// otherwise an empty one (the next version is then searched from scratch,
 /// or resumed from a checkpoint of such a search).
-fn open_exploration(state: &mut StateDir, version: u32, history: bool) -> Result<Exploration> {
+fn open_exploration(state: &mut StateDir, version: Version, history: bool) -> Result<Exploration> {
     let dir = state.history_dir();
     let usable = state
         .manifest()?
@@ -209,13 +209,13 @@ fn pending_checkpoint(
     }
     let fits = hash == next.hash
         && checkpoint.base == *exploration.manifest()
-        && checkpoint.version == exploration.manifest().version + 1;
+        && checkpoint.version.previous() == Some(exploration.manifest().version);
     if !fits {
         tracing::info!("dropping a checkpoint of another text");
         return Ok(None);
     }
     tracing::info!(
-        version = checkpoint.version,
+        version = checkpoint.version.get(),
         expanded = checkpoint.expanded(),
         "resuming from a checkpoint"
     );
@@ -247,7 +247,7 @@ impl Checkpoints for StateCheckpoints<'_> {
             dedup: self.dedup.name().to_owned(),
         })?;
         tracing::info!(
-            version = checkpoint.version,
+            version = checkpoint.version.get(),
             expanded = checkpoint.expanded(),
             "checkpoint saved"
         );

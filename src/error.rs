@@ -67,7 +67,7 @@ pub enum Error {
     ShapeTooLarge(Vec<usize>),
     /// A version that does not exist.
     #[error("unknown version {0}")]
-    UnknownVersion(u32),
+    UnknownVersion(crate::interner::Version),
     /// The coordinator could not be reached, or the connection to it failed:
     /// one sentence saying why (refused, untrusted certificate, TLS spoken
     /// to a plain-text server, ...).

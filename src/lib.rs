@@ -69,7 +69,7 @@ pub mod top;
 pub mod worker;
 
 pub use error::{Error, Result};
-pub use interner::{Interner, Token};
+pub use interner::{Interner, Token, Version};
 pub use ortho::{Ortho, OrthoId};
 pub use search::{Figures, SearchConfig, SearchOutcome, search};
 pub use seed_api::{SeedCheckpoint, process_text};

@@ -52,6 +52,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{Error, Result};
+use crate::interner::Version;
 
 const ORTHOS_FOUND: &str = "fold_orthos_found_total";
 const ORTHOS_EXPANDED: &str = "fold_orthos_expanded_total";
@@ -322,13 +323,13 @@ pub fn observe_coordinator(figures: &CoordinatorFigures) {
 }
 
 /// When each version still running started (for [`VERSION_DURATION`]).
-fn version_starts() -> &'static Mutex<HashMap<u32, Instant>> {
-    static STARTS: OnceLock<Mutex<HashMap<u32, Instant>>> = OnceLock::new();
+fn version_starts() -> &'static Mutex<HashMap<Version, Instant>> {
+    static STARTS: OnceLock<Mutex<HashMap<Version, Instant>>> = OnceLock::new();
     STARTS.get_or_init(Default::default)
 }
 
 /// A version began: submitted, or restored unfinished at start.
-pub fn version_started(version: u32) {
+pub fn version_started(version: Version) {
     version_starts()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -336,7 +337,7 @@ pub fn version_started(version: u32) {
 }
 
 /// A version's last unit is done.
-pub fn version_done(version: u32) {
+pub fn version_done(version: Version) {
     let started = version_starts()
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -431,8 +432,8 @@ mod tests {
                 ..Default::default()
             });
             leases_expired(2);
-            version_started(1);
-            version_done(1);
+            version_started(Version::FIRST);
+            version_done(Version::FIRST);
         });
         let text = handle.render();
         for line in [

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::proto::{self, v1};
 use crate::report::{OptimalReport, VersionReport};
 use crate::spatial::{coordinates_in_position_order, flatten, unflatten};
@@ -82,7 +83,7 @@ pub fn searched(report: &VersionReport, work: &Work, json: bool) -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submitted {
     /// The version it became.
-    pub version: u32,
+    pub version: Version,
     /// Its size.
     pub bytes: u64,
     /// Its hash, as the coordinator records it.
@@ -383,7 +384,7 @@ mod tests {
     #[test]
     fn a_report_without_an_ortho_says_so_in_both_forms() {
         let empty = VersionReport {
-            version: 1,
+            version: Version::FIRST,
             vocabulary: 0,
             orthos: 0,
             frontier: 0,

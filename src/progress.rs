@@ -9,6 +9,7 @@ use std::time::Duration;
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::Result;
+use crate::interner::Version;
 use crate::search::{Progress, SearchObserver};
 
 /// How often a bar is redrawn, at most.
@@ -90,7 +91,7 @@ pub struct VersionBar {
 
 impl VersionBar {
     /// A bar for `version` that draws only when `wanted` and stderr is a terminal.
-    pub fn new(version: u32, wanted: bool) -> Self {
+    pub fn new(version: Version, wanted: bool) -> Self {
         let shown = wanted && std::io::stderr().is_terminal();
         let bar = ProgressBar::hidden();
         bar.set_style(

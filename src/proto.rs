@@ -2,7 +2,7 @@
 //! them and fold's domain types (so handlers never build wire types by hand).
 
 use crate::error::{Error, Result};
-use crate::interner::Token;
+use crate::interner::{Token, Version};
 use crate::ortho::Ortho;
 use crate::report::{OptimalReport, VersionReport};
 
@@ -143,7 +143,7 @@ pub fn optimal_of(words: &v1::OrthoWords) -> OptimalReport {
 /// The figures of a version status, as `run --json` reports them.
 pub fn report_of(status: &v1::VersionStatus) -> VersionReport {
     VersionReport {
-        version: status.version,
+        version: Version::new(status.version),
         vocabulary: status.vocabulary,
         orthos: status.orthos,
         frontier: status.frontier,

@@ -4,14 +4,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::search::Figures;
 
 /// The reported figures of one version, with the optimal ortho as words.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionReport {
     /// The interner version searched.
-    pub version: u32,
+    pub version: Version,
     /// Number of token ids.
     pub vocabulary: u64,
     /// Distinct orthos found, the empty one excluded.
@@ -43,7 +43,7 @@ impl VersionReport {
 
     /// The report of `figures` found over version `version`, whose words are
     /// `words` in token-id order.
-    pub fn from_words(version: u32, words: &[String], figures: &Figures) -> Self {
+    pub fn from_words(version: Version, words: &[String], figures: &Figures) -> Self {
         Self {
             version,
             vocabulary: words.len() as u64,
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn json_has_the_golden_keys_and_nulls() {
         let report = VersionReport {
-            version: 1,
+            version: Version::FIRST,
             vocabulary: 0,
             orthos: 0,
             frontier: 0,

@@ -312,7 +312,8 @@ impl StateDir {
         record: &VersionRecord,
         manifest: Option<&Manifest>,
     ) -> Result<()> {
-        let version = record.report.version;
+        // The tables are keyed by the bare number.
+        let version = record.report.version.get();
         let json = serde_json::to_string(record).expect("a record always serialises");
         let manifest = manifest.map(|m| serde_json::to_string(m).expect("manifests serialise"));
         self.write(|txn| {
@@ -378,7 +379,7 @@ mod tests {
             hash: content_hash(text),
             source: format!("{version}.txt"),
             report: VersionReport {
-                version,
+                version: crate::interner::Version::new(version),
                 vocabulary: 1,
                 orthos: 2,
                 frontier: 3,

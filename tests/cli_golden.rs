@@ -188,7 +188,7 @@ fn rerun_prints_the_stored_figures_without_searching() {
     let temp = tempfile::tempdir().unwrap();
     let state = temp.path().join("state");
     let planted = VersionReport {
-        version: 1,
+        version: fold::Version::FIRST,
         vocabulary: 4,
         orthos: 999_999,
         frontier: 777_777,

@@ -267,7 +267,9 @@ fn a_bad_result_record_stops_the_coordinator_with_one_line_naming_its_file() {
             frontier: 1,
             optimal: Some(outside),
         };
-        store.record(&[Change::Result(1, unit, counted)]).unwrap();
+        store
+            .record(&[Change::Result(fold::Version::FIRST, unit, counted)])
+            .unwrap();
         unit
     };
     match serve_on(&state) {

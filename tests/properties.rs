@@ -341,14 +341,14 @@ fn record_handoff(
     }
     let unit = UnitDef {
         id: UnitId(1),
-        created: 1,
+        created: fold::Version::FIRST,
         parent: UnitId(0),
         roots: part.roots.clone(),
         excluded: part.excluded.iter().cloned().collect(),
     };
     let half = pending.len().div_ceil(2);
     let parts = pending.chunks(half).map(<[Ortho]>::to_vec).collect();
-    for def in unit.split(parts, 1, UnitId(2)) {
+    for def in unit.split(parts, fold::Version::FIRST, UnitId(2)) {
         // Each inherited exclusion really lies below one of the part's roots.
         assert!(def.excluded.iter().all(|excluded| {
             def.roots

@@ -105,7 +105,8 @@ fn asynchronous(command: Command) -> fold::Result<()> {
                 connection,
             } => {
                 let mut client = CoordinatorClient::connect(&connection.connection()).await?;
-                print(&output::optimal(&client.optimal(version).await?, json))
+                let reply = client.optimal(fold::Version::new(version)).await?;
+                print(&output::optimal(&reply, json))
             }
             Command::Top { connection } => fold::top::run(connection.connection()).await,
             Command::Run(_) => unreachable!("run is synchronous"),

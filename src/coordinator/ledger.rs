@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::units::{Unit, UnitDef, UnitId, deal_roots};
+use crate::interner::Version;
 use crate::ortho::Ortho;
 use crate::search::{Dedup, Figures};
 
@@ -73,7 +74,7 @@ pub struct Assignment {
     /// The attempt's id.
     pub attempt: AttemptId,
     /// The version to search.
-    pub version: u32,
+    pub version: Version,
     /// The unit.
     pub unit: UnitId,
     /// Its roots and exclusions, as ortho lists.
@@ -82,7 +83,7 @@ pub struct Assignment {
     pub excluded: Arc<Vec<u8>>,
     /// The version whose searched orthos the worker kept from the counted
     /// attempt and may bring up to date (0: from scratch).
-    pub base_version: u32,
+    pub base_version: Version,
     /// How the search avoids duplicates.
     pub dedup: Dedup,
     /// Orthos the attempt may expand before it hands the rest off (0: no limit).
@@ -94,11 +95,11 @@ impl Assignment {
     pub fn to_wire(&self) -> crate::proto::v1::Assign {
         crate::proto::v1::Assign {
             attempt: self.attempt.0,
-            version: self.version,
+            version: self.version.get(),
             unit: self.unit.0,
             roots: self.roots.as_ref().clone(),
             excluded: self.excluded.as_ref().clone(),
-            base_version: self.base_version,
+            base_version: self.base_version.get(),
             dedup: crate::proto::dedup_of(self.dedup) as i32,
             most_orthos: self.most_orthos,
         }
@@ -134,7 +135,7 @@ pub struct UnitResult {
     /// The unit's figures at the version (without what it handed off).
     pub figures: Figures,
     /// The version its search was brought up from (0: from scratch).
-    pub base_version: u32,
+    pub base_version: Version,
     /// Orthos the attempt expanded (its work).
     pub expanded: u64,
     /// Whether the worker kept the searched orthos.
@@ -154,7 +155,7 @@ pub struct CountedResult {
 #[derive(Clone, Debug)]
 pub struct Finished {
     /// The version.
-    pub version: u32,
+    pub version: Version,
     /// The unit.
     pub unit: UnitId,
     /// What was counted.
@@ -230,7 +231,7 @@ struct Task {
     /// What the counted result added (zero until done).
     orthos: u64,
     frontier: u64,
-    base_version: u32,
+    base_version: Version,
     split_into: u32,
     /// The counted attempt.
     attempt: AttemptId,
@@ -247,7 +248,7 @@ impl Task {
             counted: 0,
             orthos: 0,
             frontier: 0,
-            base_version: 0,
+            base_version: Version::ZERO,
             split_into: 0,
             attempt: AttemptId(0),
             elapsed_ms: 0,
@@ -270,7 +271,7 @@ impl Task {
 /// One version's units and the figures of those finished.
 pub struct VersionLedger {
     /// The version number.
-    pub version: u32,
+    pub version: Version,
     /// The name the text was submitted with.
     pub source: String,
     /// Number of token ids in this version.
@@ -396,7 +397,7 @@ struct WorkerEntry {
     units_done: u64,
     connected: Instant,
     /// Units whose searched orthos the worker keeps: version and attempt.
-    kept: HashMap<UnitId, (u32, AttemptId)>,
+    kept: HashMap<UnitId, (Version, AttemptId)>,
     /// Orthos expanded by its finished attempts.
     expanded: u64,
     /// CPU time of its process, as it last reported.
@@ -407,7 +408,7 @@ struct WorkerEntry {
 
 struct AttemptEntry {
     worker: WorkerId,
-    version: u32,
+    version: Version,
     unit: UnitId,
     lease_until: Instant,
     started: Instant,
@@ -426,7 +427,7 @@ pub struct WorkerSummary {
     /// Search threads.
     pub threads: u32,
     /// Units held now, as (version, unit).
-    pub units: Vec<(u32, UnitId)>,
+    pub units: Vec<(Version, UnitId)>,
     /// Units finished in this session.
     pub units_done: u64,
     /// Time since it connected.
@@ -461,7 +462,7 @@ pub struct UnitSummary {
     /// The unit.
     pub unit: UnitId,
     /// The version it was created in.
-    pub created: u32,
+    pub created: Version,
     /// The unit it was split from (0: none).
     pub parent: UnitId,
     /// Numbers of roots and exclusions.
@@ -481,7 +482,7 @@ pub struct UnitSummary {
     /// See [`UnitSummary::orthos`].
     pub frontier: u64,
     /// The version its result was searched up from (0: from scratch).
-    pub base_version: u32,
+    pub base_version: Version,
     /// New units it was split into at this version.
     pub split_into: u32,
     /// How long it has run (running) or its counted attempt ran (done).
@@ -609,7 +610,7 @@ impl Ledger {
     /// the words from `known` on are new. They are stored with the text
     /// before the version is added ([`Ledger::add_version`]).
     pub fn first_units(&self, known: usize, weights: &[u32]) -> Vec<UnitDef> {
-        let version = self.versions.len() as u32 + 1;
+        let version = self.next_version();
         let tokens: Vec<(u32, u32)> = (known..weights.len())
             .map(|token| (token as u32, weights[token]))
             .collect();
@@ -640,7 +641,7 @@ impl Ledger {
         source: String,
         new_words: impl IntoIterator<Item = String>,
         units: Vec<UnitDef>,
-    ) -> u32 {
+    ) -> Version {
         let version = self.push_version(source, new_words);
         for def in units {
             self.next_unit = self.next_unit.max(def.id.after(1));
@@ -655,7 +656,7 @@ impl Ledger {
         &mut self,
         versions: Vec<RestoredVersion>,
         units: Vec<UnitDef>,
-        results: Vec<(u32, UnitId, CountedResult)>,
+        results: Vec<(Version, UnitId, CountedResult)>,
     ) {
         for version in versions {
             self.push_version(version.source, version.new_words);
@@ -668,7 +669,7 @@ impl Ledger {
             self.add_unit(def);
             // A unit split off another counts as that unit's split in the
             // version it was made in, whether or not its parent finished.
-            if let Some(ledger) = self.versions.get_mut(created as usize - 1)
+            if let Some(ledger) = self.versions.get_mut(created.get() as usize - 1)
                 && let Some(task) = ledger.tasks.get_mut(&parent)
             {
                 if task.split_into == 0 {
@@ -680,7 +681,10 @@ impl Ledger {
         let mut results = results;
         results.sort_by_key(|&(version, unit, _)| (version, unit));
         for (version, unit, counted) in results {
-            let Some(ledger) = self.versions.get_mut((version as usize).wrapping_sub(1)) else {
+            let Some(ledger) = self
+                .versions
+                .get_mut((version.get() as usize).wrapping_sub(1))
+            else {
                 continue;
             };
             let Some(task) = ledger.tasks.get_mut(&unit) else {
@@ -691,14 +695,23 @@ impl Ledger {
             }
             task.count(&counted, &mut ledger.figures);
             ledger.done += 1;
-            if let Some(next) = self.versions.get_mut(version as usize) {
+            if let Some(next) = self.versions.get_mut(version.get() as usize) {
                 next.make_ready(unit, false);
             }
         }
     }
 
-    fn push_version(&mut self, source: String, new_words: impl IntoIterator<Item = String>) -> u32 {
-        let version = self.versions.len() as u32 + 1;
+    /// The version the next text becomes.
+    fn next_version(&self) -> Version {
+        Version::new(self.versions.len() as u32).next()
+    }
+
+    fn push_version(
+        &mut self,
+        source: String,
+        new_words: impl IntoIterator<Item = String>,
+    ) -> Version {
+        let version = self.next_version();
         self.words.extend(new_words);
         let mut ledger = VersionLedger {
             version,
@@ -732,7 +745,7 @@ impl Ledger {
     fn add_unit(&mut self, def: UnitDef) {
         let (id, created) = (def.id, def.created);
         self.units.insert(id, Unit::new(def));
-        for ledger in self.versions.iter_mut().skip(created as usize - 1) {
+        for ledger in self.versions.iter_mut().skip(created.get() as usize - 1) {
             let state = if ledger.version == created {
                 TaskState::Ready
             } else {
@@ -743,7 +756,7 @@ impl Ledger {
     }
 
     /// The words of `version`, in token-id order (empty for an unknown version).
-    pub fn words(&self, version: u32) -> &[String] {
+    pub fn words(&self, version: Version) -> &[String] {
         self.version(version)
             .map_or(&[], |v| &self.words[..v.vocabulary])
     }
@@ -754,13 +767,13 @@ impl Ledger {
     }
 
     /// One version.
-    pub fn version(&self, version: u32) -> Option<&VersionLedger> {
-        self.versions.get((version as usize).checked_sub(1)?)
+    pub fn version(&self, version: Version) -> Option<&VersionLedger> {
+        self.versions.get((version.get() as usize).checked_sub(1)?)
     }
 
     /// A version's running totals: its finished units' figures plus what
     /// its running attempts reported so far (its figures, once it is done).
-    pub fn live_figures(&self, version: u32) -> Option<Figures> {
+    pub fn live_figures(&self, version: Version) -> Option<Figures> {
         let ledger = self.version(version)?;
         let mut figures = ledger.figures.clone();
         for attempt in self.attempts.values().filter(|a| a.version == version) {
@@ -779,7 +792,7 @@ impl Ledger {
         &mut self,
         name: String,
         threads: u32,
-        kept: impl IntoIterator<Item = (UnitId, u32, AttemptId)>,
+        kept: impl IntoIterator<Item = (UnitId, Version, AttemptId)>,
     ) -> WorkerId {
         let id = self.next_worker;
         self.next_worker = WorkerId(id.0 + 1);
@@ -814,7 +827,7 @@ impl Ledger {
     }
 
     /// Whether the counted attempt of `unit` at `version` is `attempt`.
-    fn counted_attempt(&self, version: u32, unit: UnitId, attempt: AttemptId) -> bool {
+    fn counted_attempt(&self, version: Version, unit: UnitId, attempt: AttemptId) -> bool {
         self.version(version)
             .and_then(|ledger| ledger.tasks.get(&unit))
             .is_some_and(|task| task.state == TaskState::Done && task.attempt == attempt)
@@ -853,21 +866,21 @@ impl Ledger {
     /// should search, and the version it brings it up from (0: afresh): a
     /// unit it keeps at the previous version (from the counted attempt),
     /// or else one no other live worker keeps, if there is one.
-    fn unit_for(&mut self, worker: WorkerId, index: usize) -> Option<(UnitId, u32)> {
-        let version = self.versions[index].version;
+    fn unit_for(&mut self, worker: WorkerId, index: usize) -> Option<(UnitId, Version)> {
+        let previous = self.versions[index].version.previous();
         let kept = self.workers[&worker]
             .kept
             .iter()
             .filter(|&(&unit, &(at, attempt))| {
-                at + 1 == version
+                Some(at) == previous
                     && self.versions[index].tasks.get(&unit).map(|t| t.state)
                         == Some(TaskState::Ready)
                     && self.counted_attempt(at, unit, attempt)
             })
-            .map(|(&unit, _)| unit)
+            .map(|(&unit, &(at, _))| (unit, at))
             .min();
-        if let Some(unit) = kept {
-            return Some((unit, version - 1));
+        if let Some(kept) = kept {
+            return Some(kept);
         }
         let workers = &self.workers;
         let kept_elsewhere = |unit| {
@@ -877,11 +890,11 @@ impl Ledger {
                     && entry
                         .kept
                         .get(&unit)
-                        .is_some_and(|&(at, _)| at + 1 == version)
+                        .is_some_and(|&(at, _)| Some(at) == previous)
             })
         };
         let unit = self.versions[index].next_ready(kept_elsewhere)?;
-        Some((unit, 0))
+        Some((unit, Version::ZERO))
     }
 
     /// Starts a new attempt of `worker` on `unit` of version
@@ -891,7 +904,7 @@ impl Ledger {
         worker: WorkerId,
         index: usize,
         unit: UnitId,
-        base_version: u32,
+        base_version: Version,
         now: Instant,
     ) -> Assignment {
         let attempt = self.next_attempt;
@@ -1057,7 +1070,7 @@ impl Ledger {
         for def in &new_units {
             self.add_unit(def.clone());
         }
-        let ledger = &mut self.versions[version as usize - 1];
+        let ledger = &mut self.versions[version.get() as usize - 1];
         let task = ledger.tasks.get_mut(&unit).expect("a held unit has a task");
         if task.split_into == 0 && !new_units.is_empty() {
             ledger.split += 1;
@@ -1081,7 +1094,7 @@ impl Ledger {
         let (version, unit) = (entry.version, entry.unit);
         let elapsed_ms = now.duration_since(entry.started).as_millis() as u64;
         let live_expanded = entry.live.expanded;
-        let index = version as usize - 1;
+        let index = version.get() as usize - 1;
         // A live attempt always holds its unit; checked anyway, because
         // counting a unit twice is the one mistake the ledger must not make.
         if self.versions[index].tasks.get(&unit).map(|t| t.state)
@@ -1185,7 +1198,7 @@ impl Ledger {
     /// Up to `limit` units of `version`: those running longest first, then
     /// the largest finished ones, then pending ones; `None` for an unknown
     /// version.
-    pub fn units(&self, version: u32, limit: usize, now: Instant) -> Option<Vec<UnitSummary>> {
+    pub fn units(&self, version: Version, limit: usize, now: Instant) -> Option<Vec<UnitSummary>> {
         let ledger = self.version(version)?;
         // Rank every unit by a cheap key, keep the first `limit`, and only
         // then build their summaries: status stays fast with 100,000 units.
@@ -1284,7 +1297,7 @@ impl Ledger {
         if let Some(worker) = self.workers.get_mut(&entry.worker) {
             worker.attempts.retain(|&held| held != attempt);
         }
-        let ledger = &mut self.versions[entry.version as usize - 1];
+        let ledger = &mut self.versions[entry.version.get() as usize - 1];
         if let Some(task) = ledger.tasks.get_mut(&entry.unit)
             && task.state == TaskState::Running(attempt)
         {

@@ -132,7 +132,7 @@ fn restore(
     // exclusions come from splits in any later version.
     let latest = sizes.last().copied().unwrap_or(0);
     for unit in &stored.units {
-        let Some(&size) = sizes.get((unit.created as usize).wrapping_sub(1)) else {
+        let Some(&size) = sizes.get((unit.created.get() as usize).wrapping_sub(1)) else {
             return Err(damaged(format!(
                 "unit {} was created in version {}, which is not stored",
                 unit.id, unit.created
@@ -156,7 +156,7 @@ fn restore(
         .into_iter()
         .map(|(version, unit, bytes)| {
             let size = sizes
-                .get((version as usize).wrapping_sub(1))
+                .get((version.get() as usize).wrapping_sub(1))
                 .copied()
                 .ok_or_else(|| {
                     damaged(format!(

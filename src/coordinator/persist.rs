@@ -18,6 +18,7 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use crate::coordinator::ledger::{AttemptId, CountedResult, UnitResult};
 use crate::coordinator::units::{UnitDef, UnitId};
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::proto::{self, v1};
 use crate::search::Dedup;
 use crate::storage::{self, CHECKS, Db, META, TxnResult, damage};
@@ -51,7 +52,7 @@ pub struct Stored {
     /// Its units, as they are now.
     pub units: Vec<UnitDef>,
     /// Counted results: (version, unit, encoded result).
-    pub results: Vec<(u32, UnitId, Vec<u8>)>,
+    pub results: Vec<(Version, UnitId, Vec<u8>)>,
 }
 
 /// What a group of finished units changes in the store.
@@ -60,7 +61,7 @@ pub enum Change {
     /// A unit was created or now excludes more.
     Unit(UnitDef),
     /// A unit's result at a version was counted.
-    Result(u32, UnitId, CountedResult),
+    Result(Version, UnitId, CountedResult),
 }
 
 /// The coordinator's redb file.
@@ -160,7 +161,9 @@ impl CoordinatorStore {
                 txn.verify(&format!("units/{id}"), value.value())?;
                 let def = UnitDef::decode(value.value())
                     .map_err(|e| damage(format!("unit {id}: {e}")))?;
-                if def.id != UnitId(id) || def.created as usize > versions.len() || def.created == 0
+                if def.id != UnitId(id)
+                    || def.created.get() as usize > versions.len()
+                    || def.created == Version::ZERO
                 {
                     return Err(damage(format!("unit {id} does not fit its record")));
                 }
@@ -171,7 +174,7 @@ impl CoordinatorStore {
                 let (key, value) = entry?;
                 let (version, unit) = key.value();
                 txn.verify(&format!("results/{version}/{unit}"), value.value())?;
-                results.push((version, UnitId(unit), value.value().to_vec()));
+                results.push((Version::new(version), UnitId(unit), value.value().to_vec()));
             }
             Ok(Stored {
                 versions,
@@ -185,15 +188,16 @@ impl CoordinatorStore {
     /// first words.
     pub fn append_text(
         &self,
-        version: u32,
+        version: Version,
         source: &str,
         text: &str,
         units: &[UnitDef],
     ) -> Result<()> {
         self.db.write(|txn| {
-            txn.open_table(TEXTS)?.insert(version, text.as_bytes())?;
+            txn.open_table(TEXTS)?
+                .insert(version.get(), text.as_bytes())?;
             storage::seal(txn, &format!("texts/{version}"), text.as_bytes())?;
-            txn.open_table(SOURCES)?.insert(version, source)?;
+            txn.open_table(SOURCES)?.insert(version.get(), source)?;
             storage::seal(txn, &format!("sources/{version}"), source.as_bytes())?;
             write_units(txn, units)
         })
@@ -211,7 +215,7 @@ impl CoordinatorStore {
                     Change::Result(version, unit, counted) => {
                         let bytes = encode_result(counted);
                         txn.open_table(RESULTS)?
-                            .insert((*version, unit.0), bytes.as_slice())?;
+                            .insert((version.get(), unit.0), bytes.as_slice())?;
                         storage::seal(txn, &format!("results/{version}/{unit}"), &bytes)?;
                     }
                 }
@@ -270,7 +274,7 @@ pub fn encode_result(counted: &CountedResult) -> Vec<u8> {
         orthos: result.figures.orthos,
         frontier: result.figures.frontier,
         optimal: result.figures.optimal.as_ref().map(proto::tokens_of),
-        base_version: result.base_version,
+        base_version: result.base_version.get(),
         kept: result.kept,
         expanded: result.expanded,
     }
@@ -305,7 +309,7 @@ pub fn result_of(done: &v1::UnitDone, vocabulary: usize) -> Result<UnitResult> {
                 .map(|tokens| proto::ortho_of(tokens, vocabulary))
                 .transpose()?,
         },
-        base_version: done.base_version,
+        base_version: Version::new(done.base_version),
         expanded: done.expanded,
         kept: done.kept,
     })

@@ -18,6 +18,7 @@ use crate::coordinator::persist::{self, Change, CoordinatorStore};
 use crate::coordinator::units::UnitId;
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
+use crate::interner::Version;
 use crate::metrics::{self, CoordinatorFigures};
 use crate::proto::{self, v1};
 use crate::report::VersionReport;
@@ -215,7 +216,7 @@ impl Shared {
     /// one text at a time. It runs to the end once started (even if the
     /// submitting client goes away), so the store, the vocabulary and the
     /// ledger always agree on the versions.
-    fn add_text(&self, name: String, text: String) -> crate::Result<u32> {
+    fn add_text(&self, name: String, text: String) -> crate::Result<Version> {
         let mut vocabulary = self.vocabulary.lock().unwrap_or_else(|p| p.into_inner());
         let known = self.state().ledger.words(vocabulary.version()).len();
         let mut next = vocabulary.clone();
@@ -342,7 +343,7 @@ impl Shared {
         ));
         drop(guard);
         if finished.version_done {
-            tracing::info!(version = finished.version, "version done");
+            tracing::info!(version = finished.version.get(), "version done");
             metrics::version_done(finished.version);
             self.version_done.notify_waiters();
         }
@@ -406,23 +407,23 @@ impl Shared {
     /// `units` of each version's units listed, and every worker when it
     /// says `workers`.
     fn status(&self, request: &v1::StatusRequest) -> Result<v1::StatusReply, Status> {
-        let (version, units) = (request.version, request.units);
+        let (version, units) = (Version::new(request.version), request.units);
         let mut guard = self.state();
         let ledger = &mut guard.ledger;
-        if version != 0 && ledger.version(version).is_none() {
+        if version != Version::ZERO && ledger.version(version).is_none() {
             return Err(unknown_version(version, ledger.versions().len()));
         }
         let now = Instant::now();
         let versions = ledger
             .versions()
             .iter()
-            .filter(|v| version == 0 || v.version == version)
+            .filter(|v| version == Version::ZERO || v.version == version)
             .map(|v| {
                 let words = ledger.words(v.version);
                 let figures = ledger.live_figures(v.version).unwrap_or_default();
                 let report = VersionReport::from_words(v.version, words, &figures);
                 v1::VersionStatus {
-                    version: v.version,
+                    version: v.version.get(),
                     state: v1::VersionState::of(v.is_done()) as i32,
                     vocabulary: report.vocabulary,
                     orthos: report.orthos,
@@ -499,7 +500,7 @@ fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
     };
     v1::UnitStatus {
         unit: unit.unit.0,
-        created: unit.created,
+        created: unit.created.get(),
         state: state as i32,
         attempts_started: unit.attempts_started,
         attempts_discarded: unit.attempts_discarded,
@@ -508,7 +509,7 @@ fn unit_status(unit: UnitSummary) -> v1::UnitStatus {
         frontier: unit.frontier,
         worker,
         worker_name,
-        base_version: unit.base_version,
+        base_version: unit.base_version.get(),
         roots: unit.roots,
         excluded: unit.excluded,
         parent: unit.parent.0,
@@ -540,7 +541,7 @@ fn worker_infos(ledger: &mut Ledger, now: Instant) -> Vec<v1::WorkerInfo> {
         .collect()
 }
 
-fn unknown_version(version: u32, known: usize) -> Status {
+fn unknown_version(version: Version, known: usize) -> Status {
     Status::not_found(format!(
         "unknown version {version}: {known} version(s) submitted"
     ))
@@ -617,9 +618,9 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| status_of(&e))?;
-        tracing::info!(version, bytes, "text submitted");
+        tracing::info!(version = version.get(), bytes, "text submitted");
         Ok(Response::new(v1::SubmitReply {
-            version,
+            version: version.get(),
             bytes,
             hash,
         }))
@@ -679,10 +680,10 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<v1::OptimalRequest>,
     ) -> Result<Response<v1::OptimalReply>, Status> {
-        let requested = request.into_inner().version;
+        let requested = Version::new(request.into_inner().version);
         let guard = self.shared.state();
         let ledger = &guard.ledger;
-        let version = if requested == 0 {
+        let version = if requested == Version::ZERO {
             ledger
                 .versions()
                 .last()
@@ -697,7 +698,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let report =
             VersionReport::from_words(version.version, ledger.words(version.version), &figures);
         Ok(Response::new(v1::OptimalReply {
-            version: version.version,
+            version: version.version.get(),
             state: v1::VersionState::of(version.is_done()) as i32,
             optimal: report.optimal.as_ref().map(proto::words_of),
         }))
@@ -723,7 +724,7 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
             let state = self.shared.state();
             let texts = &state.texts;
             if version == 0 || version as usize > texts.len() {
-                return Err(unknown_version(version, texts.len()));
+                return Err(unknown_version(Version::new(version), texts.len()));
             }
             if after >= version {
                 return Err(Status::invalid_argument(format!(
@@ -786,7 +787,13 @@ impl v1::coordinator_server::Coordinator for CoordinatorService {
         let worker = {
             let mut state = self.shared.state();
             let kept = hello.kept.iter();
-            let kept = kept.map(|kept| (UnitId(kept.unit), kept.version, AttemptId(kept.attempt)));
+            let kept = kept.map(|kept| {
+                (
+                    UnitId(kept.unit),
+                    Version::new(kept.version),
+                    AttemptId(kept.attempt),
+                )
+            });
             let worker = state
                 .ledger
                 .add_worker(hello.name.clone(), hello.threads, kept);

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::canonical;
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::ortho::Ortho;
 use crate::search::{decode_ortho_list, encode_ortho_list};
 
@@ -45,7 +46,7 @@ pub struct UnitDef {
     /// Its id.
     pub id: UnitId,
     /// The version it was created in.
-    pub created: u32,
+    pub created: Version,
     /// The unit it was split from (0: a unit of new first words).
     pub parent: UnitId,
     /// Its subtree roots.
@@ -61,7 +62,12 @@ impl UnitDef {
     /// (one split off when the unit was searched in an earlier version, or by
     /// an attempt that was lost). Each exclusion's ancestors are looked up
     /// among the roots, so the cost is linear in the exclusions.
-    pub fn split(&self, parts: Vec<Vec<Ortho>>, version: u32, first_id: UnitId) -> Vec<UnitDef> {
+    pub fn split(
+        &self,
+        parts: Vec<Vec<Ortho>>,
+        version: Version,
+        first_id: UnitId,
+    ) -> Vec<UnitDef> {
         let owner: HashMap<&Ortho, usize> = parts
             .iter()
             .enumerate()
@@ -104,7 +110,7 @@ impl UnitDef {
         let excluded = encode_ortho_list(&self.excluded);
         let mut bytes = Vec::with_capacity(24 + roots.len() + excluded.len());
         bytes.extend_from_slice(&self.id.0.to_le_bytes());
-        bytes.extend_from_slice(&self.created.to_le_bytes());
+        bytes.extend_from_slice(&self.created.get().to_le_bytes());
         bytes.extend_from_slice(&self.parent.0.to_le_bytes());
         bytes.extend_from_slice(&(roots.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&roots);
@@ -117,7 +123,7 @@ impl UnitDef {
         let bad = |what: &str| Error::Inconsistent(format!("bad unit record: {what}"));
         let (head, rest) = bytes.split_at_checked(24).ok_or_else(|| bad("too short"))?;
         let id = UnitId(u64::from_le_bytes(head[..8].try_into().expect("8 bytes")));
-        let created = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        let created = Version::new(u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")));
         let parent = UnitId(u64::from_le_bytes(
             head[12..20].try_into().expect("8 bytes"),
         ));
@@ -195,7 +201,7 @@ mod tests {
     fn unit_records_round_trip() {
         let def = UnitDef {
             id: UnitId(7),
-            created: 3,
+            created: Version::new(3),
             parent: UnitId(2),
             roots: vec![first_word(4), first_word(9)],
             excluded: vec![first_word(1)],

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::text;
 
 /// The words of every text ingested so far.
@@ -25,7 +25,7 @@ pub struct Vocabulary {
 /// What one ingested text added.
 pub struct Added {
     /// The version the text became.
-    pub version: u32,
+    pub version: Version,
     /// Words the text added to the vocabulary, in token-id order.
     pub new_words: Vec<String>,
     /// For each token id of the version, how many distinct words follow it:
@@ -40,7 +40,7 @@ impl Vocabulary {
     }
 
     /// The version of the last ingested text (0 before any).
-    pub fn version(&self) -> u32 {
+    pub fn version(&self) -> Version {
         self.interner.version()
     }
 
@@ -78,7 +78,7 @@ mod tests {
         let mut vocabulary = Vocabulary::new();
         let first = vocabulary.ingest("a b c. a c");
         let interner = Interner::from_texts(["a b c. a c"]);
-        assert_eq!(first.version, 1);
+        assert_eq!(first.version, Version::FIRST);
         assert_eq!(first.new_words, interner.words());
         let a = interner.token("a").unwrap().0 as usize;
         let c = interner.token("c").unwrap().0 as usize;
@@ -87,13 +87,13 @@ mod tests {
 
         let second = vocabulary.ingest("c a d");
         let interner = Interner::from_texts(["a b c. a c", "c a d"]);
-        assert_eq!(second.version, 2);
+        assert_eq!(second.version, Version::new(2));
         assert_eq!(second.new_words, interner.words()[3..]);
         assert_eq!(second.weights[a], 3, "d follows a too");
         assert_eq!(second.weights[c], 1);
 
         let empty = vocabulary.ingest("");
-        assert_eq!((empty.version, empty.new_words.len()), (3, 0));
+        assert_eq!((empty.version, empty.new_words.len()), (Version::new(3), 0));
         assert_eq!(empty.weights, second.weights);
     }
 }

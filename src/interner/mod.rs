@@ -7,6 +7,7 @@
 //! few megabytes, not the square of its length.
 
 mod phrases;
+mod version;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::text;
 use phrases::PhraseAutomaton;
+pub use version::Version;
 
 /// A token id: the index of a word in the vocabulary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,7 +25,7 @@ pub struct Token(pub u32);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ingested {
     /// The version the text became.
-    pub version: u32,
+    pub version: Version,
     /// Token ids the text added (possibly none).
     pub new_tokens: std::ops::Range<u32>,
     /// Number of phrase prefixes whose completion set grew.
@@ -33,7 +35,7 @@ pub struct Ingested {
 /// The vocabulary and phrase completions of every text ingested so far.
 #[derive(Clone, Debug, Default)]
 pub struct Interner {
-    version: u32,
+    version: Version,
     words: Vec<String>,
     ids: HashMap<String, u32>,
     phrases: PhraseAutomaton,
@@ -72,10 +74,10 @@ impl Interner {
             .iter()
             .map(|sentence| sentence.iter().map(|word| self.ids[word]).collect())
             .collect();
-        self.version += 1;
+        self.version = self.version.next();
         let growth = self
             .phrases
-            .add_version(&sentences, self.version, self.words.len());
+            .add_version(&sentences, self.version.get(), self.words.len());
         Ingested {
             version: self.version,
             new_tokens: first_new..self.words.len() as u32,
@@ -84,7 +86,7 @@ impl Interner {
     }
 
     /// The version of the last ingested text (0 before any).
-    pub fn version(&self) -> u32 {
+    pub fn version(&self) -> Version {
         self.version
     }
 
@@ -167,6 +169,11 @@ impl Interner {
 
     /// Every node that gained completions after `version`, with the
     /// completions it gained.
+    ///
+    /// This and the other change queries below ([`Interner::completion_added_in`],
+    /// [`Interner::grew_since`], [`Interner::split_since`]) take and give a
+    /// version's bare number ([`Version::get`]): they are the search engine's
+    /// inner loop, fed the numbers its stored history records.
     pub fn growth_since(&self, version: u32) -> Growth {
         let mut growth = Growth {
             at: vec![Growth::NONE; self.phrases.states()],
@@ -333,7 +340,7 @@ mod tests {
     fn first_text_vocabulary_is_sorted() {
         let interner = Interner::from_texts(["the quick brown fox"]);
         assert_eq!(interner.words(), ["brown", "fox", "quick", "the"]);
-        assert_eq!(interner.version(), 1);
+        assert_eq!(interner.version(), Version::FIRST);
     }
 
     #[test]
@@ -341,7 +348,7 @@ mod tests {
         let mut interner = Interner::from_texts(["b d"]);
         let ingested = interner.ingest("e a d c");
         assert_eq!(interner.words(), ["b", "d", "a", "c", "e"]);
-        assert_eq!(ingested.version, 2);
+        assert_eq!(ingested.version, Version::new(2));
         assert_eq!(ingested.new_tokens, 2..5);
     }
 
@@ -349,7 +356,7 @@ mod tests {
     fn empty_text_still_makes_a_version() {
         let mut interner = Interner::new();
         let ingested = interner.ingest("");
-        assert_eq!(ingested.version, 1);
+        assert_eq!(ingested.version, Version::FIRST);
         assert_eq!(interner.vocabulary(), 0);
     }
 
@@ -444,7 +451,7 @@ mod tests {
             for (index, text) in texts.iter().enumerate() {
                 let before = interner.clone();
                 let ingested = interner.ingest(text);
-                let version = ingested.version;
+                let version = ingested.version.get();
                 let phrases = phrases_by_version(&interner, &texts[..=index]);
                 let vocabulary = interner.vocabulary() as u32;
                 // Every occurring sequence (and some that do not occur).

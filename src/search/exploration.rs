@@ -39,7 +39,7 @@ use super::revisit::{StoredHistory, revisit};
 use super::version::{Searched, VersionSearch};
 use super::{Dedup, Figures, SearchConfig, SearchObserver, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::{Interner, Token};
+use crate::interner::{Interner, Token, Version};
 use crate::ortho::{Expansion, Ortho};
 
 /// Which part of the search an exploration covers.
@@ -355,7 +355,7 @@ impl Exploration {
             return Ok(advanced);
         }
         self.materialize()?;
-        let incremental = self.manifest.history && self.manifest.version > 0;
+        let incremental = self.manifest.history && self.manifest.version > Version::ZERO;
         self.prepare_seen_set(config.dedup, incremental)?;
         let segment = self.manifest.segments.len() as u32;
         let paths = self.paths(segment);
@@ -419,7 +419,7 @@ impl Exploration {
                 interner.version()
             )));
         }
-        if interner.version() == base && base > 0 {
+        if interner.version() == base && base > Version::ZERO {
             return Ok(Some(AdvanceOutcome {
                 figures: self.figures()?,
                 stats: SearchStats::default(),
@@ -481,7 +481,8 @@ impl Exploration {
         roots: &mut Vec<Ortho>,
     ) -> Result<Vec<(RecordAt, Expansion)>> {
         let base = self.manifest.version;
-        let changed = revisit(&self.stored(), &mut search.batches, base, roots)?;
+        // Revisits, like the interner's change queries, take the bare number.
+        let changed = revisit(&self.stored(), &mut search.batches, base.get(), roots)?;
         search.record_overrides(&changed)?;
         Ok(changed)
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::history::FORMAT_VERSION;
 use super::{Figures, Progress};
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::ortho::Ortho;
 use crate::spatial::shapes;
 
@@ -77,7 +78,7 @@ pub struct Manifest {
     /// The history format of the files ([`FORMAT_VERSION`]).
     pub format: u32,
     /// The interner version the figures are for (0: nothing searched).
-    pub version: u32,
+    pub version: Version,
     /// The vocabulary at `version`: tokens from it on are new to a later one.
     pub vocabulary: u32,
     /// Whether the history is kept (otherwise each version is searched afresh).
@@ -94,7 +95,7 @@ impl Default for Manifest {
     fn default() -> Self {
         Self {
             format: FORMAT_VERSION,
-            version: 0,
+            version: Version::ZERO,
             vocabulary: 0,
             history: true,
             segments: Vec::new(),
@@ -124,7 +125,7 @@ impl Manifest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The version being searched.
-    pub version: u32,
+    pub version: Version,
     /// The manifest the search started from.
     pub base: Manifest,
     /// How far the version's own segment was written; `records` is the

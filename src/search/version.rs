@@ -12,6 +12,7 @@ use super::history::{BlockWriter, RecordAt, decode_checked_orthos, encode_checke
 use super::manifest::{Checkpoint, Checkpoints, Manifest, SegmentExtent, StoredFigures};
 use super::{Figures, Progress, SearchObserver, SearchStats};
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::ortho::{Expansion, Ortho};
 
 /// A version being searched: its batch loop, its segment's files (none when
@@ -129,7 +130,7 @@ impl<'a> VersionSearch<'a> {
         &mut self,
         observer: &mut dyn SearchObserver,
         checkpoints: &mut dyn Checkpoints,
-        version: u32,
+        version: Version,
         base: &Manifest,
         durable: bool,
     ) -> Result<()> {

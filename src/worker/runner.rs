@@ -12,7 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::units::UnitStore;
 use crate::error::{Error, Result};
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::ortho::Ortho;
 use crate::proto::{self, v1};
 use crate::search::{
@@ -43,7 +43,7 @@ pub struct Job {
     /// What it covers.
     pub scope: Scope,
     /// The version of its kept orthos it may bring up to date (0: none).
-    pub base_version: u32,
+    pub base_version: Version,
     /// How to avoid finding an ortho twice.
     pub dedup: Dedup,
     /// Orthos it may expand before it hands the rest off (0: no limit).
@@ -64,7 +64,7 @@ pub struct UnitRunner {
     control: Arc<Control>,
     next_session: AtomicU64,
     threads: usize,
-    kept: Arc<Mutex<Vec<(u64, u32, u64)>>>,
+    kept: Arc<Mutex<Vec<(u64, Version, u64)>>>,
 }
 
 /// What the session tells the search thread about its jobs.
@@ -129,7 +129,7 @@ impl UnitRunner {
     }
 
     /// The units kept on disk: (unit, version, attempt).
-    pub fn kept_units(&self) -> Vec<(u64, u32, u64)> {
+    pub fn kept_units(&self) -> Vec<(u64, Version, u64)> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -217,13 +217,13 @@ fn run_job(
     store: &UnitStore,
     job: &Job,
     control: &Control,
-    kept: &Mutex<Vec<(u64, u32, u64)>>,
+    kept: &Mutex<Vec<(u64, Version, u64)>>,
 ) {
     tracing::debug!(
         attempt = job.attempt,
         version = job.text_hashes.len(),
         unit = job.unit,
-        base = job.base_version,
+        base = job.base_version.get(),
         "searching a unit"
     );
     let mut reporter = Reporter {
@@ -244,7 +244,8 @@ fn run_job(
         let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
         kept.retain(|&(unit, _, _)| unit != job.unit);
         if done.kept {
-            kept.push((job.unit, job.text_hashes.len() as u32, job.attempt));
+            let version = Version::new(job.text_hashes.len() as u32);
+            kept.push((job.unit, version, job.attempt));
         }
     }
     let message = match searched {
@@ -285,7 +286,7 @@ fn search_unit(
         orthos: figures.orthos,
         frontier: figures.frontier,
         optimal: figures.optimal.as_ref().map(proto::tokens_of),
-        base_version: search.base_version,
+        base_version: search.base_version.get(),
         kept,
         expanded,
     })

@@ -99,7 +99,7 @@ fn hello(options: &WorkerOptions, runner: &UnitRunner) -> v1::WorkerMessage {
                 .into_iter()
                 .map(|(unit, version, attempt)| v1::KeptUnit {
                     unit,
-                    version,
+                    version: version.get(),
                     attempt,
                 })
                 .collect(),

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::runner::{Job, UnitRunner};
 use crate::channel::Client;
 use crate::error::{Error, Result};
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::proto::{self, v1};
 use crate::search::{Scope, Subtrees};
 use crate::store::content_hash;
@@ -75,7 +75,7 @@ impl Preparer {
                         attempt: assign.attempt,
                         unit: assign.unit,
                         scope: Scope::Subtrees(Arc::new(part)),
-                        base_version: assign.base_version,
+                        base_version: Version::new(assign.base_version),
                         dedup: proto::dedup_from(assign.dedup),
                         most_orthos: assign.most_orthos,
                         interner: texts.interner,

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::interner::Version;
 use crate::search::{Exploration, Manifest, Scope};
 
 /// Name of the record beside a unit's exploration.
@@ -56,7 +57,7 @@ pub struct UnitSearch {
     /// The exploration to advance.
     pub exploration: Exploration,
     /// The version it starts from (0: from scratch).
-    pub base_version: u32,
+    pub base_version: Version,
     /// Whether it is a kept unit (or may become one once searched).
     kept: bool,
 }
@@ -87,7 +88,7 @@ impl UnitStore {
     }
 
     /// Every kept unit: (unit, version, attempt).
-    pub fn kept(&self) -> Vec<(u64, u32, u64)> {
+    pub fn kept(&self) -> Vec<(u64, Version, u64)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -108,14 +109,14 @@ impl UnitStore {
         unit: u64,
         scope: Scope,
         text_hashes: &[String],
-        base_version: u32,
+        base_version: Version,
     ) -> Result<UnitSearch> {
         let dir = self.unit_dir(unit);
-        if base_version > 0
+        if base_version > Version::ZERO
             && let Some(record) = usable_record(&dir, unit)
             && record.unit == unit
             && record.manifest.version == base_version
-            && record.text_hashes.len() as u32 == base_version
+            && record.text_hashes.len() as u32 == base_version.get()
             && text_hashes.starts_with(&record.text_hashes)
         {
             match Exploration::open(&dir, scope.clone(), record.manifest) {
@@ -142,7 +143,7 @@ impl UnitStore {
         }
         Ok(UnitSearch {
             exploration: Exploration::temporary(&self.scratch, scope)?,
-            base_version: 0,
+            base_version: Version::ZERO,
             kept: false,
         })
     }

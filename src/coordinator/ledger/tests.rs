@@ -17,7 +17,7 @@ fn ledger_with(text: &str) -> Ledger {
 
 /// Adds a version whose new words all weigh the same; returns its number
 /// and its new units.
-fn add_version(ledger: &mut Ledger, name: &str, new_words: Vec<String>) -> (u32, Vec<UnitDef>) {
+fn add_version(ledger: &mut Ledger, name: &str, new_words: Vec<String>) -> (Version, Vec<UnitDef>) {
     let known = ledger.words.len();
     let weights = vec![0; known + new_words.len()];
     let units = ledger.first_units(known, &weights);
@@ -32,7 +32,7 @@ fn result(orthos: u64, token: u32) -> UnitResult {
             frontier: 1,
             optimal: Some(first_word(token)),
         },
-        base_version: 0,
+        base_version: Version::ZERO,
         expanded: orthos,
         kept: false,
     }
@@ -66,7 +66,7 @@ fn finish_all(ledger: &mut Ledger, worker: WorkerId, orthos: u64) -> usize {
 fn new_first_words_are_dealt_into_units_each_counted_once() {
     let mut ledger = ledger_with("a b c");
     let worker = ledger.add_worker("w".into(), 1, []);
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert_eq!(
         version.units_total(),
         3,
@@ -96,7 +96,7 @@ fn new_first_words_are_dealt_into_units_each_counted_once() {
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), 3);
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert!(version.is_done());
     assert_eq!(version.figures().orthos, 6);
 }
@@ -121,8 +121,11 @@ fn a_lost_worker_frees_its_units_and_its_late_reports_are_refused() {
     // Retried units go first.
     let retried: Vec<UnitId> = held.iter().map(|a| a.unit).collect();
     assert!(again.iter().all(|a| retried.contains(&a.unit)));
-    assert_eq!(ledger.version(1).unwrap().attempts_discarded(), 2);
-    assert_eq!(ledger.version(1).unwrap().figures().orthos, 0);
+    assert_eq!(
+        ledger.version(Version::FIRST).unwrap().attempts_discarded(),
+        2
+    );
+    assert_eq!(ledger.version(Version::FIRST).unwrap().figures().orthos, 0);
 }
 
 #[test]
@@ -186,9 +189,9 @@ fn an_idle_worker_makes_the_busiest_unit_split_and_the_split_counts_once() {
         split
             .new_units
             .iter()
-            .all(|u| u.parent == first.unit && u.created == 1)
+            .all(|u| u.parent == first.unit && u.created == Version::FIRST)
     );
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert_eq!(
         (
             version.units_total(),
@@ -206,7 +209,7 @@ fn an_idle_worker_makes_the_busiest_unit_split_and_the_split_counts_once() {
             .unwrap();
     }
     assert!(
-        !ledger.version(1).unwrap().is_done(),
+        !ledger.version(Version::FIRST).unwrap().is_done(),
         "the split unit still runs"
     );
     // It may be asked again; an empty answer makes nothing.
@@ -221,11 +224,11 @@ fn an_idle_worker_makes_the_busiest_unit_split_and_the_split_counts_once() {
     ledger
         .complete(busy, first.attempt, result(7, 0), now)
         .unwrap();
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert!(version.is_done());
     assert_eq!((version.units_total(), version.units_split()), (3, 1));
     assert_eq!(version.figures().orthos, 9);
-    let units = ledger.units(1, 10, now).unwrap();
+    let units = ledger.units(Version::FIRST, 10, now).unwrap();
     let parent = units.iter().find(|u| u.unit == first.unit).unwrap();
     assert_eq!(parent.split_into, 2);
 }
@@ -239,8 +242,8 @@ fn a_split_of_a_stale_attempt_is_refused_and_makes_nothing() {
     ledger.hand_back(worker, a.attempt).unwrap();
     let refused = ledger.split(worker, a.attempt, vec![vec![first_word(0)]]);
     assert!(matches!(refused, Err(Refusal::StaleAttempt(..))));
-    assert_eq!(ledger.version(1).unwrap().units_total(), 1);
-    assert_eq!(ledger.version(1).unwrap().figures().orthos, 0);
+    assert_eq!(ledger.version(Version::FIRST).unwrap().units_total(), 1);
+    assert_eq!(ledger.version(Version::FIRST).unwrap().figures().orthos, 0);
 }
 
 #[test]
@@ -273,7 +276,7 @@ fn a_split_unit_lost_after_its_split_is_searched_again_without_what_it_handed_of
             .complete(x.worker, x.attempt, result(3, 0), now)
             .unwrap();
     }
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert!(version.is_done());
     assert_eq!((version.units_total(), version.figures().orthos), (2, 6));
 }
@@ -287,11 +290,11 @@ fn a_unit_waits_for_its_previous_version_and_keeps_its_splits() {
     let a = ledger.assign(now).remove(0);
     // Version 2 arrives while version 1's only unit runs.
     let (version, new_units) = add_version(&mut ledger, "u", vec!["b".into()]);
-    assert_eq!((version, new_units.len()), (2, 1));
+    assert_eq!((version, new_units.len()), (Version::new(2), 1));
     let b = ledger.assign(now).remove(0);
     assert_eq!(
         (b.version, b.unit),
-        (2, new_units[0].id),
+        (Version::new(2), new_units[0].id),
         "only the new word's unit is ready"
     );
     ledger.progress(worker, a.attempt, live(5), now).unwrap();
@@ -305,7 +308,7 @@ fn a_unit_waits_for_its_previous_version_and_keeps_its_splits() {
         .unwrap();
     let child = split.new_units[0].id;
     // The child is searched in version 1, then in version 2 like its parent.
-    let version2 = ledger.version(2).unwrap();
+    let version2 = ledger.version(Version::new(2)).unwrap();
     assert_eq!(version2.units_total(), 3);
     let mut order = Vec::new();
     for _ in 0..4 {
@@ -317,8 +320,8 @@ fn a_unit_waits_for_its_previous_version_and_keeps_its_splits() {
         }
     }
     let position = |entry| order.iter().position(|&e| e == entry).unwrap();
-    assert!(position((1, child)) < position((2, child)));
-    assert!(order.contains(&(2, a.unit)));
+    assert!(position((Version::FIRST, child)) < position((Version::new(2), child)));
+    assert!(order.contains(&(Version::new(2), a.unit)));
     ledger
         .complete(worker, b.attempt, result(1, 0), now)
         .unwrap();
@@ -348,7 +351,11 @@ fn a_kept_unit_is_offered_to_its_keeper_with_its_base_only_from_the_counted_atte
     }
     add_version(&mut ledger, "u", Vec::new());
     // A stranger claims to keep a unit from an attempt that was not counted.
-    let stranger = ledger.add_worker("stranger".into(), 1, [(kept_units[0], 1, AttemptId(12345))]);
+    let stranger = ledger.add_worker(
+        "stranger".into(),
+        1,
+        [(kept_units[0], Version::FIRST, AttemptId(12345))],
+    );
     let offered = ledger.assign(now);
     let of =
         |worker| -> Vec<&Assignment> { offered.iter().filter(|a| a.worker == worker).collect() };
@@ -356,10 +363,10 @@ fn a_kept_unit_is_offered_to_its_keeper_with_its_base_only_from_the_counted_atte
     assert_eq!(mine.len(), UNITS_PER_WORKER);
     assert!(
         mine.iter()
-            .all(|a| kept_units.contains(&a.unit) && a.base_version == 1),
+            .all(|a| kept_units.contains(&a.unit) && a.base_version == Version::FIRST),
         "{mine:?}"
     );
-    assert!(of(stranger).iter().all(|a| a.base_version == 0));
+    assert!(of(stranger).iter().all(|a| a.base_version == Version::ZERO));
 }
 
 #[test]
@@ -381,17 +388,20 @@ fn a_restored_ledger_counts_stored_results_once_and_searches_the_rest() {
         }],
         units,
         vec![
-            (1, finished.unit, finished.counted.clone()),
+            (Version::FIRST, finished.unit, finished.counted.clone()),
             // A duplicate record counts nothing more.
-            (1, finished.unit, finished.counted.clone()),
+            (Version::FIRST, finished.unit, finished.counted.clone()),
         ],
     );
-    let version = restored.version(1).unwrap();
+    let version = restored.version(Version::FIRST).unwrap();
     assert_eq!((version.units_done(), version.units_total()), (1, 3));
     assert_eq!(version.figures().orthos, 7);
     let worker = restored.add_worker("w".into(), 1, []);
     assert_eq!(finish_all(&mut restored, worker, 1), 2);
-    assert_eq!(restored.version(1).unwrap().figures().orthos, 9);
+    assert_eq!(
+        restored.version(Version::FIRST).unwrap().figures().orthos,
+        9
+    );
 }
 
 #[test]
@@ -399,7 +409,7 @@ fn seen_set_mode_makes_one_unit_per_first_word_and_never_splits() {
     let mut ledger = Ledger::new(Duration::from_secs(5), Dedup::SeenSet);
     ledger.set_split_from(1);
     add_version(&mut ledger, "t", words("a b c d e"));
-    assert_eq!(ledger.version(1).unwrap().units_total(), 5);
+    assert_eq!(ledger.version(Version::FIRST).unwrap().units_total(), 5);
     let now = Instant::now();
     let worker = ledger.add_worker("w".into(), 1, []);
     let a = ledger.assign(now).remove(0);
@@ -433,9 +443,9 @@ fn live_figures_add_running_attempts_to_finished_units() {
     ledger
         .progress(worker, held[1].attempt, report, now)
         .unwrap();
-    let live = ledger.live_figures(1).unwrap();
+    let live = ledger.live_figures(Version::FIRST).unwrap();
     assert_eq!((live.orthos, live.frontier), (8, 3));
-    assert_eq!(ledger.version(1).unwrap().figures().orthos, 5);
+    assert_eq!(ledger.version(Version::FIRST).unwrap().figures().orthos, 5);
     let summary = &ledger.workers(now)[0];
     assert_eq!(summary.orthos, 8);
     assert_eq!(summary.cpu_seconds, 1.5);
@@ -448,7 +458,7 @@ fn ledger_with_units(units: u32) -> Ledger {
     let defs = (0..units)
         .map(|token| UnitDef {
             id: UnitId(u64::from(token) + 1),
-            created: 1,
+            created: Version::FIRST,
             parent: UnitId(0),
             roots: vec![first_word(token)],
             excluded: Vec::new(),
@@ -475,7 +485,7 @@ fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
     }
     let running = ledger.assign(Instant::now());
     assert!(!running.is_empty());
-    let version = ledger.version(1).unwrap();
+    let version = ledger.version(Version::FIRST).unwrap();
     assert_eq!(version.units_total(), UNITS);
     assert_eq!(version.units_done(), UNITS / 2);
     assert_eq!(version.units_running() as usize, running.len());
@@ -484,7 +494,7 @@ fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
         (UNITS / 2) as usize - running.len()
     );
 
-    let listed = ledger.units(1, 20, Instant::now()).unwrap();
+    let listed = ledger.units(Version::FIRST, 20, Instant::now()).unwrap();
     assert_eq!(listed.len(), 20);
     let phases: Vec<_> = listed.iter().map(|u| u.phase.clone()).collect();
     let held: Vec<UnitId> = listed[..running.len()].iter().map(|u| u.unit).collect();
@@ -508,7 +518,9 @@ fn status_of_a_hundred_thousand_units_is_counts_and_a_short_ranked_list() {
     );
 
     // Asking for every unit lists each once, pending ones last by id.
-    let all = ledger.units(1, usize::MAX, Instant::now()).unwrap();
+    let all = ledger
+        .units(Version::FIRST, usize::MAX, Instant::now())
+        .unwrap();
     assert_eq!(all.len(), UNITS as usize);
     let tail: Vec<UnitId> = all[all.len() - 3..].iter().map(|u| u.unit).collect();
     assert_eq!(
