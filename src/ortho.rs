@@ -8,7 +8,7 @@ use std::cmp::Ordering;
 
 use crate::canonical;
 use crate::error::Error;
-use crate::interner::{Completions, Growth, Interner, PhraseNode, Token};
+use crate::interner::{Completions, Growth, Interner, PhraseNode, Token, Version};
 use crate::spatial::{ShapeId, ShapeTable, shapes};
 
 /// The raw value of an empty slot.
@@ -282,7 +282,7 @@ impl Watch {
     /// some watched node gained a token that every other watched node also
     /// completes with. (When only one node is watched, any growth counts:
     /// it may be a prefix that did not occur at all.)
-    pub fn may_have_gained(&self, interner: &Interner, since: u32, growth: &Growth) -> bool {
+    pub fn may_have_gained(&self, interner: &Interner, since: Version, growth: &Growth) -> bool {
         let nodes = self.nodes();
         if !nodes
             .iter()
@@ -395,7 +395,7 @@ pub fn expand(
     expand_since(
         ortho,
         interner,
-        0,
+        Version::ZERO,
         Acceptance::Every,
         scratch,
         |_, child| emit(child),
@@ -405,14 +405,14 @@ pub fn expand(
 /// Expands `ortho`, handing over the children that `acceptance` keeps, each
 /// with the step that made it, and only those of candidates that are new
 /// since interner version `since` (those that some required prefix gained
-/// after it; every candidate when `since` is 0). The expansion describes
+/// after it; every candidate when `since` is [`Version::ZERO`]). The expansion describes
 /// every candidate.
 ///
 /// Re-expanding a stored ortho this way skips the children it already had.
 pub fn expand_since(
     ortho: &Ortho,
     interner: &Interner,
-    since: u32,
+    since: Version,
     acceptance: Acceptance,
     scratch: &mut Scratch,
     mut emit: impl FnMut(Step, Ortho),
@@ -432,7 +432,7 @@ pub fn expand_since(
     if expansion.leaf {
         return Ok(expansion);
     }
-    if since > 0 {
+    if since > Version::ZERO {
         let watch = scratch.watch;
         scratch.candidates.retain(|&token| {
             watch.nodes().iter().any(|&node| {

@@ -170,17 +170,13 @@ impl Interner {
     /// Every node that gained completions after `version`, with the
     /// completions it gained.
     ///
-    /// This and the other change queries below ([`Interner::completion_added_in`],
-    /// [`Interner::grew_since`], [`Interner::split_since`]) take and give a
-    /// version's bare number ([`Version::get`]): they are the search engine's
-    /// inner loop, fed the numbers its stored history records.
-    pub fn growth_since(&self, version: u32) -> Growth {
+    pub fn growth_since(&self, version: Version) -> Growth {
         let mut growth = Growth {
             at: vec![Growth::NONE; self.phrases.states()],
             ranges: Vec::new(),
             tokens: Vec::new(),
         };
-        for node in self.phrases.grown_since(version) {
+        for node in self.phrases.grown_since(version.get()) {
             let start = growth.tokens.len() as u32;
             growth.tokens.extend(
                 self.phrases
@@ -199,9 +195,9 @@ impl Interner {
 
     /// The version that made `token` a completion of `node`'s prefixes, if it is one.
     #[inline]
-    pub fn completion_added_in(&self, node: PhraseNode, token: u32) -> Option<u32> {
+    pub fn completion_added_in(&self, node: PhraseNode, token: u32) -> Option<Version> {
         let next = self.phrases.transition(node.0, token)?;
-        Some(self.phrases.born(next))
+        Some(Version::new(self.phrases.born(next)))
     }
 
     /// Whether a node recorded at or before `version` may no longer stand
@@ -214,16 +210,16 @@ impl Interner {
     /// split, after which the recorded id is no longer trusted (see
     /// [`Interner::split_since`]). Ids that are not nodes count as changed.
     #[inline]
-    pub fn grew_since(&self, node: PhraseNode, version: u32) -> bool {
-        self.phrases.changed_in(node.0) > version
+    pub fn grew_since(&self, node: PhraseNode, version: Version) -> bool {
+        self.phrases.changed_in(node.0) > version.get()
     }
 
     /// Whether some prefixes of `node` moved to a new node after `version`:
     /// a node id recorded then may not be their node any more, so whatever
     /// was concluded from it must be concluded afresh.
     #[inline]
-    pub fn split_since(&self, node: PhraseNode, version: u32) -> bool {
-        self.phrases.split_in(node.0) > version
+    pub fn split_since(&self, node: PhraseNode, version: Version) -> bool {
+        self.phrases.split_in(node.0) > version.get()
     }
 }
 
@@ -481,7 +477,7 @@ mod tests {
                         longer.push(w);
                         prop_assert_eq!(
                             interner.completion_added_in(walk.end, w),
-                            Some(phrases[&longer]),
+                            Some(Version::new(phrases[&longer])),
                             "{:?} + {}", prefix, w
                         );
                     }
@@ -491,11 +487,12 @@ mod tests {
                     if grew {
                         // Growth is always seen, through the node of the
                         // prefix now and the node recorded before.
-                        prop_assert!(interner.grew_since(walk.end, version - 1));
+                        let previous = Version::new(version - 1);
+                        prop_assert!(interner.grew_since(walk.end, previous));
                         let recorded = before.walk(prefix.iter().copied()).end;
-                        prop_assert!(interner.grew_since(recorded, version - 1), "{:?}", prefix);
+                        prop_assert!(interner.grew_since(recorded, previous), "{:?}", prefix);
                         let gained: Vec<u32> = expected.iter().copied().filter(|w| !old.contains(w)).collect();
-                        let growth = interner.growth_since(version - 1);
+                        let growth = interner.growth_since(previous);
                         prop_assert_eq!(growth.gained(walk.end), &gained[..]);
                     }
                 }

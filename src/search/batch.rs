@@ -19,7 +19,7 @@ use super::history::BlockWriter;
 use super::records::{BatchRecords, NodeWidth, node_width};
 use super::{Dedup, Figures, SearchStats, SeenSet};
 use crate::error::{Error, Result};
-use crate::interner::Interner;
+use crate::interner::{Interner, Version};
 use crate::ortho::{Acceptance, Expansion, Ortho, OrthoId, Scratch, Step, expand_since};
 
 /// Everything one version's search shares between batches.
@@ -137,11 +137,11 @@ impl Batches<'_> {
     }
 
     /// Expands `batch` in parallel, keeping children of candidates new since
-    /// version `since` (all of them for 0) that the mode accepts, and the
+    /// version `since` (all of them for [`Version::ZERO`]) that the mode accepts, and the
     /// history records when `records` is set. Counts only the children
     /// generated; the caller counts the batch (or does not, for orthos
     /// expanded again).
-    pub fn expand(&mut self, batch: &[Ortho], since: u32, records: bool) -> Result<Expanded> {
+    pub fn expand(&mut self, batch: &[Ortho], since: Version, records: bool) -> Result<Expanded> {
         let threads = self.pool.current_num_threads().max(1);
         let chunk = batch.len().div_ceil(threads * 8).max(1);
         let (interner, dedup, seen, excluded, keep_leaves) = (
@@ -214,7 +214,7 @@ impl Batches<'_> {
                 .len()
                 .saturating_sub(branching.batch(level, batch_size));
             let count = stack.len() - first;
-            let expanded = self.expand(&stack[first..], 0, history.is_some())?;
+            let expanded = self.expand(&stack[first..], Version::ZERO, history.is_some())?;
             if let Some(history) = history.as_deref_mut() {
                 history.batch(self.node_width(), &expanded.records)?;
             }
@@ -304,8 +304,9 @@ impl Branching {
 #[derive(Clone, Copy)]
 struct PartRules<'a> {
     interner: &'a Interner,
-    /// Keep only children of candidates new since this version (0: all).
-    since: u32,
+    /// Keep only children of candidates new since this version (all for
+    /// [`Version::ZERO`]).
+    since: Version,
     dedup: Dedup,
     seen: Option<&'a SeenSet>,
     excluded: Option<&'a HashSet<Ortho>>,
@@ -339,7 +340,7 @@ fn expand_part(orthos: &[Ortho], rules: PartRules<'_>) -> Part {
     // Seen-set mode: children waiting for their prefetched slot, oldest first.
     let mut in_flight: VecDeque<(OrthoId, usize, Step, Ortho)> = VecDeque::new();
     for (index, ortho) in orthos.iter().enumerate() {
-        if since == 0 {
+        if since == Version::ZERO {
             part.consider(ortho, ortho.rank_key());
         }
         let expanded = expand_since(

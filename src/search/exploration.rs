@@ -481,8 +481,7 @@ impl Exploration {
         roots: &mut Vec<Ortho>,
     ) -> Result<Vec<(RecordAt, Expansion)>> {
         let base = self.manifest.version;
-        // Revisits, like the interner's change queries, take the bare number.
-        let changed = revisit(&self.stored(), &mut search.batches, base.get(), roots)?;
+        let changed = revisit(&self.stored(), &mut search.batches, base, roots)?;
         search.record_overrides(&changed)?;
         Ok(changed)
     }

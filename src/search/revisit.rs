@@ -22,7 +22,7 @@ use super::records::RawRecord;
 use super::replay::{ReplayScratch, replay};
 use super::sparse::{Judge, SparseScratch, sparse_replay};
 use crate::error::{Error, Result};
-use crate::interner::{Growth, Interner, PhraseNode};
+use crate::interner::{Growth, Interner, PhraseNode, Version};
 use crate::ortho::{Expansion, MAX_PREFIXES, Ortho, Watch};
 
 /// An exploration's stored history, as the scan reads it.
@@ -65,7 +65,7 @@ type Found = (RecordAt, Ortho, bool);
 pub(super) fn revisit(
     stored: &StoredHistory<'_>,
     batches: &mut Batches<'_>,
-    base: u32,
+    base: Version,
     roots: &mut Vec<Ortho>,
 ) -> Result<Vec<(RecordAt, Expansion)>> {
     let interner = batches.interner;
@@ -166,7 +166,7 @@ fn add_records(records: u32, more: u32, path: &Path) -> Result<u32> {
 struct GrownNodes(Vec<u64>);
 
 impl GrownNodes {
-    fn since(interner: &Interner, base: u32) -> Self {
+    fn since(interner: &Interner, base: Version) -> Self {
         let states = interner.phrase_states();
         let mut bits = vec![0u64; states.div_ceil(64)];
         for node in 0..states {
@@ -188,7 +188,7 @@ impl GrownNodes {
 /// What decides which stored orthos of one segment are expanded again.
 struct Filter<'a> {
     interner: &'a Interner,
-    base: u32,
+    base: Version,
     growth: &'a Growth,
     grown: &'a GrownNodes,
     /// The segment's overrides in record order.
@@ -328,7 +328,7 @@ struct Again<'r> {
     pending: Vec<Found>,
     changed: Vec<(RecordAt, Expansion)>,
     roots: &'r mut Vec<Ortho>,
-    base: u32,
+    base: Version,
 }
 
 impl Again<'_> {
@@ -439,7 +439,7 @@ impl GainMemo {
         &mut self,
         nodes: &[u32],
         interner: &Interner,
-        base: u32,
+        base: Version,
         growth: &Growth,
     ) -> bool {
         let decide =
