@@ -72,6 +72,36 @@ impl Backing {
         })
     }
 
+    /// The first `len` bytes of the file `path`, read into memory at once
+    /// (it must hold at least that many).
+    pub fn read_whole(path: &Path, len: u64) -> Result<Self> {
+        let file = Self::open_read(path)?;
+        if file.len < len {
+            return Err(Error::Damaged {
+                path: path.to_owned(),
+                detail: format!(
+                    "holds {} bytes but {len} were recorded as written",
+                    file.len
+                ),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.read_to_vec(0, len as usize, &mut bytes)?;
+        Ok(Self {
+            path: path.to_owned(),
+            state: State::Memory(bytes),
+            len,
+        })
+    }
+
+    /// Its bytes, when it is in memory.
+    pub fn memory(&self) -> Option<&[u8]> {
+        match &self.state {
+            State::Memory(bytes) => Some(bytes),
+            State::Disk(_) => None,
+        }
+    }
+
     /// A new, empty file that stays in memory until it outgrows a few
     /// megabytes; then it is created at `path` (and its directory with it).
     pub fn in_memory(path: &Path) -> Self {

@@ -70,6 +70,7 @@
 //! A record's index is its position among its segment's records; an ortho's
 //! current expansion is its record's, unless a later segment overrides it.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::backing::Backing;
@@ -316,7 +317,16 @@ const WINDOW: usize = 1 << 20;
 impl BlockReader {
     /// Reads the file at `path` (which must hold at least `len` bytes).
     pub fn open(path: &Path, len: u64) -> Result<Self> {
-        let file = Backing::open_read(path)?;
+        Self::over(path, len, Backing::open_read(path)?)
+    }
+
+    /// Reads the first `len` bytes of the file at `path` into memory at
+    /// once; its runs are then read from there.
+    pub fn open_in_memory(path: &Path, len: u64) -> Result<Self> {
+        Self::over(path, len, Backing::read_whole(path, len)?)
+    }
+
+    fn over(path: &Path, len: u64, file: Backing) -> Result<Self> {
         if file.len() < len {
             return Err(damaged(
                 path,
@@ -430,13 +440,15 @@ impl BlockReader {
             if self.len - at < BLOCK_HEADER as u64 {
                 return Err(damaged(&self.path, at, "torn block header"));
             }
-            // The header and the first bytes of the payload (a batch's
-            // count), read alone: the payloads are read run by run later.
+            // The header and the first bytes of the payload (a batch's count).
             let peek = (self.len - at).min(BLOCK_HEADER as u64 + 5) as usize;
-            let mut bytes = [0; BLOCK_HEADER + 5];
-            let head = &mut bytes[..peek];
-            self.file.read_at(head, at)?;
-            let head = &*head;
+            let head = match self.file.memory() {
+                Some(memory) => &memory[at as usize..at as usize + peek],
+                None => {
+                    let start = self.window_over(at, peek)?;
+                    &self.window[start..start + peek]
+                }
+            };
             let kind = head[0];
             if kind == BlockKind::Roots as u8 && opened {
                 break;
@@ -461,14 +473,26 @@ impl BlockReader {
         Ok((run.end > run.start).then_some(run))
     }
 
-    /// The run at `extent` read into memory (its blocks are checked as
-    /// they are replayed). Runs are read by several threads at once.
-    /// `bytes` is memory to read it into (see [`Run::into_bytes`]).
-    pub fn read_run(&self, extent: &RunExtent, mut bytes: Vec<u8>) -> Result<Run> {
+    /// The run at `extent` in memory (its blocks are checked as they are
+    /// replayed): borrowed from the file's bytes when they are all in
+    /// memory, or read into `bytes` (see [`Run::into_bytes`]). Runs are read
+    /// by several threads at once.
+    pub fn read_run(&self, extent: &RunExtent, mut bytes: Vec<u8>) -> Result<Run<'_>> {
         let len = (extent.end - extent.start) as usize;
-        self.file.read_to_vec(extent.start, len, &mut bytes)?;
+        let bytes = match self.file.memory() {
+            Some(memory) => Cow::Borrowed(
+                usize::try_from(extent.start)
+                    .ok()
+                    .and_then(|start| memory.get(start..start.checked_add(len)?))
+                    .ok_or_else(|| damaged(&self.path, extent.start, "a run past the end"))?,
+            ),
+            None => {
+                self.file.read_to_vec(extent.start, len, &mut bytes)?;
+                Cow::Owned(bytes)
+            }
+        };
         Ok(Run {
-            path: self.path.clone(),
+            path: &self.path,
             start: extent.start,
             bytes,
         })
@@ -503,22 +527,25 @@ impl RunExtent {
     }
 }
 
-/// One run of a history read into memory (see [`BlockReader::read_run`]).
-pub(crate) struct Run {
-    path: PathBuf,
+/// One run of a history in memory (see [`BlockReader::read_run`]).
+pub(crate) struct Run<'a> {
+    path: &'a Path,
     start: u64,
-    bytes: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
 }
 
-impl Run {
+impl Run<'_> {
     /// The file it was read from.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.path
     }
 
-    /// Its memory, for the next run to be read into.
+    /// Its memory, for the next run to be read into (none if borrowed).
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        match self.bytes {
+            Cow::Owned(bytes) => bytes,
+            Cow::Borrowed(_) => Vec::new(),
+        }
     }
 
     /// Its blocks, from the first.
@@ -529,7 +556,7 @@ impl Run {
 
 /// The blocks of a [`Run`] in memory, each checked as it is read.
 pub(crate) struct RunBlocks<'a> {
-    run: &'a Run,
+    run: &'a Run<'a>,
     /// The next block's place in the run's bytes.
     at: usize,
 }
@@ -543,7 +570,7 @@ impl<'a> RunBlocks<'a> {
             return Ok(None);
         }
         let at = self.run.start + self.at as u64;
-        let torn = || damaged(&self.run.path, at, "torn block");
+        let torn = || damaged(self.run.path, at, "torn block");
         let header: &[u8; BLOCK_HEADER] = bytes
             .get(..BLOCK_HEADER)
             .and_then(|header| header.try_into().ok())
@@ -552,7 +579,7 @@ impl<'a> RunBlocks<'a> {
         let payload = bytes
             .get(BLOCK_HEADER..BLOCK_HEADER + len)
             .ok_or_else(torn)?;
-        let kind = checked_block(&self.run.path, at, header, payload)?;
+        let kind = checked_block(self.run.path, at, header, payload)?;
         self.at += BLOCK_HEADER + len;
         Ok(Some((kind, payload, at)))
     }
@@ -564,7 +591,7 @@ impl Blocks for RunBlocks<'_> {
     }
 
     fn path(&self) -> &Path {
-        &self.run.path
+        self.run.path
     }
 }
 

@@ -12,7 +12,9 @@
 //! * [`exploration`] — a search kept across versions: `version` runs one
 //!   version's phases, `revisit` scans the stored history for orthos whose
 //!   candidates grew, `manifest` is what the owner stores about it;
-//! * `history` — its on-disk format, and `replay` to read it back;
+//! * `history` — its on-disk format (`records` the payload of a batch
+//!   block), `replay` to read it back in full, `sparse` to read back only
+//!   the records a new version wants;
 //! * `seen` — the seen set of the reference mode.
 //!
 //! The engine knows nothing of processes or the network; callers watch it

@@ -4,11 +4,15 @@
 //! whose candidates may have grown is expanded again, in record order.
 //!
 //! Three filters, cheapest first, keep a million records from costing a
-//! million expansions: a record is dismissed undecoded unless one of its
-//! watched phrase nodes changed since the stored version; then unless a
-//! node gained a token that all its other watched nodes also complete with
-//! ([`Watch::may_have_gained`]); the few left are expanded again, keeping
-//! only children of candidates that are new (ORTHO.md §6).
+//! million expansions: a watch (records list each distinct one once per
+//! section, see [`super::records`]) is dismissed unless one of its phrase
+//! nodes changed since the stored version; then unless a node gained a
+//! token that all its other watched nodes also complete with
+//! ([`Watch::may_have_gained`]); the records left are expanded again,
+//! keeping only children of candidates that are new (ORTHO.md §6). A run in
+//! memory is replayed sparsely ([`super::sparse`]): only the orthos of
+//! wanted records are rebuilt, and a section with no wanted watch is passed
+//! over whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +50,11 @@ impl StoredHistory<'_> {
 /// from the file on its own.
 const RUN_IN_MEMORY: u64 = 16 << 20;
 
+/// Bytes a history file may hold to be read into memory whole before its
+/// runs are replayed (they are then replayed where they lie); a longer one
+/// is read run by run.
+const FILE_IN_MEMORY: u64 = 64 << 20;
+
 /// Records of the runs replayed in parallel at once (what they find waits
 /// in memory until they are all done).
 const WAVE_RECORDS: u32 = 1 << 22;
@@ -81,7 +90,11 @@ pub(super) fn revisit(
     for (segment, extent) in stored.segments.iter().enumerate() {
         let segment = segment as u32;
         let [path, _] = stored.paths(segment);
-        let mut reader = BlockReader::open(&path, extent.history_bytes)?;
+        let mut reader = if extent.history_bytes <= FILE_IN_MEMORY {
+            BlockReader::open_in_memory(&path, extent.history_bytes)?
+        } else {
+            BlockReader::open(&path, extent.history_bytes)?
+        };
         let known: Vec<(u32, Expansion)> = stored
             .overrides
             .get(segment as usize)
@@ -309,7 +322,7 @@ impl Judge for Judgement<'_> {
 /// A run to scan: read into memory (replayed sparsely), or too long for
 /// that and replayed from the file.
 enum RunAt<'r, 'f> {
-    Memory(&'r Run),
+    Memory(&'r Run<'r>),
     File(RunOnFile<'f>),
 }
 
