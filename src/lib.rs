@@ -19,6 +19,8 @@
 //! * [`report`] — a version's figures with the optimal ortho as words (the golden JSON).
 //! * [`store`] — the state directory (texts and figures in redb); both redb
 //!   files check what they read back and turn a damaged file into an error.
+//! * [`ids`] — the ids of units and attempts, which the coordinator and its
+//!   workers share (bare `u64`s on the wire and on disk).
 //! * [`proto`] — the wire: generated `fold.v1` types, their conversions, chunk
 //!   and message sizes.
 //! * [`output`] — everything printed for users, as text and as JSON.
@@ -50,6 +52,7 @@ pub mod client;
 pub mod coordinator;
 pub mod embedded;
 pub mod error;
+pub mod ids;
 pub mod interner;
 pub mod metrics;
 pub mod ortho;

@@ -335,7 +335,8 @@ fn record_handoff(
     pending: Vec<Ortho>,
     queue: &mut Vec<fold::search::Subtrees>,
 ) {
-    use fold::coordinator::units::{UnitDef, UnitId};
+    use fold::coordinator::units::UnitDef;
+    use fold::ids::UnitId;
     if pending.is_empty() {
         return;
     }

@@ -17,7 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::units::{Unit, UnitDef, UnitId, deal_roots};
+use super::units::{Unit, UnitDef, deal_roots};
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::Version;
 use crate::ortho::Ortho;
 use crate::search::{Dedup, Figures};
@@ -49,18 +50,6 @@ const MOST_PARTS: u32 = 8;
 pub struct WorkerId(pub u64);
 
 impl std::fmt::Display for WorkerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// Identifies one attempt at one unit at one version: a lease of the unit
-/// to one worker. Unique across restarts (the first is taken from the
-/// clock); on the wire it is the `attempt` field.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AttemptId(pub u64);
-
-impl std::fmt::Display for AttemptId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
     }

@@ -15,9 +15,10 @@ use std::path::Path;
 use prost::Message;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::coordinator::ledger::{AttemptId, CountedResult, UnitResult};
-use crate::coordinator::units::{UnitDef, UnitId};
+use crate::coordinator::ledger::{CountedResult, UnitResult};
+use crate::coordinator::units::UnitDef;
 use crate::error::{Error, Result};
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::Version;
 use crate::proto::{self, v1};
 use crate::search::Dedup;

@@ -12,12 +12,12 @@ use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::coordinator::ledger::{
-    Assignment, AttemptId, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
+    Assignment, Ledger, Refusal, Report, SplitRequest, UnitPhase, UnitSummary, WorkerId,
 };
 use crate::coordinator::persist::{self, Change, CoordinatorStore};
-use crate::coordinator::units::UnitId;
 use crate::coordinator::vocabulary::Vocabulary;
 use crate::error::Error;
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::Version;
 use crate::metrics::{self, CoordinatorFigures};
 use crate::proto::{self, v1};

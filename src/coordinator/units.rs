@@ -18,27 +18,10 @@ use std::sync::Arc;
 
 use crate::canonical;
 use crate::error::{Error, Result};
+use crate::ids::UnitId;
 use crate::interner::Version;
 use crate::ortho::Ortho;
 use crate::search::{decode_ortho_list, encode_ortho_list};
-
-/// Identifies a unit (the same in every version); on the wire and in the
-/// store it is a `u64`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UnitId(pub u64);
-
-impl UnitId {
-    /// The id `n` after this one.
-    pub fn after(self, n: u64) -> Self {
-        Self(self.0 + n)
-    }
-}
-
-impl std::fmt::Display for UnitId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// What a unit covers.
 #[derive(Clone, Debug, PartialEq, Eq)]

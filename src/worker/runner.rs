@@ -12,6 +12,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::units::UnitStore;
 use crate::error::{Error, Result};
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::{Interner, Version};
 use crate::ortho::Ortho;
 use crate::proto::{self, v1};
@@ -37,9 +38,9 @@ pub struct Job {
     /// The session that received it; a newer session voids it.
     pub session: u64,
     /// The attempt id.
-    pub attempt: u64,
+    pub attempt: AttemptId,
     /// The unit.
-    pub unit: u64,
+    pub unit: UnitId,
     /// What it covers.
     pub scope: Scope,
     /// The version of its kept orthos it may bring up to date (0: none).
@@ -64,7 +65,7 @@ pub struct UnitRunner {
     control: Arc<Control>,
     next_session: AtomicU64,
     threads: usize,
-    kept: Arc<Mutex<Vec<(u64, Version, u64)>>>,
+    kept: Arc<Mutex<Vec<(UnitId, Version, AttemptId)>>>,
 }
 
 /// What the session tells the search thread about its jobs.
@@ -73,9 +74,9 @@ struct Control {
     /// Jobs of sessions below this number are cancelled.
     live_from: AtomicU64,
     /// Attempts the coordinator took back: skipped, or stopped between batches.
-    revoked: Mutex<HashSet<u64>>,
+    revoked: Mutex<HashSet<AttemptId>>,
     /// Attempts asked to split, and into how many parts.
-    splits: Mutex<HashMap<u64, u32>>,
+    splits: Mutex<HashMap<AttemptId, u32>>,
 }
 
 impl Control {
@@ -89,7 +90,7 @@ impl Control {
     }
 
     /// The parts a split of `attempt` was asked for, once.
-    fn take_split(&self, attempt: u64) -> Option<u32> {
+    fn take_split(&self, attempt: AttemptId) -> Option<u32> {
         self.splits
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -129,7 +130,7 @@ impl UnitRunner {
     }
 
     /// The units kept on disk: (unit, version, attempt).
-    pub fn kept_units(&self) -> Vec<(u64, Version, u64)> {
+    pub fn kept_units(&self) -> Vec<(UnitId, Version, AttemptId)> {
         self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -184,7 +185,7 @@ impl UnitRunner {
 
     /// Cancels the job of one attempt: it is skipped if it has not started,
     /// and stopped at its next batch if it has.
-    pub fn revoke(&self, attempt: u64) {
+    pub fn revoke(&self, attempt: AttemptId) {
         self.control
             .revoked
             .lock()
@@ -193,7 +194,7 @@ impl UnitRunner {
     }
 
     /// Whether `attempt` was revoked.
-    pub fn is_revoked(&self, attempt: u64) -> bool {
+    pub fn is_revoked(&self, attempt: AttemptId) -> bool {
         self.control
             .revoked
             .lock()
@@ -203,7 +204,7 @@ impl UnitRunner {
 
     /// Asks the search of `attempt` to hand part of its pending orthos off,
     /// after its current batch, in (at most) `parts` new units.
-    pub fn split(&self, attempt: u64, parts: u32) {
+    pub fn split(&self, attempt: AttemptId, parts: u32) {
         self.control
             .splits
             .lock()
@@ -217,12 +218,12 @@ fn run_job(
     store: &UnitStore,
     job: &Job,
     control: &Control,
-    kept: &Mutex<Vec<(u64, Version, u64)>>,
+    kept: &Mutex<Vec<(UnitId, Version, AttemptId)>>,
 ) {
     tracing::debug!(
-        attempt = job.attempt,
+        attempt = %job.attempt,
         version = job.text_hashes.len(),
-        unit = job.unit,
+        unit = %job.unit,
         base = job.base_version.get(),
         "searching a unit"
     );
@@ -252,7 +253,7 @@ fn run_job(
         Ok(done) => ToCoordinator::Done(done),
         Err(Error::Cancelled) => return,
         Err(error) => ToCoordinator::Failed(v1::UnitFailed {
-            attempt: job.attempt,
+            attempt: job.attempt.0,
             reason: error.to_string(),
         }),
     };
@@ -282,7 +283,7 @@ fn search_unit(
     reporter.report(figures, 0, expanded);
     let kept = store.keep(job.unit, job.attempt, &job.text_hashes, &mut search)?;
     Ok(v1::UnitDone {
-        attempt: job.attempt,
+        attempt: job.attempt.0,
         orthos: figures.orthos,
         frontier: figures.frontier,
         optimal: figures.optimal.as_ref().map(proto::tokens_of),
@@ -357,7 +358,7 @@ impl SearchObserver for Reporter<'_> {
         }
         // A request is always answered, so the coordinator may ask again.
         let split = v1::UnitSplit {
-            attempt: self.job.attempt,
+            attempt: self.job.attempt.0,
             parts: split_parts(&pending[..count], parts),
         };
         let _ = self.job.events.send(v1::WorkerMessage {
@@ -379,7 +380,7 @@ impl Reporter<'_> {
         // with its stored leaves); later ones what changed since.
         let before = self.frontier_reported.unwrap_or(0);
         let report = v1::Progress {
-            attempt: self.job.attempt,
+            attempt: self.job.attempt.0,
             orthos: figures.orthos,
             frontier_added: figures.frontier.saturating_sub(before),
             frontier_removed: before.saturating_sub(figures.frontier),

@@ -23,6 +23,7 @@ use super::texts::{Preparer, failed};
 use crate::auth::BearerToken;
 use crate::channel::{self, Target};
 use crate::error::{Error, Result};
+use crate::ids::AttemptId;
 use crate::metrics::{self, Direction, UnitEnd};
 use crate::proto::v1;
 
@@ -98,9 +99,9 @@ fn hello(options: &WorkerOptions, runner: &UnitRunner) -> v1::WorkerMessage {
                 .kept_units()
                 .into_iter()
                 .map(|(unit, version, attempt)| v1::KeptUnit {
-                    unit,
+                    unit: unit.0,
                     version: version.get(),
-                    attempt,
+                    attempt: attempt.0,
                 })
                 .collect(),
         })),
@@ -115,7 +116,7 @@ struct Session<'a> {
     outbound: mpsc::Sender<v1::WorkerMessage>,
     preparer: Preparer,
     /// Every attempt held, with its last progress (repeated as the heartbeat).
-    held: HashMap<u64, v1::Progress>,
+    held: HashMap<AttemptId, v1::Progress>,
     heartbeat: tokio::time::Interval,
     summary: Summary,
     welcomed: bool,
@@ -219,25 +220,26 @@ impl Session<'_> {
                     attempt: assign.attempt,
                     ..Default::default()
                 };
-                self.held.insert(assign.attempt, progress);
+                self.held.insert(AttemptId(assign.attempt), progress);
                 metrics::units_held(self.held.len());
                 self.preparer.prepare(assign);
             }
             Some(FromCoordinator::Revoke(revoke)) => {
-                if self.held.remove(&revoke.attempt).is_some() {
+                let attempt = AttemptId(revoke.attempt);
+                if self.held.remove(&attempt).is_some() {
                     metrics::unit_ended(UnitEnd::Abandoned);
                     metrics::units_held(self.held.len());
                     tracing::info!(
-                        attempt = revoke.attempt,
+                        %attempt,
                         "the coordinator took a unit back (its lease ran out); dropping it"
                     );
                 }
-                self.runner.revoke(revoke.attempt);
+                self.runner.revoke(attempt);
                 // The answer tells the coordinator this worker is alive
                 // again: a worker whose leases ran out gets no work until it
                 // is heard from, and with nothing held it would have nothing
                 // else to say.
-                return self.send(failed(revoke.attempt, "revoked")).await;
+                return self.send(failed(attempt, "revoked")).await;
             }
             Some(FromCoordinator::Split(split)) => {
                 tracing::debug!(
@@ -245,7 +247,7 @@ impl Session<'_> {
                     parts = split.parts,
                     "asked to split a unit"
                 );
-                self.runner.split(split.attempt, split.parts);
+                self.runner.split(AttemptId(split.attempt), split.parts);
             }
             None => {}
         }
@@ -256,18 +258,20 @@ impl Session<'_> {
     async fn on_search(&mut self, event: v1::WorkerMessage) -> bool {
         match &event.kind {
             Some(ToCoordinator::Progress(progress)) => {
-                if let Some(last) = self.held.get_mut(&progress.attempt) {
+                if let Some(last) = self.held.get_mut(&AttemptId(progress.attempt)) {
                     metrics::orthos_found(progress.orthos.saturating_sub(last.orthos));
                     *last = progress.clone();
                 }
             }
             Some(ToCoordinator::Done(done)) => {
-                if self.held.remove(&done.attempt).is_some() {
+                if self.held.remove(&AttemptId(done.attempt)).is_some() {
                     metrics::unit_ended(UnitEnd::Done);
                 }
                 self.summary.done += 1;
             }
-            Some(ToCoordinator::Failed(failed)) if self.held.remove(&failed.attempt).is_some() => {
+            Some(ToCoordinator::Failed(failed))
+                if self.held.remove(&AttemptId(failed.attempt)).is_some() =>
+            {
                 metrics::unit_ended(UnitEnd::Abandoned);
             }
             _ => {}

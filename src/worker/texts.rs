@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::runner::{Job, UnitRunner};
 use crate::channel::Client;
 use crate::error::{Error, Result};
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::{Interner, Version};
 use crate::proto::{self, v1};
 use crate::search::{Scope, Subtrees};
@@ -55,7 +56,8 @@ impl Preparer {
             // so the cache lives as long as the session.
             let mut cache = HashMap::new();
             while let Some(assign) = queue.recv().await {
-                if runner.is_revoked(assign.attempt) {
+                let attempt = AttemptId(assign.attempt);
+                if runner.is_revoked(attempt) {
                     continue;
                 }
                 let prepared = async {
@@ -72,8 +74,8 @@ impl Preparer {
                 match prepared.await {
                     Ok((texts, part)) => runner.submit(Job {
                         session,
-                        attempt: assign.attempt,
-                        unit: assign.unit,
+                        attempt,
+                        unit: UnitId(assign.unit),
                         scope: Scope::Subtrees(Arc::new(part)),
                         base_version: Version::new(assign.base_version),
                         dedup: proto::dedup_from(assign.dedup),
@@ -85,7 +87,7 @@ impl Preparer {
                     Err(error) => {
                         tracing::warn!(%error, version = assign.version, "cannot prepare the unit; handing it back");
                         let reason = format!("cannot prepare the unit: {error}");
-                        let _ = events.send(failed(assign.attempt, &reason));
+                        let _ = events.send(failed(attempt, &reason));
                     }
                 }
             }
@@ -106,10 +108,10 @@ impl Drop for Preparer {
 }
 
 /// A UnitFailed message.
-pub fn failed(attempt: u64, reason: &str) -> v1::WorkerMessage {
+pub fn failed(attempt: AttemptId, reason: &str) -> v1::WorkerMessage {
     v1::WorkerMessage {
         kind: Some(ToCoordinator::Failed(v1::UnitFailed {
-            attempt,
+            attempt: attempt.0,
             reason: reason.into(),
         })),
     }

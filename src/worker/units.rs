@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ids::{AttemptId, UnitId};
 use crate::interner::Version;
 use crate::search::{Exploration, Manifest, Scope};
 
@@ -29,9 +30,9 @@ const RECORD: &str = "unit.json";
 /// What a kept unit is complete for.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct UnitRecord {
-    unit: u64,
+    unit: UnitId,
     /// The attempt that searched it.
-    attempt: u64,
+    attempt: AttemptId,
     /// Content hashes of the texts of versions 1..=manifest.version.
     #[serde(rename = "texts")]
     text_hashes: Vec<String>,
@@ -83,12 +84,12 @@ impl UnitStore {
         })
     }
 
-    fn unit_dir(&self, unit: u64) -> PathBuf {
+    fn unit_dir(&self, unit: UnitId) -> PathBuf {
         self.dir.join(unit.to_string())
     }
 
     /// Every kept unit: (unit, version, attempt).
-    pub fn kept(&self) -> Vec<(u64, Version, u64)> {
+    pub fn kept(&self) -> Vec<(UnitId, Version, AttemptId)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -106,7 +107,7 @@ impl UnitStore {
     /// large enough. Whatever is kept for the unit and not used is discarded.
     pub fn open(
         &self,
-        unit: u64,
+        unit: UnitId,
         scope: Scope,
         text_hashes: &[String],
         base_version: Version,
@@ -132,7 +133,7 @@ impl UnitStore {
                     });
                 }
                 Err(error) => {
-                    tracing::warn!(unit, %error, "kept unit is unusable; searching afresh");
+                    tracing::warn!(%unit, %error, "kept unit is unusable; searching afresh");
                 }
             }
         }
@@ -153,8 +154,8 @@ impl UnitStore {
     /// is kept.
     pub fn keep(
         &self,
-        unit: u64,
-        attempt: u64,
+        unit: UnitId,
+        attempt: AttemptId,
         text_hashes: &[String],
         search: &mut UnitSearch,
     ) -> Result<bool> {
@@ -196,11 +197,11 @@ impl UnitStore {
 
 /// The record of a kept unit, if there is one that is not damaged (a
 /// damaged one is said in a warning: the unit is searched afresh).
-fn usable_record(dir: &Path, unit: u64) -> Option<UnitRecord> {
+fn usable_record(dir: &Path, unit: UnitId) -> Option<UnitRecord> {
     match read_record(dir) {
         Ok(record) => Some(record),
         Err(error @ Error::Damaged { .. }) => {
-            tracing::warn!(unit, %error, "kept unit is unusable; searching afresh");
+            tracing::warn!(%unit, %error, "kept unit is unusable; searching afresh");
             None
         }
         Err(_) => None,
