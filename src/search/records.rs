@@ -173,11 +173,20 @@ struct SectionWriter {
     pairs: Vec<u8>,
     /// The distinct watches, encoded back to back.
     watches: Vec<u8>,
-    /// Where each watch starts in `watches`.
-    starts: Vec<u32>,
-    /// Per slot, 1 + the index of a watch hashed there; 0 when empty.
+    /// The distinct watches of up to [`KEY_NODES`] nodes, in order (longer
+    /// ones, rare, are listed again each time).
+    keys: Vec<Key>,
+    /// Per slot, 1 + the index of a watch hashed there; 0 when empty
+    /// (allocated on first use, so that a part stays small to move).
     table: Vec<u16>,
 }
+
+/// Nodes a watch may have to be found again in its section.
+const KEY_NODES: usize = 4;
+
+/// A distinct watch of a section: its node count and nodes (unused ones
+/// `u32::MAX`); a longer watch's key has the count `u8::MAX`, never found.
+type Key = (u8, [u32; KEY_NODES]);
 
 impl SectionWriter {
     fn records(&self) -> usize {
@@ -185,29 +194,42 @@ impl SectionWriter {
     }
 
     fn add(&mut self, flags: u8, watch: &Watch, width: NodeWidth) {
+        let nodes = watch.nodes();
+        let mut key = (nodes.len() as u8, [u32::MAX; KEY_NODES]);
+        if nodes.len() > KEY_NODES {
+            // Not looked up: a watch of its own.
+            self.keys.push((u8::MAX, key.1));
+            encode_watch(watch, width, &mut self.watches);
+            let index = (self.keys.len() - 1) as u8;
+            self.pairs.extend_from_slice(&[flags, index]);
+            return;
+        }
+        key.1[..nodes.len()].copy_from_slice(nodes);
+        // Siblings, next to each other, often share their watch.
+        if let Some(&last) = self.pairs.last()
+            && self.keys[usize::from(last)] == key
+        {
+            self.pairs.extend_from_slice(&[flags, last]);
+            return;
+        }
         if self.table.is_empty() {
             self.table.resize(TABLE, 0);
+            self.keys.reserve(SECTION);
+            self.pairs.reserve(2 * SECTION);
         }
-        let start = self.watches.len();
-        encode_watch(watch, width, &mut self.watches);
-        let mut hash = 0xcbf2_9ce4_8422_2325u64;
-        for &byte in &self.watches[start..] {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
+        let [a, b, c, d] = key.1;
+        let hash = (u64::from(a) | u64::from(b) << 32)
+            .wrapping_add(u64::from(c) ^ u64::from(d) << 32)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut slot = (hash >> 32) as usize % TABLE;
         let index = loop {
             let Some(found) = usize::from(self.table[slot]).checked_sub(1) else {
-                self.starts.push(start as u32);
-                self.table[slot] = self.starts.len() as u16;
-                break self.starts.len() - 1;
+                self.keys.push(key);
+                encode_watch(watch, width, &mut self.watches);
+                self.table[slot] = self.keys.len() as u16;
+                break self.keys.len() - 1;
             };
-            let from = self.starts[found] as usize;
-            let to = self
-                .starts
-                .get(found + 1)
-                .map_or(start, |&end| end as usize);
-            if self.watches[from..to] == self.watches[start..] {
-                self.watches.truncate(start);
+            if self.keys[found] == key {
                 break found;
             }
             slot = (slot + 1) % TABLE;
@@ -218,7 +240,7 @@ impl SectionWriter {
     /// Its encoded length.
     fn len(&self) -> usize {
         varint_len(self.records() as u32)
-            + varint_len(self.starts.len() as u32)
+            + varint_len(self.keys.len() as u32)
             + self.watches.len()
             + self.pairs.len()
     }
@@ -228,7 +250,7 @@ impl SectionWriter {
             return;
         }
         put_varint(out, self.records() as u32);
-        put_varint(out, self.starts.len() as u32);
+        put_varint(out, self.keys.len() as u32);
         out.extend_from_slice(&self.watches);
         out.extend_from_slice(&self.pairs);
     }
@@ -236,7 +258,7 @@ impl SectionWriter {
     fn clear(&mut self) {
         self.pairs.clear();
         self.watches.clear();
-        self.starts.clear();
+        self.keys.clear();
         self.table.fill(0);
     }
 }
