@@ -165,10 +165,12 @@ pub(crate) fn sparse_replay(
     scratch.stack.clear();
     scratch.popped.clear();
     scratch.decoded.clear();
-    let mut roots: Vec<Ortho> = Vec::new();
-    let mut batches: Vec<BatchMet<'_>> = Vec::new();
-    let mut watches = Vec::new();
-    let mut index = first_index;
+    let mut met = Met {
+        roots: Vec::new(),
+        batches: Vec::new(),
+        watches: Vec::new(),
+        index: first_index,
+    };
     let mut opening = true;
     let mut end = 0;
     let mut blocks = run.blocks();
@@ -183,71 +185,15 @@ pub(crate) fn sparse_replay(
                 let more = decode_roots(payload).map_err(damaged)?;
                 scratch.stack.push(Span {
                     source: ROOTS,
-                    start: roots.len() as u32,
+                    start: met.roots.len() as u32,
                     len: more.len() as u32,
                 });
-                roots.extend(more);
+                met.roots.extend(more);
                 opening = true;
             }
             BlockKind::Batch => {
                 opening = false;
-                let batch = BatchPayload::parse(payload).map_err(|e| damaged(e.into()))?;
-                if u64::from(batch.count) > scratch.stack.len {
-                    return Err(damaged(format!(
-                        "a batch of {} with {} pending",
-                        batch.count, scratch.stack.len
-                    )));
-                }
-                let number = batches.len() as u32;
-                let start = scratch.popped.len();
-                scratch.stack.pop_top(batch.count, &mut scratch.popped);
-                batches.push(BatchMet {
-                    payload,
-                    popped: start..scratch.popped.len(),
-                });
-                let mut column = batch.expansions;
-                let mut ordinal = 0;
-                while ordinal < batch.count {
-                    let pairs = read_section(&mut column, batch.width, &mut watches)
-                        .map_err(|e| damaged(e.into()))?;
-                    let records = (pairs.len() / 2) as u32;
-                    let end = index
-                        .checked_add(records)
-                        .ok_or_else(|| damaged("too many records".into()))?;
-                    scratch.verdicts.clear();
-                    for watch in &watches {
-                        scratch.verdicts.push(judge.watch(watch));
-                    }
-                    if scratch.verdicts.contains(&true) || judge.any_override(index..end) {
-                        for (at, pair) in pairs.chunks_exact(2).enumerate() {
-                            let at = at as u32;
-                            let record = section_record(&watches, [pair[0], pair[1]])
-                                .map_err(|e| damaged(e.into()))?;
-                            let (wanted, leaf) =
-                                judge.overridden(index + at).unwrap_or_else(|| {
-                                    (scratch.verdicts[usize::from(pair[1])], record.leaf())
-                                });
-                            if wanted {
-                                let ortho = scratch
-                                    .ortho_of(number, ordinal + at, &batches, &roots)
-                                    .map_err(|detail| {
-                                        damaged(format!("record {}: {detail}", index + at))
-                                    })?;
-                                visit(index + at, ortho, leaf)?;
-                            }
-                        }
-                    }
-                    index = end;
-                    ordinal += records;
-                }
-                if ordinal != batch.count || !column.is_empty() {
-                    return Err(damaged("a batch holds other records than it counts".into()));
-                }
-                scratch.stack.push(Span {
-                    source: number,
-                    start: 0,
-                    len: batch.listed,
-                });
+                replay_batch(payload, &mut met, scratch, judge, &mut visit, &damaged)?;
             }
             BlockKind::Handoff => {
                 let mut bytes = payload;
@@ -275,7 +221,85 @@ pub(crate) fn sparse_replay(
             ),
         ));
     }
-    Ok(index - first_index)
+    Ok(met.index - first_index)
+}
+
+/// What a sparse replay has met of its run so far.
+struct Met<'a> {
+    roots: Vec<Ortho>,
+    batches: Vec<BatchMet<'a>>,
+    /// The watches of the section being read.
+    watches: Vec<RawRecord<'a>>,
+    /// The index of the next record.
+    index: u32,
+}
+
+/// Replays a batch block sparsely: its records are popped off the stack
+/// (as spans), their watches judged section by section, the wanted ones
+/// handed to `visit` with their orthos, and one span of all the children
+/// they list pushed. `damaged` describes damage in the block.
+fn replay_batch<'a>(
+    payload: &'a [u8],
+    met: &mut Met<'a>,
+    scratch: &mut SparseScratch,
+    judge: &mut impl Judge,
+    visit: &mut impl FnMut(u32, Ortho, bool) -> Result<()>,
+    damaged: &impl Fn(String) -> Error,
+) -> Result<()> {
+    let batch = BatchPayload::parse(payload).map_err(|e| damaged(e.into()))?;
+    if u64::from(batch.count) > scratch.stack.len {
+        return Err(damaged(format!(
+            "a batch of {} with {} pending",
+            batch.count, scratch.stack.len
+        )));
+    }
+    let number = met.batches.len() as u32;
+    let start = scratch.popped.len();
+    scratch.stack.pop_top(batch.count, &mut scratch.popped);
+    met.batches.push(BatchMet {
+        payload,
+        popped: start..scratch.popped.len(),
+    });
+    let mut column = batch.expansions;
+    let mut ordinal = 0;
+    while ordinal < batch.count {
+        let pairs = read_section(&mut column, batch.width, &mut met.watches)
+            .map_err(|e| damaged(e.into()))?;
+        let records = (pairs.len() / 2) as u32;
+        let (index, end) = (met.index, met.index.checked_add(records));
+        let end = end.ok_or_else(|| damaged("too many records".into()))?;
+        scratch.verdicts.clear();
+        for watch in &met.watches {
+            scratch.verdicts.push(judge.watch(watch));
+        }
+        if scratch.verdicts.contains(&true) || judge.any_override(index..end) {
+            for (at, pair) in pairs.chunks_exact(2).enumerate() {
+                let at = at as u32;
+                let record = section_record(&met.watches, [pair[0], pair[1]])
+                    .map_err(|e| damaged(e.into()))?;
+                let (wanted, leaf) = judge
+                    .overridden(index + at)
+                    .unwrap_or_else(|| (scratch.verdicts[usize::from(pair[1])], record.leaf()));
+                if wanted {
+                    let ortho = scratch
+                        .ortho_of(number, ordinal + at, &met.batches, &met.roots)
+                        .map_err(|detail| damaged(format!("record {}: {detail}", index + at)))?;
+                    visit(index + at, ortho, leaf)?;
+                }
+            }
+        }
+        met.index = end;
+        ordinal += records;
+    }
+    if ordinal != batch.count || !column.is_empty() {
+        return Err(damaged("a batch holds other records than it counts".into()));
+    }
+    scratch.stack.push(Span {
+        source: number,
+        start: 0,
+        len: batch.listed,
+    });
+    Ok(())
 }
 
 impl SparseScratch {
