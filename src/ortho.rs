@@ -353,6 +353,14 @@ pub enum ReshapeKind {
 }
 
 impl Step {
+    /// Filling the next slot with `token` (no reshaping).
+    pub const fn fill(token: u32) -> Self {
+        Self {
+            token,
+            reshape: None,
+        }
+    }
+
     /// The child this step makes from `parent` (the same child expansion
     /// hands over; no candidate check).
     pub fn apply(&self, parent: &Ortho) -> Result<Ortho, Error> {
@@ -531,13 +539,7 @@ fn emit_fill_children(
                 continue;
             }
         }
-        emit(
-            Step {
-                token,
-                reshape: None,
-            },
-            child,
-        );
+        emit(Step::fill(token), child);
     }
 }
 

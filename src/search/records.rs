@@ -614,14 +614,10 @@ impl<'a> RawRecord<'a> {
     /// The expansion it records.
     pub fn expansion(&self) -> Expansion {
         let mut nodes = [0; MAX_PREFIXES];
-        let mut len = 0;
-        for (slot, node) in nodes.iter_mut().zip(self.nodes()) {
-            *slot = node;
-            len += 1;
-        }
+        let len = self.read_nodes(&mut nodes);
         Expansion {
             leaf: self.leaf(),
-            watch: Watch::from_parts(nodes, len),
+            watch: Watch::from_parts(nodes, len as u8),
         }
     }
 }
@@ -674,13 +670,6 @@ pub(crate) fn rewrite_batch(
 mod tests {
     use super::*;
 
-    fn fill(token: u32) -> Step {
-        Step {
-            token,
-            reshape: None,
-        }
-    }
-
     /// Every child of a batch payload, as (record, step).
     fn children_of(payload: &[u8]) -> Vec<(u32, Step)> {
         let mut children = Vec::new();
@@ -696,7 +685,7 @@ mod tests {
     #[test]
     fn records_round_trip_children_and_expansions() {
         let watch = Watch::new(&[3, 70_000, 129]).unwrap();
-        let fills: Vec<Step> = [4, 9, 300, 70_001].map(fill).to_vec();
+        let fills: Vec<Step> = [4, 9, 300, 70_001].map(Step::fill).to_vec();
         let reshapes = vec![
             Step {
                 token: 2,
@@ -763,7 +752,7 @@ mod tests {
                 watch: watch(2),
             },
             false,
-            &[fill(7), fill(9)],
+            &[Step::fill(7), Step::fill(9)],
             width,
         );
         let mut payload = Vec::new();
@@ -782,7 +771,10 @@ mod tests {
         let record = records.next_record().unwrap();
         assert_eq!(record.nodes().collect::<Vec<_>>(), [2]);
         records.finish().unwrap();
-        assert_eq!(children_of(&rewritten), [(1, fill(7)), (1, fill(9))]);
+        assert_eq!(
+            children_of(&rewritten),
+            [(1, Step::fill(7)), (1, Step::fill(9))]
+        );
     }
 
     #[test]

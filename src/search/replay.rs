@@ -338,13 +338,6 @@ mod tests {
     use crate::search::sparse::tests::Pick;
     use crate::search::sparse::{SparseScratch, sparse_replay};
 
-    fn fill(token: u32) -> Step {
-        Step {
-            token,
-            reshape: None,
-        }
-    }
-
     /// Every record of the file at `path`, read in `mode`: 0 the whole file,
     /// 1 run by run in memory, 2 run by run from the file, 3 run by run
     /// sparsely.
@@ -413,9 +406,9 @@ mod tests {
         writer.roots(&[first.clone(), second.clone()]).unwrap();
         // The top of the stack, `second`, gets two children.
         let mut record = BatchRecords::default();
-        record.add(&parent, false, &[fill(5), fill(6)], width);
+        record.add(&parent, false, &[Step::fill(5), Step::fill(6)], width);
         writer.batch(width, &[record]).unwrap();
-        let children = [fill(5), fill(6)].map(|step| step.apply(&second).unwrap());
+        let children = [Step::fill(5), Step::fill(6)].map(|step| step.apply(&second).unwrap());
         let stack = [first.clone(), children[0].clone(), children[1].clone()];
         writer.restart(&stack).unwrap();
         let mut leaves = BatchRecords::default();

@@ -182,8 +182,9 @@ impl GrownNodes {
     fn since(interner: &Interner, base: Version) -> Self {
         let states = interner.phrase_states();
         let mut bits = vec![0u64; states.div_ceil(64)];
-        for node in 0..states {
-            if interner.grew_since(PhraseNode(node as u32), base) {
+        // Ids past the automaton in its last word count as grown too.
+        for node in 0..bits.len() * 64 {
+            if node >= states || interner.grew_since(PhraseNode(node as u32), base) {
                 bits[node / 64] |= 1 << (node % 64);
             }
         }
