@@ -1,6 +1,7 @@
 //! An append-only file of the exploration log that may live in memory while
 //! it is small: a one-off search of a few thousand orthos then touches no
 //! disk at all, and one that grows spills to its file once and goes on there.
+//! A file only read may also be mapped into memory whole.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -20,11 +21,32 @@ pub(crate) struct Backing {
 
 enum State {
     Memory(Vec<u8>),
+    /// Read-only: appending to or moving it is refused.
+    Mapped(memmap2::Mmap),
     Disk(File),
 }
 
 fn io(path: &Path, what: &str, error: std::io::Error) -> Error {
     Error::io(format!("cannot {what} {}", path.display()), error)
+}
+
+/// The file `path`, opened for reading, and its length. Files are only
+/// read where their owner recorded them as written: one that is gone is
+/// damage, like one that is cut short.
+fn open_existing(path: &Path) -> Result<(File, u64)> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Damaged {
+            path: path.to_owned(),
+            detail: "the file is missing".into(),
+        },
+        _ => io(path, "open", e),
+    })?;
+    let len = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
+    Ok((file, len))
+}
+
+fn read_only(path: &Path) -> Error {
+    Error::Internal(format!("{} is mapped for reading only", path.display()))
 }
 
 impl Backing {
@@ -55,16 +77,7 @@ impl Backing {
 
     /// The file `path` as it is, for reading only.
     pub fn open_read(path: &Path) -> Result<Self> {
-        // Files are only read where their owner recorded them as written:
-        // one that is gone is damage, like one that is cut short.
-        let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::Damaged {
-                path: path.to_owned(),
-                detail: "the file is missing".into(),
-            },
-            _ => io(path, "open", e),
-        })?;
-        let len = file.metadata().map_err(|e| io(path, "inspect", e))?.len();
+        let (file, len) = open_existing(path)?;
         Ok(Self {
             path: path.to_owned(),
             state: State::Disk(file),
@@ -72,32 +85,45 @@ impl Backing {
         })
     }
 
-    /// The first `len` bytes of the file `path`, read into memory at once
-    /// (it must hold at least that many).
-    pub fn read_whole(path: &Path, len: u64) -> Result<Self> {
-        let file = Self::open_read(path)?;
-        if file.len < len {
-            return Err(Error::Damaged {
-                path: path.to_owned(),
-                detail: format!(
-                    "holds {} bytes but {len} were recorded as written",
-                    file.len
-                ),
-            });
-        }
-        let mut bytes = Vec::new();
-        file.read_to_vec(0, len as usize, &mut bytes)?;
+    /// The file `path` mapped into memory (and faulted in at once) for
+    /// reading only, up to its first `len` bytes.
+    ///
+    /// A mapping is only as sound as the file under it: were the file cut
+    /// short while mapped, reading past its new end would kill the process.
+    /// fold maps only files of a state dir it holds (its redb store is
+    /// locked for as long as the directory is open, so no other fold
+    /// process writes there), and it never cuts a history file below what
+    /// it recorded as written, which is all that is mapped.
+    pub fn map_whole(path: &Path, len: u64) -> Result<Self> {
+        let (file, actual) = open_existing(path)?;
+        let len = len.min(actual);
+        let state = match usize::try_from(len) {
+            Ok(0) => State::Memory(Vec::new()),
+            // SAFETY: see above; the mapping covers only bytes recorded as
+            // written, in a file no other process writes while fold holds it.
+            Ok(map_len) => State::Mapped(
+                unsafe {
+                    memmap2::MmapOptions::new()
+                        .len(map_len)
+                        .populate()
+                        .map(&file)
+                }
+                .map_err(|e| io(path, "map", e))?,
+            ),
+            Err(_) => State::Disk(file),
+        };
         Ok(Self {
             path: path.to_owned(),
-            state: State::Memory(bytes),
+            state,
             len,
         })
     }
 
-    /// Its bytes, when it is in memory.
+    /// Its bytes, when it is in memory or mapped.
     pub fn memory(&self) -> Option<&[u8]> {
         match &self.state {
             State::Memory(bytes) => Some(bytes),
+            State::Mapped(map) => Some(map),
             State::Disk(_) => None,
         }
     }
@@ -127,6 +153,7 @@ impl Backing {
                     self.state = State::Disk(self.create(&memory)?);
                 }
             }
+            State::Mapped(_) => return Err(read_only(&self.path)),
             State::Disk(file) => file
                 .write_all_at(bytes, self.len)
                 .map_err(|e| io(&self.path, "write", e))?,
@@ -137,29 +164,27 @@ impl Backing {
 
     /// Fills `out` from `offset`.
     pub fn read_at(&self, out: &mut [u8], offset: u64) -> Result<()> {
-        match &self.state {
-            State::Memory(memory) => {
-                let bytes = usize::try_from(offset)
-                    .ok()
-                    .and_then(|start| memory.get(start..start + out.len()))
-                    .ok_or_else(|| Error::Damaged {
-                        path: self.path.clone(),
-                        detail: format!("read of {} bytes at {offset} past the end", out.len()),
-                    })?;
-                out.copy_from_slice(bytes);
-                Ok(())
-            }
-            State::Disk(file) => file
-                .read_exact_at(out, offset)
-                .map_err(|e| io(&self.path, "read", e)),
-        }
+        let State::Disk(file) = &self.state else {
+            let memory = self.memory().unwrap_or_default();
+            let bytes = usize::try_from(offset)
+                .ok()
+                .and_then(|start| memory.get(start..start.checked_add(out.len())?))
+                .ok_or_else(|| Error::Damaged {
+                    path: self.path.clone(),
+                    detail: format!("read of {} bytes at {offset} past the end", out.len()),
+                })?;
+            out.copy_from_slice(bytes);
+            return Ok(());
+        };
+        file.read_exact_at(out, offset)
+            .map_err(|e| io(&self.path, "read", e))
     }
 
     /// Replaces `out` with the `len` bytes at `offset`, without first
     /// zeroing its memory (threads may call this at once).
     pub fn read_to_vec(&self, offset: u64, len: usize, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
-        if matches!(self.state, State::Memory(_)) {
+        if self.memory().is_some() {
             out.resize(len, 0);
             return self.read_at(out, offset);
         }
@@ -198,6 +223,7 @@ impl Backing {
                 self.path = path.to_owned();
                 self.state = State::Disk(self.create(&memory)?);
             }
+            State::Mapped(_) => return Err(read_only(&self.path)),
             State::Disk(_) => {
                 std::fs::rename(&self.path, path).map_err(|e| io(path, "move a file to", e))?;
                 self.path = path.to_owned();
@@ -245,6 +271,35 @@ mod tests {
         file.read_at(&mut out, file.len() - 3).unwrap();
         assert_eq!(&out, &[7, 7, b'!']);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), file.len());
+    }
+
+    #[test]
+    fn a_mapped_file_reads_what_was_written_up_to_its_length_and_refuses_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file");
+        std::fs::write(&path, b"hello world").unwrap();
+        let mut mapped = Backing::map_whole(&path, 5).unwrap();
+        assert_eq!(mapped.len(), 5);
+        assert_eq!(mapped.memory(), Some(&b"hello"[..]));
+        let mut out = Vec::new();
+        mapped.read_to_vec(1, 3, &mut out).unwrap();
+        assert_eq!(out, b"ell");
+        assert!(mapped.read_to_vec(3, 3, &mut out).is_err());
+        assert!(mapped.append(b"!").is_err());
+        assert!(mapped.persist(&dir.path().join("moved")).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+
+        // Recorded as longer than it is: only what is there is mapped, and
+        // the reader above it sees the file end early.
+        assert_eq!(Backing::map_whole(&path, 100).unwrap().len(), 11);
+        assert_eq!(
+            Backing::map_whole(&path, 0).unwrap().memory(),
+            Some(&[][..])
+        );
+        let missing = Backing::map_whole(&dir.path().join("gone"), 5)
+            .err()
+            .unwrap();
+        assert!(missing.to_string().contains("missing"), "{missing}");
     }
 
     #[test]

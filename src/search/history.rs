@@ -320,10 +320,10 @@ impl BlockReader {
         Self::over(path, len, Backing::open_read(path)?)
     }
 
-    /// Reads the first `len` bytes of the file at `path` into memory at
-    /// once; its runs are then read from there.
-    pub fn open_in_memory(path: &Path, len: u64) -> Result<Self> {
-        Self::over(path, len, Backing::read_whole(path, len)?)
+    /// Maps the first `len` bytes of the file at `path` into memory; its
+    /// runs are then read where they lie (see [`Backing::map_whole`]).
+    pub fn open_mapped(path: &Path, len: u64) -> Result<Self> {
+        Self::over(path, len, Backing::map_whole(path, len)?)
     }
 
     fn over(path: &Path, len: u64, file: Backing) -> Result<Self> {

@@ -50,9 +50,9 @@ impl StoredHistory<'_> {
 /// from the file on its own.
 const RUN_IN_MEMORY: u64 = 16 << 20;
 
-/// Bytes a history file may hold to be read into memory whole before its
-/// runs are replayed (they are then replayed where they lie); a longer one
-/// is read run by run.
+/// Bytes a history file may hold to be mapped into memory whole before its
+/// runs are replayed (they are then replayed where they lie, with no copy);
+/// a longer one is read run by run, which bounds the memory it touches.
 const FILE_IN_MEMORY: u64 = 64 << 20;
 
 /// Records of the runs replayed in parallel at once (what they find waits
@@ -91,7 +91,7 @@ pub(super) fn revisit(
         let segment = segment as u32;
         let [path, _] = stored.paths(segment);
         let mut reader = if extent.history_bytes <= FILE_IN_MEMORY {
-            BlockReader::open_in_memory(&path, extent.history_bytes)?
+            BlockReader::open_mapped(&path, extent.history_bytes)?
         } else {
             BlockReader::open(&path, extent.history_bytes)?
         };
