@@ -351,18 +351,29 @@ pub(crate) fn read_section<'a>(
     width: NodeWidth,
     watches: &mut Vec<RawRecord<'a>>,
 ) -> std::result::Result<&'a [u8], &'static str> {
+    watches.clear();
+    read_section_with(bytes, width, |watch| watches.push(watch))
+}
+
+/// Reads the section at the front of `bytes` as [`read_section`] does, but
+/// hands each watch to `each` in order instead of keeping it.
+#[inline]
+pub(crate) fn read_section_with<'a>(
+    bytes: &mut &'a [u8],
+    width: NodeWidth,
+    mut each: impl FnMut(RawRecord<'a>),
+) -> std::result::Result<&'a [u8], &'static str> {
     let records = get_varint(bytes).ok_or("bad section")? as usize;
     let count = get_varint(bytes).ok_or("bad section")? as usize;
     if records == 0 || records > SECTION || count == 0 || count > records {
         return Err("bad section");
     }
-    watches.clear();
     for _ in 0..count {
         let (watch, rest) = RawRecord::split(bytes, width)?;
         if watch.head & !0x0f != 0 {
             return Err("bad watch");
         }
-        watches.push(watch);
+        each(watch);
         *bytes = rest;
     }
     let (pairs, rest) = bytes
@@ -376,18 +387,36 @@ pub(crate) fn read_section<'a>(
 #[inline]
 pub(crate) fn section_record<'a>(
     watches: &[RawRecord<'a>],
-    [flags, watch]: [u8; 2],
+    pair: [u8; 2],
 ) -> std::result::Result<RawRecord<'a>, &'static str> {
-    let watch = watches
-        .get(usize::from(watch))
-        .ok_or("a record of a watch its section lacks")?;
-    if flags & !(LEAF | RESHAPES) != 0 {
-        return Err("bad record flags");
-    }
+    let (flags, watch) = section_pair(watches.len(), pair)?;
+    let watch = &watches[watch];
     Ok(RawRecord {
         head: watch.head | flags,
         ..*watch
     })
+}
+
+/// A section's pair (flags, watch) checked against the section's `watches`
+/// (how many it lists): the flags, and the index of the watch.
+#[inline]
+pub(crate) fn section_pair(
+    watches: usize,
+    [flags, watch]: [u8; 2],
+) -> std::result::Result<(u8, usize), &'static str> {
+    if usize::from(watch) >= watches {
+        return Err("a record of a watch its section lacks");
+    }
+    if flags & !(LEAF | RESHAPES) != 0 {
+        return Err("bad record flags");
+    }
+    Ok((flags, usize::from(watch)))
+}
+
+/// Whether a record with these flags had no candidate.
+#[inline]
+pub(crate) fn flags_leaf(flags: u8) -> bool {
+    flags & LEAF != 0
 }
 
 /// The records of a batch's expansions column, one after another.

@@ -22,7 +22,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::history::{BlockKind, Run, decode_roots, get_varint};
-use super::records::{BatchPayload, RawRecord, child_step, read_section, section_record};
+use super::records::{
+    BatchPayload, RawRecord, child_step, flags_leaf, read_section_with, section_pair,
+};
 use crate::error::{Error, Result};
 use crate::ortho::{Ortho, Step};
 
@@ -168,7 +170,6 @@ pub(crate) fn sparse_replay(
     let mut met = Met {
         roots: Vec::new(),
         batches: Vec::new(),
-        watches: Vec::new(),
         index: first_index,
     };
     let mut opening = true;
@@ -228,8 +229,6 @@ pub(crate) fn sparse_replay(
 struct Met<'a> {
     roots: Vec<Ortho>,
     batches: Vec<BatchMet<'a>>,
-    /// The watches of the section being read.
-    watches: Vec<RawRecord<'a>>,
     /// The index of the next record.
     index: u32,
 }
@@ -263,23 +262,27 @@ fn replay_batch<'a>(
     let mut column = batch.expansions;
     let mut ordinal = 0;
     while ordinal < batch.count {
-        let pairs = read_section(&mut column, batch.width, &mut met.watches)
-            .map_err(|e| damaged(e.into()))?;
+        // The section's watches are judged as they are read: most sections
+        // want none, and their records are passed over unread.
+        scratch.verdicts.clear();
+        let mut any = false;
+        let pairs = read_section_with(&mut column, batch.width, |watch| {
+            let wanted = judge.watch(&watch);
+            any |= wanted;
+            scratch.verdicts.push(wanted);
+        })
+        .map_err(|e| damaged(e.into()))?;
         let records = (pairs.len() / 2) as u32;
         let (index, end) = (met.index, met.index.checked_add(records));
         let end = end.ok_or_else(|| damaged("too many records".into()))?;
-        scratch.verdicts.clear();
-        for watch in &met.watches {
-            scratch.verdicts.push(judge.watch(watch));
-        }
-        if scratch.verdicts.contains(&true) || judge.any_override(index..end) {
+        if any || judge.any_override(index..end) {
             for (at, pair) in pairs.chunks_exact(2).enumerate() {
                 let at = at as u32;
-                let record = section_record(&met.watches, [pair[0], pair[1]])
+                let (flags, watch) = section_pair(scratch.verdicts.len(), [pair[0], pair[1]])
                     .map_err(|e| damaged(e.into()))?;
                 let (wanted, leaf) = judge
                     .overridden(index + at)
-                    .unwrap_or_else(|| (scratch.verdicts[usize::from(pair[1])], record.leaf()));
+                    .unwrap_or_else(|| (scratch.verdicts[watch], flags_leaf(flags)));
                 if wanted {
                     let ortho = scratch
                         .ortho_of(number, ordinal + at, &met.batches, &met.roots)
