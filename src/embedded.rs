@@ -62,6 +62,31 @@ pub struct RunSummary {
     pub searched: usize,
 }
 
+/// Opens `state` for writing, and builds the interner of its texts while
+/// it does (opening checks the whole store and waits for the disk). The
+/// texts are read before the store is opened for writing, so it must still
+/// hold the `recorded` versions it held then.
+fn open_for_writing(state: &mut StateDir, recorded: usize) -> Result<Interner> {
+    let texts = state.texts()?;
+    let (opened, interner) = std::thread::scope(|scope| {
+        let interner = scope.spawn(|| Interner::from_texts(texts.iter().map(String::as_str)));
+        let opened = state.begin_writing().and_then(|()| state.version_count());
+        let interner = interner
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (opened, interner)
+    });
+    let now = opened?;
+    if now != recorded {
+        return Err(Error::InUse(format!(
+            "{} changed while it was being opened ({recorded} versions, then {now}): \
+             another fold process is using it",
+            state.dir().display()
+        )));
+    }
+    Ok(interner)
+}
+
 /// A text file read in full and checked to be UTF-8.
 struct InputText {
     path: PathBuf,
@@ -99,9 +124,8 @@ pub fn run(files: &[PathBuf], options: &RunOptions, out: &mut dyn Write) -> Resu
 
     // Everything the search needs is opened and checked before anything is
     // printed, so a damaged or busy state dir is refused with no output.
-    state.begin_writing()?;
+    let mut interner = open_for_writing(&mut state, recorded.len())?;
     let _ = std::fs::remove_dir_all(state.dir().join("tmp"));
-    let mut interner = Interner::from_texts(state.texts()?.iter().map(String::as_str));
     let mut exploration = open_exploration(&mut state, interner.version(), options.history)?;
     let mut resume =
         pending_checkpoint(&state, &inputs[recorded.len()], &exploration, options.dedup)?;

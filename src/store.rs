@@ -180,6 +180,12 @@ impl StateDir {
         })
     }
 
+    /// How many versions are recorded (their records are not read).
+    pub fn version_count(&self) -> Result<usize> {
+        use redb::ReadableTableMetadata;
+        self.read(0, |txn| Ok(txn.table(VERSIONS)?.len()? as usize))
+    }
+
     /// The texts of every recorded version, in order, each checked against
     /// its version's content hash.
     pub fn texts(&self) -> Result<Vec<String>> {
