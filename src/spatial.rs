@@ -5,7 +5,6 @@
 //! once per shape on first use and shared process-wide, so the search engine
 //! never recomputes coordinates in its hot path.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 /// Largest capacity (product of sizes) a shape may have. Orthos that would
@@ -131,8 +130,12 @@ impl ShapeTable {
 
 /// The process-wide list of shapes and their lazily built tables.
 pub struct Spatial {
+    /// Every shape, by number of axes, then in lexicographic order; a
+    /// shape's id is its index.
     dims: Vec<Box<[usize]>>,
-    ids: HashMap<Box<[usize]>, ShapeId>,
+    /// Per number of axes, where its shapes begin in `dims` (and, one
+    /// further, where they end).
+    by_axes: Vec<usize>,
     tables: Vec<OnceLock<ShapeTable>>,
 }
 
@@ -153,27 +156,38 @@ pub fn shapes() -> &'static Spatial {
 
 impl Spatial {
     fn enumerate() -> Self {
+        // A walk that tries sizes in increasing order meets the shapes of
+        // each number of axes in lexicographic order: they are gathered by
+        // number of axes, and nothing is sorted.
+        let mut by_length = Vec::new();
+        collect_shapes(&mut Vec::new(), MAX_CAPACITY, 1, &mut by_length);
         let mut dims = Vec::new();
-        let mut prefix = Vec::new();
-        collect_shapes(&mut prefix, MAX_CAPACITY, 1, &mut dims);
-        dims.sort_by(|a, b| a.len().cmp(&b.len()).then(a.cmp(b)));
-        let ids = dims
-            .iter()
-            .enumerate()
-            .map(|(index, d)| (d.clone(), ShapeId(index as u16)))
-            .collect();
+        let mut by_axes = vec![0; 3];
+        for shapes in by_length.into_iter().skip(2) {
+            dims.extend(shapes);
+            by_axes.push(dims.len());
+        }
         let tables = dims.iter().map(|_| OnceLock::new()).collect();
-        Self { dims, ids, tables }
+        Self {
+            dims,
+            by_axes,
+            tables,
+        }
     }
 
     /// The id of the start shape `[2, 2]`.
     pub fn start(&self) -> ShapeId {
-        self.ids[&[2usize, 2][..]]
+        ShapeId(0)
     }
 
     /// The id of a shape, if it is a valid shape within [`MAX_CAPACITY`].
     pub fn id(&self, dims: &[usize]) -> Option<ShapeId> {
-        self.ids.get(dims).copied()
+        let axes = dims.len();
+        let (&start, &end) = (self.by_axes.get(axes)?, self.by_axes.get(axes + 1)?);
+        let at = self.dims[start..end]
+            .binary_search_by(|shape| (**shape).cmp(dims))
+            .ok()?;
+        Some(ShapeId((start + at) as u16))
     }
 
     /// The table of a shape, built on first use.
@@ -344,20 +358,26 @@ fn source_list(dims: &[usize]) -> Vec<(Vec<usize>, SourceKind)> {
     sources
 }
 
-/// Every non-increasing list of sizes >= 2, of length >= 2, with product <= [`MAX_CAPACITY`].
+/// Every non-increasing list of sizes >= 2, of length >= 2, with product
+/// <= [`MAX_CAPACITY`], that begins with `prefix`, into `by_length` by its
+/// length, each length's in lexicographic order.
 fn collect_shapes(
     prefix: &mut Vec<usize>,
     max_size: usize,
     product: usize,
-    out: &mut Vec<Box<[usize]>>,
+    by_length: &mut Vec<Vec<Box<[usize]>>>,
 ) {
-    if prefix.len() >= 2 {
-        out.push(prefix.clone().into());
+    let length = prefix.len();
+    if length >= 2 {
+        if by_length.len() <= length {
+            by_length.resize_with(length + 1, Vec::new);
+        }
+        by_length[length].push(prefix.as_slice().into());
     }
     let largest = max_size.min(MAX_CAPACITY / product);
     for size in 2..=largest {
         prefix.push(size);
-        collect_shapes(prefix, size, product * size, out);
+        collect_shapes(prefix, size, product * size, by_length);
         prefix.pop();
     }
 }
@@ -583,6 +603,39 @@ mod tests {
                 assert_eq!(*source.outside.last().unwrap() as usize, shape.capacity - 1);
             }
         }
+    }
+
+    /// Shape ids are stored (in histories and checkpoints), so their order
+    /// is fixed: by number of axes, then lexicographic; every shape of at
+    /// least two non-increasing sizes of 2 or more, within the capacity.
+    #[test]
+    fn shapes_are_numbered_by_axes_then_lexicographically() {
+        let all = &shapes().dims;
+        assert_eq!(all.len(), 6552);
+        assert_eq!(*all[0], [2, 2]);
+        assert_eq!(shapes().start(), ShapeId(0));
+        for pair in all.windows(2) {
+            let order = pair[0]
+                .len()
+                .cmp(&pair[1].len())
+                .then(pair[0].cmp(&pair[1]));
+            assert_eq!(
+                order,
+                std::cmp::Ordering::Less,
+                "{:?} {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+        for (index, dims) in all.iter().enumerate() {
+            assert!(dims.len() >= 2 && dims.windows(2).all(|w| w[0] >= w[1]));
+            assert!(dims.iter().all(|&size| size >= 2));
+            assert!(dims.iter().product::<usize>() <= MAX_CAPACITY);
+            assert_eq!(shapes().id(dims), Some(ShapeId(index as u16)));
+        }
+        assert_eq!(shapes().id(&[]), None);
+        assert_eq!(shapes().id(&[5]), None);
+        assert_eq!(shapes().id(&[1024, 2]), None);
     }
 
     #[test]
