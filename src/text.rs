@@ -28,17 +28,13 @@ pub fn sentences(text: &str) -> Vec<Vec<String>> {
 /// The lowercase words of one sentence: every character that is not
 /// alphabetic, whitespace or an apostrophe separates words.
 fn words(sentence: &str) -> Vec<String> {
-    let cleaned: String = sentence
-        .chars()
-        .map(|c| {
-            if c.is_alphabetic() || c.is_whitespace() || c == '\'' {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect();
-    cleaned.split_whitespace().map(str::to_lowercase).collect()
+    // No character is both alphabetic and whitespace, so the words are the
+    // longest runs of letters and apostrophes.
+    sentence
+        .split(|c: char| !(c.is_alphabetic() || c == '\''))
+        .filter(|word| !word.is_empty())
+        .map(str::to_lowercase)
+        .collect()
 }
 
 /// Largest text fold reads (a text is held in memory whole, with its
@@ -127,6 +123,23 @@ mod tests {
     #[test]
     fn unicode_letters_are_lowercased() {
         assert_eq!(sentences("ÉCOLE Straße"), owned(&[&["école", "straße"]]));
+    }
+
+    /// Words are runs of letters and apostrophes, split wherever anything
+    /// else stands; that is the same as blanking every other character but
+    /// whitespace and splitting on whitespace only because no character is
+    /// both a letter and whitespace.
+    #[test]
+    fn no_character_is_both_a_letter_and_whitespace() {
+        let both: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_alphabetic() && c.is_whitespace())
+            .collect();
+        assert!(both.is_empty(), "{both:?}");
+        assert_eq!(
+            sentences("a\u{3000}b\u{a0}c\u{2028}d\te'f"),
+            owned(&[&["a", "b", "c", "d", "e'f"]])
+        );
     }
 
     #[test]

@@ -23,8 +23,6 @@
 //!   be the state of the prefix it was recorded for, so users of recorded
 //!   ids treat a split as a possible change.
 
-use std::collections::HashSet;
-
 /// Marks "no state" (the root's suffix link).
 const NONE: u32 = u32::MAX;
 
@@ -105,13 +103,15 @@ impl PhraseAutomaton {
         version: u32,
         vocabulary: usize,
     ) -> VersionGrowth {
-        let mut grown = HashSet::new();
+        let mut grown = Vec::new();
         for sentence in sentences {
             let mut last = Self::ROOT;
             for &token in sentence {
                 last = self.extend(last, token, version, &mut grown);
             }
         }
+        grown.sort_unstable();
+        grown.dedup();
         let changed_prefixes = grown
             .iter()
             .filter(|&&state| state != Self::ROOT)
@@ -120,8 +120,6 @@ impl PhraseAutomaton {
             })
             .sum();
         self.grown_by_version.resize(version as usize, Vec::new());
-        let mut grown: Vec<u32> = grown.into_iter().collect();
-        grown.sort_unstable();
         self.grown_by_version[version as usize - 1] = grown;
         self.root_targets = vec![NONE; vocabulary];
         let root = Self::ROOT as usize;
@@ -134,7 +132,7 @@ impl PhraseAutomaton {
 
     /// Appends `token` after the sequence ending in state `last` (the
     /// generalized construction: a sequence already present is not added twice).
-    fn extend(&mut self, last: u32, token: u32, version: u32, grown: &mut HashSet<u32>) -> u32 {
+    fn extend(&mut self, last: u32, token: u32, version: u32, grown: &mut Vec<u32>) -> u32 {
         if let Some(next) = self.transition_searched(last, token) {
             if self.len[next as usize] == self.len[last as usize] + 1 {
                 return next;
@@ -172,7 +170,7 @@ impl PhraseAutomaton {
         token: u32,
         next: u32,
         version: u32,
-        grown: &mut HashSet<u32>,
+        grown: &mut Vec<u32>,
     ) -> u32 {
         let clone = self.keys.len() as u32;
         let n = next as usize;
@@ -186,7 +184,7 @@ impl PhraseAutomaton {
         self.changed_in.push(self.grown_in[n]);
         self.bits_at.push(NO_BITS);
         if self.grown_in[n] == version {
-            grown.insert(clone);
+            grown.push(clone);
         }
         self.link[n] = clone;
         self.split_in[n] = version;
@@ -223,7 +221,7 @@ impl PhraseAutomaton {
         token: u32,
         target: u32,
         version: u32,
-        grown: &mut HashSet<u32>,
+        grown: &mut Vec<u32>,
     ) {
         let s = state as usize;
         let index = self.keys[s]
@@ -233,7 +231,7 @@ impl PhraseAutomaton {
         self.targets[s].insert(index, target);
         self.grown_in[s] = version;
         self.changed_in[s] = version;
-        grown.insert(state);
+        grown.push(state);
     }
 
     /// The state reached from `state` by `token`, if that sequence occurs.
