@@ -66,6 +66,8 @@ pub mod seed_api;
 pub mod spatial;
 mod storage;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 pub mod tls;
 pub mod top;

@@ -195,6 +195,24 @@ impl Reader {
     }
 }
 
+/// Whether `path` exists and is something other than a regular file (a
+/// directory, pipe, socket or device): opening a pipe would wait for a
+/// writer forever, and none of them is a file fold wrote.
+pub(crate) fn is_special_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| !meta.is_file())
+}
+
+/// Refuses the database file `file` when it is not a regular file.
+fn refuse_special(file: &Path) -> Result<()> {
+    if is_special_file(file) {
+        return Err(Error::BadState(format!(
+            "{} is not a regular file",
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
 impl Db {
     /// Creates the file `file`, running `init` (its format marker and
     /// tables) in its first transaction.
@@ -202,6 +220,7 @@ impl Db {
         file: &Path,
         init: impl FnOnce(&WriteTransaction) -> TxnResult<()>,
     ) -> Result<Self> {
+        refuse_special(file)?;
         guarded(file, || {
             let db = Database::create(file).map_err(|e| Error::storage(file, e))?;
             let db = Self {
@@ -221,6 +240,7 @@ impl Db {
         what: &str,
         seal: impl FnOnce(&WriteTransaction) -> TxnResult<()>,
     ) -> Result<Self> {
+        refuse_special(file)?;
         guarded(file, || {
             let db = open_for_writing(file).map_err(|e| open_error(file, e, what, true))?;
             let db = Self {
@@ -235,6 +255,7 @@ impl Db {
     /// Opens the existing file `file` for reading only; one that a crash
     /// left needing repair is opened for writing, which repairs it.
     pub fn open_for_reading(file: &Path, what: &str) -> Result<Self> {
+        refuse_special(file)?;
         let handle = guarded(file, || match ReadOnlyDatabase::open(file) {
             Ok(db) => Ok(Handle::Reader(db)),
             Err(DatabaseError::RepairAborted) => open_for_writing(file)

@@ -546,6 +546,18 @@ mod tests {
     }
 
     #[test]
+    fn a_pipe_for_a_state_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::test_support::make_fifo(&dir.path().join(STATE_FILE));
+        let path = dir.path().to_owned();
+        let error = crate::test_support::within_ten_seconds(move || {
+            StateDir::open(&path).err().map(|e| e.to_string())
+        });
+        let error = error.expect("a pipe is no state file");
+        assert!(error.contains("not a regular file"), "{error}");
+    }
+
+    #[test]
     fn file_instead_of_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("plain");

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use super::mapping::Mapping;
 use crate::error::{Error, Result};
 
 /// Bytes an in-memory file may hold before it moves to disk.
@@ -22,7 +23,7 @@ pub(crate) struct Backing {
 enum State {
     Memory(Vec<u8>),
     /// Read-only: appending to or moving it is refused.
-    Mapped(memmap2::Mmap),
+    Mapped(Mapping),
     Disk(File),
 }
 
@@ -34,6 +35,7 @@ fn io(path: &Path, what: &str, error: std::io::Error) -> Error {
 /// read where their owner recorded them as written: one that is gone is
 /// damage, like one that is cut short.
 fn open_existing(path: &Path) -> Result<(File, u64)> {
+    refuse_special(path)?;
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Damaged {
             path: path.to_owned(),
@@ -45,6 +47,18 @@ fn open_existing(path: &Path) -> Result<(File, u64)> {
     Ok((file, len))
 }
 
+/// Refuses `path` when it is there but is not a regular file (see
+/// [`crate::storage::is_special_file`]).
+fn refuse_special(path: &Path) -> Result<()> {
+    if crate::storage::is_special_file(path) {
+        return Err(Error::Damaged {
+            path: path.to_owned(),
+            detail: "it is not a regular file".into(),
+        });
+    }
+    Ok(())
+}
+
 fn read_only(path: &Path) -> Error {
     Error::Internal(format!("{} is mapped for reading only", path.display()))
 }
@@ -53,6 +67,7 @@ impl Backing {
     /// The file `path`, cut back to `len` bytes (created when `len` is 0),
     /// so a torn tail left by a crash disappears.
     pub fn open(path: &Path, len: u64) -> Result<Self> {
+        refuse_special(path)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -88,12 +103,12 @@ impl Backing {
     /// The file `path` mapped into memory (and faulted in at once) for
     /// reading only, up to its first `len` bytes.
     ///
-    /// A mapping is only as sound as the file under it: were the file cut
-    /// short while mapped, reading past its new end would kill the process.
-    /// fold maps only files of a state dir it holds (its redb store is
-    /// locked for as long as the directory is open, so no other fold
-    /// process writes there), and it never cuts a history file below what
-    /// it recorded as written, which is all that is mapped.
+    /// A mapping is only as sound as the file under it. fold maps only
+    /// files of a state dir it holds (its redb store is locked for as long
+    /// as the directory is open, so no other fold process writes there),
+    /// and it never cuts a history file below what it recorded as written,
+    /// which is all that is mapped; a file another program cuts short stops
+    /// the process with a message (see [`super::mapping`]).
     pub fn map_whole(path: &Path, len: u64) -> Result<Self> {
         let (file, actual) = open_existing(path)?;
         let len = len.min(actual);
@@ -102,13 +117,7 @@ impl Backing {
             // SAFETY: see above; the mapping covers only bytes recorded as
             // written, in a file no other process writes while fold holds it.
             Ok(map_len) => State::Mapped(
-                unsafe {
-                    memmap2::MmapOptions::new()
-                        .len(map_len)
-                        .populate()
-                        .map(&file)
-                }
-                .map_err(|e| io(path, "map", e))?,
+                unsafe { Mapping::new(&file, map_len) }.map_err(|e| io(path, "map", e))?,
             ),
             Err(_) => State::Disk(file),
         };
@@ -300,6 +309,29 @@ mod tests {
             .err()
             .unwrap();
         assert!(missing.to_string().contains("missing"), "{missing}");
+    }
+
+    #[test]
+    fn a_pipe_or_a_directory_for_a_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipe = dir.path().join("pipe");
+        crate::test_support::make_fifo(&pipe);
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        for path in [pipe, sub] {
+            let errors = crate::test_support::within_ten_seconds(move || {
+                [
+                    Backing::map_whole(&path, 10).err(),
+                    Backing::open_read(&path).err(),
+                    Backing::open(&path, 10).err(),
+                ]
+                .map(|error| error.map(|e| e.to_string()))
+            });
+            for error in errors {
+                let error = error.expect("refused");
+                assert!(error.contains("not a regular file"), "{error}");
+            }
+        }
     }
 
     #[test]

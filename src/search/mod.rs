@@ -25,6 +25,7 @@ mod batch;
 pub mod exploration;
 mod history;
 mod manifest;
+mod mapping;
 mod records;
 mod replay;
 mod revisit;
