@@ -202,6 +202,18 @@ pub(crate) fn is_special_file(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|meta| !meta.is_file())
 }
 
+/// Refuses `path`, a file fold reads back, as damaged when it is there
+/// but is not a regular file (see [`is_special_file`]).
+pub(crate) fn refuse_special_as_damaged(path: &Path) -> Result<()> {
+    if is_special_file(path) {
+        return Err(Error::Damaged {
+            path: path.to_owned(),
+            detail: "it is not a regular file".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses the database file `file` when it is not a regular file.
 fn refuse_special(file: &Path) -> Result<()> {
     if is_special_file(file) {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::mapping::Mapping;
 use crate::error::{Error, Result};
+use crate::storage::refuse_special_as_damaged;
 
 /// Bytes an in-memory file may hold before it moves to disk.
 const SPILL_AT: usize = 4 << 20;
@@ -35,7 +36,7 @@ fn io(path: &Path, what: &str, error: std::io::Error) -> Error {
 /// read where their owner recorded them as written: one that is gone is
 /// damage, like one that is cut short.
 fn open_existing(path: &Path) -> Result<(File, u64)> {
-    refuse_special(path)?;
+    refuse_special_as_damaged(path)?;
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Damaged {
             path: path.to_owned(),
@@ -47,18 +48,6 @@ fn open_existing(path: &Path) -> Result<(File, u64)> {
     Ok((file, len))
 }
 
-/// Refuses `path` when it is there but is not a regular file (see
-/// [`crate::storage::is_special_file`]).
-fn refuse_special(path: &Path) -> Result<()> {
-    if crate::storage::is_special_file(path) {
-        return Err(Error::Damaged {
-            path: path.to_owned(),
-            detail: "it is not a regular file".into(),
-        });
-    }
-    Ok(())
-}
-
 fn read_only(path: &Path) -> Error {
     Error::Internal(format!("{} is mapped for reading only", path.display()))
 }
@@ -67,7 +56,7 @@ impl Backing {
     /// The file `path`, cut back to `len` bytes (created when `len` is 0),
     /// so a torn tail left by a crash disappears.
     pub fn open(path: &Path, len: u64) -> Result<Self> {
-        refuse_special(path)?;
+        refuse_special_as_damaged(path)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)

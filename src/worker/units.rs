@@ -210,12 +210,7 @@ fn usable_record(dir: &Path, unit: UnitId) -> Option<UnitRecord> {
 
 fn read_record(dir: &Path) -> Result<UnitRecord> {
     let path = dir.join(RECORD);
-    if crate::storage::is_special_file(&path) {
-        return Err(Error::Damaged {
-            path,
-            detail: "it is not a regular file".into(),
-        });
-    }
+    crate::storage::refuse_special_as_damaged(&path)?;
     let bytes = std::fs::read(&path)
         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
     let damaged = |detail: String| Error::Damaged {
