@@ -267,19 +267,32 @@ struct Judgement<'f> {
 }
 
 impl Judgement<'_> {
-    /// Whether a watch some of whose nodes grew may have gained a candidate.
-    #[inline(never)]
-    fn watch_grown(&mut self, watch: &RawRecord<'_>) -> bool {
+    /// Whether the ortho watching `nodes` may have gained a candidate.
+    fn gained(&mut self, nodes: &[u32]) -> bool {
         let Filter {
             interner,
             base,
             growth,
             ..
         } = *self.filter;
+        self.memo.may_have_gained(nodes, interner, base, growth)
+    }
+
+    /// Whether a watch some of whose nodes grew may have gained a candidate.
+    #[inline(never)]
+    fn watch_grown(&mut self, watch: &RawRecord<'_>) -> bool {
         let mut nodes = [0; MAX_PREFIXES];
         let len = watch.read_nodes(&mut nodes);
-        self.memo
-            .may_have_gained(&nodes[..len], interner, base, growth)
+        self.gained(&nodes[..len])
+    }
+
+    /// Moves the override cursor past the overrides of records before `index`.
+    #[inline]
+    fn pass_overrides_before(&mut self, index: u32) {
+        let known = self.filter.known;
+        while self.next_known < known.len() && known[self.next_known].0 < index {
+            self.next_known += 1;
+        }
     }
 }
 
@@ -293,36 +306,19 @@ impl Judge for Judgement<'_> {
     }
 
     fn any_override(&mut self, indices: std::ops::Range<u32>) -> bool {
+        self.pass_overrides_before(indices.start);
         let known = self.filter.known;
-        while self.next_known < known.len() && known[self.next_known].0 < indices.start {
-            self.next_known += 1;
-        }
         self.next_known < known.len() && known[self.next_known].0 < indices.end
     }
 
     #[inline]
     fn overridden(&mut self, index: u32) -> Option<(bool, bool)> {
-        let known = self.filter.known;
-        if self.next_known >= known.len() || known[self.next_known].0 > index {
-            return None;
-        }
-        while self.next_known < known.len() && known[self.next_known].0 < index {
-            self.next_known += 1;
-        }
-        let &(at, expansion) = known.get(self.next_known)?;
+        self.pass_overrides_before(index);
+        let &(at, expansion) = self.filter.known.get(self.next_known)?;
         if at != index {
             return None;
         }
-        let Filter {
-            interner,
-            base,
-            growth,
-            ..
-        } = *self.filter;
-        let wanted = self
-            .memo
-            .may_have_gained(expansion.watch.nodes(), interner, base, growth);
-        Some((wanted, expansion.leaf))
+        Some((self.gained(expansion.watch.nodes()), expansion.leaf))
     }
 }
 
